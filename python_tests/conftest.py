@@ -1,0 +1,25 @@
+import importlib.util
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # CPU machines exercise the Triton kernels through the interpreter; must be set before triton is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    for it in items:
+        if "cuda" in it.keywords and not torch.cuda.is_available():
+            it.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "triton" in it.keywords and not HAS_TRITON:
+            it.add_marker(pytest.mark.skip(reason="triton is not installed"))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
