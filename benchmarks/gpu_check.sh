@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# GPU check on a fresh H100/H200 machine with torch (CUDA) already installed and no internet:
+#   build the CUDA extension, run the CUDA/Triton tests, run the CUDA benchmark sweep, then the CPU headline case.
+#
+#   bash benchmarks/gpu_check.sh OUTDIR
+#
+# Writes OUTDIR/{build.log,build_info.txt,tests.log,bench_cuda.log,bench_cpu.log}, result JSON files and
+# OUTDIR/plots/*.png. Continues after failing tests; exits non-zero at the end if the build, the tests or a
+# benchmark step failed. Knobs (environment):
+#   PYTHON=python3          interpreter
+#   MAX_JOBS=16             parallel compile jobs for the build
+#   TEST_SCOPE=gpu|all      "gpu" (default): pytest -m "cuda or triton"; "all": the whole suite
+#   TEST_TIMEOUT=240        seconds for the test step;  BENCH_BUDGET=200  seconds for the CUDA sweep
+#   SKIP_BUILD=1            reuse an existing build;  BUILD_TIMEOUT=420  seconds for the build
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+
+OUT=${1:?usage: gpu_check.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+T0=$(date +%s)
+status=0
+step() { echo "=== [$(( $(date +%s) - T0 )) s] $*"; }
+
+step "environment"
+"$PY" - <<'EOF' 2>&1 | tee "$OUT/env.txt"
+import platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda)
+print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NONE")
+try:
+    import triton; print("triton", triton.__version__)
+except Exception as e:
+    print("triton missing:", e)
+try:
+    from importlib.metadata import version; print("pykeops", version("pykeops"))
+except Exception:
+    print("pykeops not installed (the keops provider will be recorded as unavailable)")
+EOF
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$OUT/env.txt"
+
+if [ "${SKIP_BUILD:-0}" != "1" ]; then
+  step "build (pip install --no-build-isolation --no-deps -e .)"
+  if ! MAX_JOBS=${MAX_JOBS:-16} timeout "${BUILD_TIMEOUT:-420}" "$PY" -m pip install --no-build-isolation --no-deps --no-index -e . >"$OUT/build.log" 2>&1; then
+    echo "BUILD FAILED (tail of $OUT/build.log):"; tail -40 "$OUT/build.log"
+    status=1
+  else
+    tail -3 "$OUT/build.log"
+  fi
+fi
+"$PY" -c "import gmmkernels, json; print(json.dumps(gmmkernels.build_info(), indent=1)); import torch; print('backends(cuda):', gmmkernels.available_backends('cuda') if torch.cuda.is_available() else None); print('backends(cpu):', gmmkernels.available_backends('cpu'))" 2>&1 | tee "$OUT/build_info.txt"
+
+step "tests (${TEST_SCOPE:-gpu})"
+if [ "${TEST_SCOPE:-gpu}" = "all" ]; then marker=(); else marker=(-m "cuda or triton"); fi
+timeout "${TEST_TIMEOUT:-240}" "$PY" -m pytest python_tests -q --maxfail=50 "${marker[@]}" -p no:cacheprovider \
+  >"$OUT/tests.log" 2>&1
+test_rc=$?
+tail -15 "$OUT/tests.log"
+if [ $test_rc -ne 0 ]; then
+  echo "TESTS FAILED (rc=$test_rc; 124 = timeout), see $OUT/tests.log"
+  status=1
+fi
+
+step "CUDA benchmarks (budget ${BENCH_BUDGET:-200} s)"
+timeout $(( ${BENCH_BUDGET:-200} + 120 )) "$PY" benchmarks/run_all.py --device cuda --out "$OUT" \
+  --budget-s "${BENCH_BUDGET:-200}" 2>&1 | tee "$OUT/bench_cuda.log"
+rc=$?
+if [ $rc -ne 0 ]; then echo "CUDA BENCHMARKS rc=$rc"; status=1; fi
+
+step "CPU headline case (N=65536, K=64, D=32, diag, fp32, log p + score)"
+timeout 180 "$PY" benchmarks/bench_mixture_stats.py --device cpu --cases headline --cov diag --modes fwd \
+  --providers 'gmmkernels-cpu,torch-eager,torch-gemm,torch-distributions' --out "$OUT" 2>&1 | tee "$OUT/bench_cpu.log"
+rc=$?
+if [ $rc -ne 0 ]; then echo "CPU HEADLINE rc=$rc"; status=1; fi
+
+step "plots"
+"$PY" benchmarks/plot.py "$OUT"/*.json --out "$OUT/plots" >"$OUT/summary.md" 2>"$OUT/plot.log" || status=1
+cat "$OUT/summary.md"
+
+step "done (status $status) in $(( $(date +%s) - T0 )) s; results in $OUT"
+exit $status

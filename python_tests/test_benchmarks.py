@@ -1,0 +1,79 @@
+"""Smoke test of the benchmark harness: one tiny CPU case end to end (check, time, JSON, table, plot)."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+bench = pytest.importorskip("benchmarks.bench_mixture_stats")
+from benchmarks import _harness as H  # noqa: E402
+
+ROW_KEYS = {"op", "provider", "mode", "dtype", "device", "params", "ms", "first_call_ms", "gbps", "tflops",
+            "peak_mem_mb", "errors_vs_fp64", "ok", "error", "speedup_vs_eager", "roofline"}
+META_KEYS = {"gmmkernels", "git_sha", "git_dirty", "timestamp", "torch", "triton", "cuda", "device", "cpu",
+             "num_threads", "build", "argv"}
+
+
+def test_quick_cpu_benchmark_writes_valid_results(tmp_path):
+    argv = ["--quick", "--device", "cpu", "--cov", "diag", "--modes", "fwd,fwd+bwd",
+            "--providers", "torch-eager,gmmkernels-cpu",
+            "--min-run-time", "0.01", "--out", str(tmp_path)]
+    assert H.main_for(bench, argv) == 0
+    files = list(tmp_path.glob("mixture_stats__cpu-*__*.json"))
+    assert len(files) == 1
+    doc = json.loads(files[0].read_text())
+    assert doc["schema"] == "gmmkernels.bench/1"
+    assert META_KEYS <= set(doc["meta"])
+    rows = doc["results"]
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    for r in rows:
+        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        if r["error"] is None:
+            assert r["ok"] is True, r
+            assert r["ms"]["p20"] <= r["ms"]["p50"] <= r["ms"]["p80"]
+            assert r["errors_vs_fp64"]["logp_max_abs"] < 1e-3
+        else:
+            assert r["ms"] is None
+    eager = [r for r in rows if r["provider"] == "torch-eager"]
+    assert eager and all(r["ok"] for r in eager)
+    assert all(r["speedup_vs_eager"] == pytest.approx(1.0) for r in eager)
+    bwd = next(r for r in eager if r["mode"] == "fwd+bwd")
+    assert {"grad_x_rel_l2", "grad_means_rel_l2", "grad_scale_rel_l2", "grad_logits_rel_l2"} <= set(bwd["errors_vs_fp64"])
+
+    from benchmarks import plot
+
+    groups = plot.group_rows(plot.load_rows(files))
+    table = plot.markdown(groups)
+    assert "| case |" in table and "torch-eager" in table
+    pngs = plot.plot_groups(groups, tmp_path / "plots")
+    assert pngs and all(p.stat().st_size > 0 for p in pngs)
+
+
+def test_unavailable_and_oversized_providers_become_error_rows():
+    case = H.Case("mixture_stats", {"N": 64, "K": 4, "D": 3, "cov": "diag"}, "float32", "fwd", "cpu", "t")
+    missing = H.Provider("missing", bench._eager_setup, available=lambda d: "not installed here")
+    huge = H.Provider("huge", bench._eager_setup, nkd_temporaries={"fwd": 1 << 40})
+
+    def boom(case, inputs):
+        raise RuntimeError("kernel exploded")
+
+    broken = H.Provider("broken", boom)
+    rows = H.run_cases(bench.SPEC, [case], [missing, huge, broken], min_run_time=0.01, log=lambda s: None)
+    by = {r["provider"]: r for r in rows}
+    assert by["missing"]["error"].startswith("unavailable")
+    assert by["huge"]["error"].startswith("skipped") and "OOM" in by["huge"]["error"]
+    assert "kernel exploded" in by["broken"]["error"]
+    assert all(r["ms"] is None for r in rows)
+
+
+def test_roofline_picks_the_binding_limit():
+    # 2-D toy, K=1024 (kernel-anchors §6): exp-bound at ~0.27 ms on an H100
+    c = H.Counts(flops=1.6e10, bytes=20e6, exps=1e6 * 1024)
+    rl = H.roofline(c, 1.0, "ieee", "NVIDIA H100 80GB HBM3")
+    assert rl["bound"] == "exp" and rl["t_min_ms"] == pytest.approx(0.2626, rel=1e-2)
+    assert rl["fraction"] == pytest.approx(rl["t_min_ms"])
+    assert H.roofline(c, 1.0, "ieee", "cpu: some cpu") is None
