@@ -1,0 +1,217 @@
+"""Reverse-process samplers for any epsilon-network (trained model or :class:`MixtureOracle`).
+
+The network is called as ``model(x, t)`` (``t`` a [N] tensor in the schedule's time units), with
+``cond=`` added only when a condition is given and ``heads=True`` only by samplers that need the extra
+heads (it must then return a dict with at least ``"eps"`` and ``"eps2"``). Every sampler
+
+* runs K steps on the grid ``schedule.grid(K, spacing)`` (t_K > ... > t_1 > t_0 = 0; K <= T for DDPM),
+* computes its coefficients in float64 and updates x in ``dtype``,
+* draws all randomness (start noise included) from ``generator``: the same seed gives identical samples.
+
+Samplers (names for :func:`sample`):
+  ``ddpm``         ancestral DDPM, posterior variance lambda^2 (beta-tilde, "small")
+  ``ddpm_large``   ancestral DDPM, variance beta_{t|s} (beta, "large"); no noise on the last step
+  ``ddim``         DDIM(eta); eta = 0 deterministic, eta = 1 equals ``ddpm``
+  ``sn_ddpm``      SN-DDPM (Bao et al. 2022b): per-element variance lambda^2 + B^2 Var[x0|x_t] from the eps2 head
+  ``analytic_dpm`` Analytic-DPM (Bao et al. 2022a): per-step scalar variance lambda^2 + B^2 sigma_t^2/a_t^2 (1 - Gamma_t),
+                   Gamma_t = E||eps(x_t)||^2 / d estimated by Monte Carlo on data (``x0_ref``) or given (``gamma``)
+  ``euler_maruyama`` Euler-Maruyama on the reverse VP-SDE (continuous schedules), Tweedie denoising at the end
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .oracle import heads_dict
+from .schedules import Schedule
+
+SAMPLERS = ("ddpm", "ddpm_large", "ddim", "sn_ddpm", "analytic_dpm", "euler_maruyama")
+
+
+def _call(model, x: Tensor, t: float, cond, heads: bool = False):
+    tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
+    kw = {}
+    if cond is not None:
+        kw["cond"] = cond
+    if heads:
+        kw["heads"] = True
+        out = heads_dict(model(x, tt, **kw))
+        if "eps" not in out:
+            raise ValueError("sampler: the model's heads must include 'eps'")
+        return out
+    out = model(x, tt, **kw)
+    return out["eps"] if isinstance(out, dict) else out
+
+
+def _start(shape, x_T, generator, device, dtype) -> Tensor:
+    if x_T is not None:
+        return x_T.to(device=device if device is not None else x_T.device, dtype=dtype).clone()
+    if device is None:
+        device = generator.device if generator is not None else "cpu"
+    return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
+
+
+def _noise(x: Tensor, generator) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def _progress(it, progress: bool, desc: str):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False)
+
+
+def _x0(x: Tensor, eps: Tensor, a: float, s: float, clip_x0: Optional[float]) -> Tensor:
+    x0 = (x - s * eps) / a
+    return x0.clamp(-clip_x0, clip_x0) if clip_x0 is not None else x0
+
+
+def _check_common(model, schedule):
+    if not callable(model):
+        raise TypeError("sampler: model must be callable as model(x, t)")
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"sampler: schedule must be a DiscreteSchedule or VPSDE, got {type(schedule).__name__}")
+
+
+@torch.no_grad()
+def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm", K: Optional[int] = None, *,
+           generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None, cond=None, eta: float = 0.0,
+           clip_x0: Optional[float] = None, spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float32,
+           x0_ref: Optional[Tensor] = None, gamma: Optional[Tensor] = None, last_var_max: Optional[float] = None,
+           progress: bool = False, return_trajectory: bool = False):
+    """Draw ``shape[0]`` samples with one of :data:`SAMPLERS` in K steps (default: T for discrete schedules,
+    100 for the VP-SDE). Returns x0 [shape], or (x0, [x_{t_K}, ..., x_{t_0}]) with ``return_trajectory``.
+
+    ``clip_x0`` clamps predicted x0 to [-c, c] (images in [-1, 1]); ``eta`` is DDIM's; ``x0_ref``/``gamma``
+    feed Analytic-DPM; ``last_var_max`` caps the last-step variance of SN-DDPM / Analytic-DPM.
+    """
+    _check_common(model, schedule)
+    if method not in SAMPLERS:
+        raise ValueError(f"sample: unknown sampler {method!r}; choose one of {SAMPLERS}")
+    if K is None:
+        K = schedule.T if not schedule.continuous else 100
+    if method == "euler_maruyama" and not schedule.continuous:
+        raise ValueError("sample: 'euler_maruyama' integrates the continuous VP-SDE; use schedule 'vp' "
+                         "(DiscreteSchedule works with ddpm / ddpm_large / ddim / sn_ddpm / analytic_dpm)")
+    if method == "ddim" and not 0.0 <= float(eta) <= 1.0:
+        raise ValueError(f"sample: eta must lie in [0, 1], got {eta}")
+    ts = schedule.grid(K, spacing)
+    if clip_x0 is not None and not clip_x0 > 0:
+        raise ValueError(f"sample: clip_x0 must be positive, got {clip_x0}")
+    x = _start(shape, x_T, generator, device, dtype)
+    traj: List[Tensor] = [x.clone()] if return_trajectory else []
+    desc = f"{method} K={K}"
+
+    if method == "analytic_dpm":
+        if gamma is None:
+            if x0_ref is None:
+                raise ValueError("sample: 'analytic_dpm' needs x0_ref (data samples to estimate Gamma_t) or gamma")
+            gamma = estimate_gamma(model, schedule, x0_ref, ts[:-1], cond=None, generator=generator)
+        gamma = torch.as_tensor(gamma, dtype=torch.float64).flatten()
+        if gamma.numel() != K:
+            raise ValueError(f"sample: gamma must hold one value per step (K={K}), got {gamma.numel()}")
+
+    if method == "euler_maruyama":
+        for i in _progress(range(K), progress, desc):
+            t, s = float(ts[i]), float(ts[i + 1])
+            a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+            eps = _call(model, x, t, cond)
+            if s == 0.0:  # final jump: Tweedie denoising at t_min
+                x = _x0(x, eps, a_t, sig_t, clip_x0)
+            else:
+                beta = float(schedule.beta(t))
+                dt = t - s  # > 0, integrating backwards in time
+                score = -eps / sig_t
+                x = x + (0.5 * beta * x + beta * score) * dt + (beta * dt) ** 0.5 * _noise(x, generator)
+            if return_trajectory:
+                traj.append(x.clone())
+        return (x, traj) if return_trajectory else x
+
+    for i in _progress(range(K), progress, desc):
+        t, s = float(ts[i]), float(ts[i + 1])
+        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+        A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
+        last = s == 0.0
+        if method in ("ddpm", "ddpm_large"):
+            eps = _call(model, x, t, cond)
+            x0 = _x0(x, eps, a_t, sig_t, clip_x0)
+            mean = A * x + B * x0
+            if method == "ddpm":
+                var = lam2
+            else:
+                var = 0.0 if last else float(schedule.transition(t, s)[1])
+            x = mean + var**0.5 * _noise(x, generator) if var > 0 else mean
+        elif method == "ddim":
+            eps = _call(model, x, t, cond)
+            x0 = _x0(x, eps, a_t, sig_t, clip_x0)
+            if clip_x0 is not None:
+                eps = (x - a_t * x0) / sig_t
+            a_s, c_eps, std = (float(v) for v in schedule.ddim(t, s, eta))
+            x = a_s * x0 + c_eps * eps
+            if std > 0:
+                x = x + std * _noise(x, generator)
+        elif method == "sn_ddpm":
+            h = _call(model, x, t, cond, heads=True)
+            if "eps2" not in h:
+                raise ValueError("sample: 'sn_ddpm' needs a model with an 'eps2' head (second moment E[eps^2|x_t])")
+            eps, eps2 = h["eps"], h["eps2"]
+            x0 = _x0(x, eps, a_t, sig_t, clip_x0)
+            var0 = (sig_t**2 / a_t**2) * (eps2 - eps * eps)
+            var0 = var0.clamp_min(0.0) if clip_x0 is None else var0.clamp(0.0, clip_x0**2)
+            var = lam2 + B * B * var0
+            if last and last_var_max is not None:
+                var = var.clamp(max=last_var_max)
+            x = A * x + B * x0 + var.sqrt() * _noise(x, generator)
+        elif method == "analytic_dpm":
+            eps = _call(model, x, t, cond)
+            x0 = _x0(x, eps, a_t, sig_t, clip_x0)
+            g = min(float(gamma[i]), 1.0)
+            var = lam2 + B * B * (sig_t**2 / a_t**2) * (1.0 - g)
+            if last and last_var_max is not None:
+                var = min(var, last_var_max)
+            x = A * x + B * x0 + var**0.5 * _noise(x, generator)
+        if return_trajectory:
+            traj.append(x.clone())
+    return (x, traj) if return_trajectory else x
+
+
+@torch.no_grad()
+def estimate_gamma(model, schedule: Schedule, x0: Tensor, times: Tensor, *, cond=None, batch_size: int = 4096,
+                   generator: Optional[torch.Generator] = None) -> Tensor:
+    """Analytic-DPM's Gamma_t = E_{x0, eps} ||eps_theta(x_t, t)||^2 / d at each time (float64 [len(times)])."""
+    out = []
+    x0 = x0[:batch_size]
+    d = x0[0].numel()
+    for t in torch.as_tensor(times, dtype=torch.float64).tolist():
+        a, s = (float(v) for v in schedule.alpha_sigma(t))
+        xt = a * x0 + s * torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = _call(model, xt, t, cond)
+        out.append(float((eps.double() ** 2).sum() / (x0.shape[0] * d)))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def ddpm(model, schedule, shape, K=None, *, variance: str = "small", **kw):
+    """Ancestral DDPM; ``variance`` 'small' (beta-tilde = lambda^2) or 'large' (beta_{t|s})."""
+    if variance not in ("small", "large"):
+        raise ValueError(f"ddpm: variance must be 'small' or 'large', got {variance!r}")
+    return sample(model, schedule, shape, "ddpm" if variance == "small" else "ddpm_large", K, **kw)
+
+
+def ddim(model, schedule, shape, K=None, *, eta: float = 0.0, **kw):
+    return sample(model, schedule, shape, "ddim", K, eta=eta, **kw)
+
+
+def sn_ddpm(model, schedule, shape, K=None, **kw):
+    return sample(model, schedule, shape, "sn_ddpm", K, **kw)
+
+
+def analytic_dpm(model, schedule, shape, K=None, **kw):
+    return sample(model, schedule, shape, "analytic_dpm", K, **kw)
+
+
+def euler_maruyama(model, schedule, shape, K=100, **kw):
+    return sample(model, schedule, shape, "euler_maruyama", K, **kw)

@@ -1,0 +1,156 @@
+"""Datasets, metrics against closed forms, the digits Frechet distance, PNG output."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gmmkernels import GaussianMixture
+from gmmkernels.diffusion import DATASETS, get_dataset, load_digits
+from gmmkernels.diffusion import metrics as M
+from gmmkernels.diffusion.data import gmm25, gmm2d, grid7x7
+from gmmkernels.diffusion.plotting import data_vs_samples, image_grid, save_png
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_datasets(name):
+    ds = get_dataset(name, n=500, seed=1)
+    assert ds.x.dtype == torch.float32 and tuple(ds.x.shape[1:]) == ds.data_shape
+    assert torch.isfinite(ds.x).all()
+    if name.startswith("digits"):
+        assert len(ds) == 1797 and ds.x.min() >= -1 and ds.x.max() <= 1 and ds.num_classes == 10
+        assert ds.x.min() == -1 and ds.x.max() == 1
+        assert sorted(ds.labels.unique().tolist()) == list(range(10))
+        assert "CC BY 4.0" in ds.info["license"]
+    else:
+        assert len(ds) == 500
+    # same seed, same data
+    assert torch.equal(ds.x, get_dataset(name, n=500, seed=1).x)
+
+
+def test_toy_laws():
+    g = gmm25(4, seed=0)
+    assert g.K == 25 and g.D == 4
+    mu = g.means
+    assert torch.equal(mu[:, :2], mu[:, 2:])  # (8i, 8j) repeated dim/2 times
+    assert sorted(set(mu[:, 0].tolist())) == [-16.0, -8.0, 0.0, 8.0, 16.0]
+    assert torch.allclose(g.weights.sum(), torch.tensor(1.0, dtype=F64))
+    grid = grid7x7()
+    assert grid.K == 49 and float(grid.scale[0]) == 0.25
+    d = torch.cdist(grid.means, grid.means) + 100 * torch.eye(49, dtype=F64)
+    assert float(d.min()) == pytest.approx(1.0)  # spacing = 4 sigma
+    with pytest.raises(ValueError, match="even"):
+        gmm25(3)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        get_dataset("cifar10")
+
+
+def test_digits_scaling():
+    x, y = load_digits()
+    raw = np.load(__import__("importlib.resources").resources.files("gmmkernels").joinpath("data/digits.npz").open("rb"))
+    np.testing.assert_allclose(x.squeeze(1).numpy(), raw["images"] / 8.0 - 1.0, rtol=0, atol=1e-7)
+    x16, _ = load_digits(16)
+    assert x16.shape == (1797, 1, 16, 16)
+
+
+def test_sliced_wasserstein_closed_forms():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 2, generator=g, dtype=F64)  # a shifted copy: W1 per direction is exact
+    assert M.sliced_wasserstein(x, x) == 0.0
+    c = torch.tensor([0.3, -0.4], dtype=F64)
+    # W1 of a shift along theta is |<theta, c>|; E|<theta, c>| over the circle = |c| * 2/pi
+    assert M.sliced_wasserstein(x, x + c, n_proj=4000) == pytest.approx(0.5 * 2 / math.pi, rel=0.02)
+    v = torch.randn(3000, 1, generator=g, dtype=F64)
+    assert M.sliced_wasserstein(v, v + 0.7) == pytest.approx(0.7, abs=1e-12)  # exact in 1-D
+    # unequal sizes through quantile matching
+    assert M.sliced_wasserstein(v, torch.cat([v, v])) == pytest.approx(0.0, abs=1e-12)
+    assert M.sliced_wasserstein(x, x + c, p=2, n_proj=4000) == pytest.approx(0.5 / math.sqrt(2), rel=0.02)
+
+
+def test_mmd():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1500, 2, generator=g), torch.randn(1500, 2, generator=g)
+    assert abs(M.mmd(a, b)) < 0.01
+    assert M.mmd(a, b + 0.5) > 0.05
+    with pytest.raises(ValueError):
+        M.mmd(a[:1], b)
+
+
+def test_mode_coverage():
+    mix = gmm2d()
+    x = mix.sample(40000, generator=torch.Generator().manual_seed(0))
+    cov = M.mode_coverage(x, mix.means, 0.2)
+    assert cov["on_mode"] == pytest.approx(1 - math.exp(-2), abs=0.01)  # P(|z| <= 2) for a 2-D Gaussian
+    assert cov["modes_covered"] == 8 and cov["occupancy_tv"] < 0.02
+    half = x[torch.cdist(x, mix.means).argmin(1) < 4]
+    cov = M.mode_coverage(half, mix.means, 0.2)
+    assert cov["modes_covered"] == 4 and cov["occupancy_tv"] == pytest.approx(0.5, abs=0.02)
+
+
+def test_mixture_nll_is_entropy_for_a_gaussian():
+    sd = torch.tensor([[0.5, 2.0]], dtype=F64)
+    mix = GaussianMixture(torch.zeros(1, dtype=F64), torch.zeros(1, 2, dtype=F64), sd)
+    x = mix.sample(50000, generator=torch.Generator().manual_seed(0))
+    entropy = float(0.5 * 2 * math.log(2 * math.pi * math.e) + torch.log(sd).sum())
+    assert M.mixture_nll(x, mix) == pytest.approx(entropy, abs=0.02)
+    assert M.mixture_nll(x + 3, mix) > entropy + 1
+
+
+def test_frechet_distance_closed_form():
+    from scipy.linalg import sqrtm
+
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(5, 5, generator=g, dtype=F64), torch.randn(5, 5, generator=g, dtype=F64)
+    c1, c2 = A @ A.T + 0.1 * torch.eye(5, dtype=F64), B @ B.T + 0.1 * torch.eye(5, dtype=F64)
+    m1, m2 = torch.randn(5, generator=g, dtype=F64), torch.randn(5, generator=g, dtype=F64)
+    ref = float((m1 - m2).pow(2).sum() + c1.trace() + c2.trace() - 2 * np.trace(sqrtm(c1.numpy() @ c2.numpy()).real))
+    assert M.frechet_distance(m1, c1, m2, c2) == pytest.approx(ref, rel=1e-8)
+    assert M.frechet_distance(m1, c1, m1, c1) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_digits_fd(tmp_path, monkeypatch):
+    from gmmkernels.diffusion import digits_classifier as dc
+
+    monkeypatch.setenv("GMMKERNELS_CACHE", str(tmp_path))
+    monkeypatch.setattr(dc, "_CACHED", None)
+    net = dc.load_digits_classifier()
+    assert (tmp_path / f"digits_classifier_{dc.VERSION}.pt").exists()
+    assert net.accuracy > 0.9
+    monkeypatch.setattr(dc, "_CACHED", None)
+    net2 = dc.load_digits_classifier()  # from the cache file
+    for a, b in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(a, b)
+    x, _ = load_digits()
+    real = M.digits_fd(x[:900], x[900:])
+    noisy = M.digits_fd((x[:900] + 0.3 * torch.randn(x[:900].shape)).clamp(-1, 1), x[900:])
+    noise = M.digits_fd(torch.rand(900, 1, 8, 8) * 2 - 1, x[900:])
+    assert real < noisy < noise and noise > 10 * real
+    hist = M.digits_class_histogram(x)
+    assert len(hist) == 10 and min(hist) > 0.07
+
+
+def test_png_writer(tmp_path):
+    import matplotlib.image as mpimg
+
+    img = (np.arange(12 * 7).reshape(12, 7) % 256).astype(np.uint8)
+    save_png(tmp_path / "a.png", img)
+    back = mpimg.imread(tmp_path / "a.png")
+    np.testing.assert_allclose(back * 255, img, atol=0.5)
+    rgb = np.stack([img, 255 - img, img // 2], -1)
+    save_png(tmp_path / "b.png", rgb)
+    np.testing.assert_allclose(mpimg.imread(tmp_path / "b.png")[..., :3] * 255, rgb, atol=0.5)
+    x, _ = load_digits()
+    assert image_grid(x[:23], nrow=10, scale=2).shape == (3 * 17 + 1, 10 * 17 + 1)
+    for data in (x[:50], torch.randn(500, 2), torch.randn(500, 1), torch.randn(100, 5)):
+        p = data_vs_samples(data, data + 0.1, tmp_path / "c.png")
+        assert mpimg.imread(p).ndim == 2
