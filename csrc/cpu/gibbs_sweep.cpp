@@ -1,0 +1,101 @@
+// gibbs_sweep on CPU: one Gibbs sweep of B independent chains of a conjugate Bayesian Gaussian mixture
+// (diagonal covariances; model and random streams in csrc/include/gmmkernels/gibbs.h). Chains run in
+// parallel; within a chain every sum is taken in the order n = 0..N-1, so results do not depend on threads.
+#include <ATen/Parallel.h>
+#include <torch/all.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <vector>
+
+#include "gmmkernels/gibbs.h"
+
+namespace gmmkernels {
+namespace {
+
+template <typename scalar_t>
+void gibbs_impl(const scalar_t* x, int64_t x_bstride, const scalar_t* logw, const scalar_t* mu, const scalar_t* var,
+                const scalar_t* m0, int32_t* z, scalar_t* logw_o, scalar_t* mu_o, scalar_t* var_o, int64_t B, int64_t N,
+                int64_t K, int64_t D, double alpha, double kappa0, double a0, double b0, uint64_t seed, uint32_t step) {
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<double> logc(K), ivar(K * D), s1(K * D), s2(K * D), nk(K), g(K);
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* mub = mu + b * K * D;
+      for (int64_t k = 0; k < K; ++k) {
+        double ld = 0;
+        for (int64_t d = 0; d < D; ++d) {
+          const double v = static_cast<double>(var[(b * K + k) * D + d]);
+          ivar[k * D + d] = 1.0 / v;
+          ld += std::log(v);
+        }
+        logc[k] = static_cast<double>(logw[b * K + k]) - 0.5 * ld;
+      }
+      std::fill(s1.begin(), s1.end(), 0.0);
+      std::fill(s2.begin(), s2.end(), 0.0);
+      std::fill(nk.begin(), nk.end(), 0.0);
+      const scalar_t* xb = x + b * x_bstride;
+      for (int64_t n = 0; n < N; ++n) {
+        rng::Stream st(seed, static_cast<uint64_t>(b * N + n), step, gibbs::kTagAssign);
+        const scalar_t* xn = xb + n * D;
+        const int k = gibbs::draw_assignment<scalar_t, double>(xn, (int)D, (int)K, logc.data(), mub, ivar.data(), st.uniform());
+        z[b * N + n] = k;
+        nk[k] += 1.0;
+        for (int64_t d = 0; d < D; ++d) {
+          const double v = static_cast<double>(xn[d]);
+          s1[k * D + d] += v;
+          s2[k * D + d] += v * v;
+        }
+      }
+      double gs = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        rng::Stream st(seed, static_cast<uint64_t>(b * K + k), step, gibbs::kTagWeight);
+        g[k] = st.gamma(alpha + nk[k]);
+        gs += g[k];
+      }
+      for (int64_t k = 0; k < K; ++k) logw_o[b * K + k] = static_cast<scalar_t>(std::log(g[k]) - std::log(gs));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t d = 0; d < D; ++d) {
+          rng::Stream st(seed, static_cast<uint64_t>((b * K + k) * D + d), step, gibbs::kTagParam);
+          double m, v;
+          gibbs::draw_param(nk[k], s1[k * D + d], s2[k * D + d], static_cast<double>(m0[d]), kappa0, a0, b0, st, &m, &v);
+          mu_o[(b * K + k) * D + d] = static_cast<scalar_t>(m);
+          var_o[(b * K + k) * D + d] = static_cast<scalar_t>(v);
+        }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gibbs_sweep_cpu(const at::Tensor& x, const at::Tensor& logw,
+                                                                           const at::Tensor& means, const at::Tensor& var,
+                                                                           const at::Tensor& m0, double alpha, double kappa0,
+                                                                           double a0, double b0, int64_t seed, int64_t step) {
+  TORCH_CHECK(x.dim() == 3, "gibbs_sweep: x must be [B or 1, N, D], got ", x.sizes());
+  TORCH_CHECK(logw.dim() == 2, "gibbs_sweep: logw must be [B, K], got ", logw.sizes());
+  const int64_t B = logw.size(0), K = logw.size(1), N = x.size(1), D = x.size(2);
+  TORCH_CHECK(x.size(0) == B || x.size(0) == 1, "gibbs_sweep: x has batch ", x.size(0), " but there are ", B, " chains");
+  TORCH_CHECK(means.sizes() == at::IntArrayRef({B, K, D}), "gibbs_sweep: means must be [B, K, D] = [", B, ", ", K, ", ", D,
+              "], got ", means.sizes());
+  TORCH_CHECK(var.sizes() == means.sizes(), "gibbs_sweep: var must have the shape of means, got ", var.sizes());
+  TORCH_CHECK(m0.dim() == 1 && m0.size(0) == D, "gibbs_sweep: m0 must be [D], got ", m0.sizes());
+  TORCH_CHECK(K >= 1, "gibbs_sweep: need K >= 1 components");
+  for (const auto* t : {&logw, &means, &var, &m0})
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "gibbs_sweep: all tensors must have the dtype of x (", x.scalar_type(), ")");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "gibbs_sweep: float32 or float64 expected");
+  TORCH_CHECK(alpha > 0 && kappa0 > 0 && a0 > 0 && b0 > 0, "gibbs_sweep: alpha, kappa0, a0, b0 must be positive");
+  auto xc = x.contiguous(), lc = logw.contiguous(), mc = means.contiguous(), vc = var.contiguous(), m0c = m0.contiguous();
+  auto z = at::empty({B, N}, x.options().dtype(at::kInt));
+  auto lo = at::empty_like(lc), mo = at::empty_like(mc), vo = at::empty_like(vc);
+  const int64_t xbs = x.size(0) == 1 ? 0 : N * D;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gibbs_sweep_cpu", [&] {
+    gibbs_impl<scalar_t>(xc.data_ptr<scalar_t>(), xbs, lc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
+                         m0c.data_ptr<scalar_t>(), z.data_ptr<int32_t>(), lo.data_ptr<scalar_t>(), mo.data_ptr<scalar_t>(),
+                         vo.data_ptr<scalar_t>(), B, N, K, D, alpha, kappa0, a0, b0, static_cast<uint64_t>(seed),
+                         static_cast<uint32_t>(step));
+  });
+  return {z, lo, mo, vo};
+}
+
+}  // namespace
+}  // namespace gmmkernels
+
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("gibbs_sweep", &gmmkernels::gibbs_sweep_cpu); }

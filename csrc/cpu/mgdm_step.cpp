@@ -1,0 +1,85 @@
+// Fused elementwise MGDM steps on CPU (math in csrc/include/gmmkernels/mgdm.h):
+//   mgdm_vi_step: Gauss_VI gradient + Adam update of (mu, rho) + next reparameterised sample, in place on `state`.
+//   mgdm_bridge:  cu * u + cw * w + std * z (the DDPM/DDIM bridge draw), z counter-based.
+#include <ATen/Parallel.h>
+#include <torch/all.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "gmmkernels/mgdm.h"
+
+namespace gmmkernels {
+namespace {
+
+void check_same(const char* fn, const at::Tensor& ref, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.sizes() == ref.sizes(), fn, ": ", name, " must have shape ", ref.sizes(), ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), fn, ": ", name, " must have dtype ", ref.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), fn, ": ", name, " is on ", t.device(), ", expected ", ref.device());
+}
+
+std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cpu(at::Tensor& state, const at::Tensor& grad_v, const at::Tensor& eps,
+                                                    const at::Tensor& m, const at::Tensor& inv_sigma2, double lr, double beta1,
+                                                    double beta2, double adam_eps, int64_t step, int64_t seed, int64_t draw) {
+  TORCH_CHECK(state.dim() == 3 && state.size(0) == 6, "mgdm_vi_step: state must be [6, B, P] (mu, rho, m_mu, m_rho, v_mu, v_rho), got ",
+              state.sizes());
+  TORCH_CHECK(state.is_contiguous(), "mgdm_vi_step: state must be contiguous (it is updated in place)");
+  TORCH_CHECK(state.scalar_type() == at::kFloat || state.scalar_type() == at::kDouble, "mgdm_vi_step: float32 or float64 expected");
+  TORCH_CHECK(step >= 1, "mgdm_vi_step: step counts Adam steps from 1, got ", step);
+  const int64_t B = state.size(1), P = state.size(2);
+  auto like = state.select(0, 0);
+  check_same("mgdm_vi_step", like, grad_v, "grad_v");
+  check_same("mgdm_vi_step", like, eps, "eps");
+  check_same("mgdm_vi_step", like, m, "m");
+  TORCH_CHECK(inv_sigma2.dim() == 1 && inv_sigma2.size(0) == B && inv_sigma2.scalar_type() == state.scalar_type(),
+              "mgdm_vi_step: inv_sigma2 must be [B] with the dtype of state, got ", inv_sigma2.sizes());
+  auto g = grad_v.contiguous(), e = eps.contiguous(), mc = m.contiguous(), is2 = inv_sigma2.contiguous();
+  auto v_out = at::empty_like(like), e_out = at::empty_like(like);
+  mgdm::AdamCoef a{lr, beta1, beta2, adam_eps, 1.0 - std::pow(beta1, (double)step), std::sqrt(1.0 - std::pow(beta2, (double)step))};
+  const int64_t n = B * P;
+  AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "mgdm_vi_step_cpu", [&] {
+    scalar_t* s = state.data_ptr<scalar_t>();
+    const scalar_t *gp = g.data_ptr<scalar_t>(), *ep = e.data_ptr<scalar_t>(), *mp = mc.data_ptr<scalar_t>(),
+                   *ip = is2.data_ptr<scalar_t>();
+    scalar_t *vo = v_out.data_ptr<scalar_t>(), *eo = e_out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 2048, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        rng::Stream st(static_cast<uint64_t>(seed), static_cast<uint64_t>(i), static_cast<uint32_t>(draw), mgdm::kTagVI);
+        mgdm::vi_update<scalar_t>(s + i, s + n + i, s + 2 * n + i, s + 3 * n + i, s + 4 * n + i, s + 5 * n + i, gp[i], ep[i], mp[i],
+                                  ip[i / P], a, st.normal(), vo + i, eo + i);
+      }
+    });
+  });
+  return {v_out, e_out};
+}
+
+at::Tensor mgdm_bridge_cpu(const at::Tensor& u, const at::Tensor& w, double cu, double cw, double std_, int64_t seed, int64_t draw) {
+  check_same("mgdm_bridge", u, w, "w");
+  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble, "mgdm_bridge: float32 or float64 expected");
+  auto uc = u.contiguous(), wc = w.contiguous();
+  auto out = at::empty_like(uc);
+  const int64_t n = uc.numel();
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "mgdm_bridge_cpu", [&] {
+    const scalar_t *up = uc.data_ptr<scalar_t>(), *wp = wc.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 4096, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        double z = 0;
+        if (std_ != 0) {
+          rng::Stream st(static_cast<uint64_t>(seed), static_cast<uint64_t>(i), static_cast<uint32_t>(draw), mgdm::kTagBridge);
+          z = st.normal();
+        }
+        op[i] = static_cast<scalar_t>(cu * static_cast<double>(up[i]) + cw * static_cast<double>(wp[i]) + std_ * z);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace gmmkernels
+
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) {
+  m.impl("mgdm_vi_step", &gmmkernels::mgdm_vi_step_cpu);
+  m.impl("mgdm_bridge", &gmmkernels::mgdm_bridge_cpu);
+}
