@@ -1,0 +1,151 @@
+// CPU kernel of gmmkernels::mixture_dispatch: nearest center (GEMM-form distances + argmin) fused with the
+// gather of the center and the centred forward noising. Semantics: gmmkernels/mixddpm_reference.py and
+// csrc/include/gmmkernels/mixture_dispatch.h.
+//
+// Layout of the work: |c_k|^2 once; then blocks of rows in parallel (at::parallel_for). Inside a block,
+// tiles of kRows rows are scored against every center with kRows simultaneous dot products (each center row
+// is read once per tile, the inner loop over D vectorises), the running (min, argmin) is kept per row with a
+// strict '<' (lowest index on ties, non-finite never wins), and the epilogue streams x0, c_j and eps once to write x_t
+// and the exact squared distance. Accumulation is in the input type (float or double). Half types are cast
+// to float32 by the Python wrapper.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kRows = 4;
+
+template <typename T>
+void dispatch_rows(const T* x0, const T* c, const T* cn, const T* a, const T* sigma, const T* eps, T* xt,
+                   int64_t* assign, T* dist2, int64_t n0, int64_t n1, int64_t K, int64_t D) {
+  const T inf = std::numeric_limits<T>::infinity();
+  for (int64_t r0 = n0; r0 < n1; r0 += kRows) {
+    const int64_t nr = std::min(kRows, n1 - r0);
+    T best[kRows];
+    int64_t bidx[kRows];
+    const T* xr[kRows];
+    for (int64_t r = 0; r < kRows; ++r) {
+      best[r] = inf;
+      bidx[r] = 0;
+      xr[r] = x0 + (r0 + std::min(r, nr - 1)) * D;  // short tile: repeat the last row (results discarded)
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const T* ck = c + k * D;
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      const T *p0 = xr[0], *p1 = xr[1], *p2 = xr[2], *p3 = xr[3];
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int64_t d = 0; d < D; ++d) {
+        const T v = ck[d];
+        s0 += p0[d] * v;
+        s1 += p1[d] * v;
+        s2 += p2[d] * v;
+        s3 += p3[d] * v;
+      }
+      const T dots[kRows] = {s0, s1, s2, s3};
+      for (int64_t r = 0; r < kRows; ++r) {
+        const T dist = cn[k] - T(2) * dots[r];
+        if (dist < best[r] && dist > -inf) {  // strict: the lowest index keeps a tie; NaN, +-inf never win
+          best[r] = dist;
+          bidx[r] = k;
+        }
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r) {
+      const int64_t n = r0 + r;
+      const int64_t j = bidx[r];
+      const T* xn = x0 + n * D;
+      const T* cj = c + j * D;
+      const T an = a[n];
+      const T bn = T(1) - an;
+      const T sn = sigma[n];
+      T* on = xt + n * D;
+      T acc = 0;
+      if (eps != nullptr) {
+        const T* en = eps + n * D;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t d = 0; d < D; ++d) {
+          const T diff = xn[d] - cj[d];
+          acc += diff * diff;
+          on[d] = an * xn[d] + bn * cj[d] + sn * en[d];
+        }
+      } else {
+#pragma omp simd reduction(+ : acc)
+        for (int64_t d = 0; d < D; ++d) {
+          const T diff = xn[d] - cj[d];
+          acc += diff * diff;
+          on[d] = an * xn[d] + bn * cj[d];
+        }
+      }
+      assign[n] = j;
+      dist2[n] = acc;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Tensor& x0, const at::Tensor& centers,
+                                                                    const at::Tensor& a, const at::Tensor& sigma,
+                                                                    const std::optional<at::Tensor>& eps) {
+  TORCH_CHECK(x0.dim() == 2, "mixture_dispatch: x0 must be [N, D], got ", x0.sizes());
+  TORCH_CHECK(centers.dim() == 2, "mixture_dispatch: centers must be [K, D], got ", centers.sizes());
+  const int64_t N = x0.size(0), D = x0.size(1), K = centers.size(0);
+  TORCH_CHECK(centers.size(1) == D, "mixture_dispatch: centers has D=", centers.size(1), " but x0 has D=", D);
+  TORCH_CHECK(K >= 1, "mixture_dispatch: centers must hold at least one center");
+  TORCH_CHECK(a.dim() == 1 && a.size(0) == N, "mixture_dispatch: a must be [N=", N, "], got ", a.sizes());
+  TORCH_CHECK(sigma.dim() == 1 && sigma.size(0) == N, "mixture_dispatch: sigma must be [N=", N, "], got ",
+              sigma.sizes());
+  const bool has_eps = eps.has_value() && eps->defined();
+  if (has_eps) {
+    TORCH_CHECK(eps->sizes() == x0.sizes(), "mixture_dispatch: eps must have the shape of x0 ", x0.sizes(), ", got ",
+                eps->sizes());
+  }
+  const auto dt = x0.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "mixture_dispatch: CPU kernel takes float32/float64, got ", dt);
+  for (const at::Tensor* t : {&centers, &a, &sigma}) {
+    TORCH_CHECK(t->scalar_type() == dt, "mixture_dispatch: all inputs must share the dtype of x0 (", dt, ")");
+    TORCH_CHECK(t->device().is_cpu(), "mixture_dispatch: all inputs must be CPU tensors");
+  }
+  if (has_eps) {
+    TORCH_CHECK(eps->scalar_type() == dt && eps->device().is_cpu(), "mixture_dispatch: eps must match x0's dtype/device");
+  }
+  auto xc = x0.contiguous();
+  auto cc = centers.contiguous();
+  auto ac = a.contiguous();
+  auto sc = sigma.contiguous();
+  at::Tensor ec = has_eps ? eps->contiguous() : at::Tensor();
+  auto xt = at::empty({N, D}, x0.options());
+  auto assign = at::empty({N}, x0.options().dtype(at::kLong));
+  auto dist2 = at::empty({N}, x0.options());
+  if (N == 0) return {xt, assign, dist2};
+  AT_DISPATCH_FLOATING_TYPES(dt, "mixture_dispatch_cpu", [&] {
+    const scalar_t* cp = cc.data_ptr<scalar_t>();
+    std::vector<scalar_t> cn(K);
+    for (int64_t k = 0; k < K; ++k) {
+      scalar_t s = 0;
+      for (int64_t d = 0; d < D; ++d) s += cp[k * D + d] * cp[k * D + d];
+      cn[k] = s;
+    }
+    const scalar_t* xp = xc.data_ptr<scalar_t>();
+    const scalar_t* ep = has_eps ? ec.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* apt = ac.data_ptr<scalar_t>();
+    const scalar_t* spt = sc.data_ptr<scalar_t>();
+    scalar_t* op = xt.data_ptr<scalar_t>();
+    int64_t* jp = assign.data_ptr<int64_t>();
+    scalar_t* dp = dist2.data_ptr<scalar_t>();
+    // grain: about 64k multiply-adds per task, in whole tiles
+    const int64_t work = std::max<int64_t>(1, K * std::max<int64_t>(D, 1));
+    const int64_t grain = std::max<int64_t>(kRows, ((65536 / work) / kRows + 1) * kRows);
+    at::parallel_for(0, (N + kRows - 1) / kRows, std::max<int64_t>(1, grain / kRows), [&](int64_t t0, int64_t t1) {
+      dispatch_rows<scalar_t>(xp, cp, cn.data(), apt, spt, ep, op, jp, dp, t0 * kRows, std::min(N, t1 * kRows), K, D);
+    });
+  });
+  return {xt, assign, dist2};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("mixture_dispatch", &mixture_dispatch_cpu); }

@@ -1,0 +1,553 @@
+"""mixDDPM and mixSGM: diffusion models with a Gaussian-mixture prior (Jia, Zhu, Liu, Zheng; arXiv 2410.19149).
+
+What is from the paper and what is reconstructed (algorithms.md section 4; no code of the paper is public
+and only its abstract and reviews could be read):
+
+[PAPER] The prior is a Gaussian mixture with data-driven centers (clustering, or class structure); a
+        dispatcher assigns each data point to one center; the forward and reverse processes are per-cluster
+        diffusions with one shared network; training and sampling are Algorithms 1 and 2 (the network of
+        Algorithm 2 is written eps_theta(x_t, t), without the cluster index); the "Reverse Effort" metric is
+        the average distance between the initial noise and the final sample; variants mixDDPM (discrete)
+        and mixSGM (score SDE); the claim is better quality than DDPM/SGM at equal, limited training steps.
+[RECON] Everything with an equation:
+        * prior p_T = sum_k pi_k N(c_k, s_k^2 I), pi_k = fraction of training points dispatched to k,
+          s_k = 1 (the paper's form) or, as an option here, a per-cluster scale (``scales="cluster"``: the
+          root-mean-square distance of the cluster's points to c_k; not in the sources);
+        * dispatcher j = D(x0) = argmin_k |x0 - c_k| (``dispatch="nearest"``) or the class label
+          (``dispatch="label"``, centers = class means);
+        * centred forward process x_t = a_t x0 + (1 - a_t) c_j + sigma_t s_j eps, i.e. DDPM on
+          y = (x - c_j) / s_j; loss |eps - eps_theta(x_t, t[, j])|^2 with the DDPM schedule;
+        * whether eps_theta sees j is a flag (``cluster_cond``; False is Algorithm 2 as written). Measured
+          here: without j the network cannot tell the clusters apart at high noise when the centers are
+          closer than a few noise units (standardised data), its eps estimate is then centred on the wrong
+          center and sampling diverges; the experiments therefore use cluster_cond=True and report the
+          no-j variant as an ablation;
+        * sampling: j ~ Cat(pi), x_T = c_j + s_j z, then any DDPM/DDIM sampler in y-space, shifted back;
+        * mixSGM: the VP-SDE centred at c_j, dx = -1/2 beta(t) (x - c_j) dt + s_j sqrt(beta(t)) dW, same
+          marginals with abar(t) = exp(-int beta); eps-parametrised score s = -eps / (sigma_t s_j); reverse SDE
+          by Euler-Maruyama or predictor-corrector (reverse-diffusion predictor + Langevin corrector of
+          Song et al. 2021, signal-to-noise ratio 0.16). If the paper's SGM is a VE SDE this family is wrong
+          (algorithms.md 4.3): a centred prior changes nothing for VE.
+        * Reverse Effort: mean_n |x_T^(n) - x_0^(n)|_2 over generated pairs (the paper's eqs. 14-15 are not
+          available; also reported squared, and the data-side value E|x0 - c_D(x0)|^2 + D of algorithms.md 4.2).
+
+DDPM and SGM are the same code with one center at the origin and unit scale, so every comparison runs one
+training loop and one sampler. Training uses the fused dispatcher :func:`gmmkernels.mixddpm_ops.mixture_dispatch`
+(nearest center + centred noising in one kernel) and centers from :func:`gmmkernels.mixddpm_ops.kmeans`.
+
+Entry points: :class:`MixPrior`, :class:`MixTrainer`, :func:`sample_mix`, :func:`reverse_effort`,
+:func:`reproduce_mixddpm` (``gmmkernels reproduce mixddpm``) and :func:`demo_section`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..mixddpm_ops import kmeans, mixture_dispatch, nearest_center
+from ..mixddpm_reference import mixture_dispatch_ref
+from . import samplers as _samplers
+from .schedules import DiscreteSchedule, VPSDE
+from .trainer import TrainConfig, Trainer
+
+SCALES = ("unit", "cluster")
+DISPATCH = ("nearest", "label")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the prior
+
+
+@dataclass
+class MixPrior:
+    """Gaussian-mixture prior sum_k pi_k N(c_k, s_k^2 I) plus the training data's dispatch.
+
+    centers [K, *data_shape], weights [K] (sum 1), scales [K], assignment [N] of the training points, and
+    ``dispatch`` ("nearest" or "label"): how training points are assigned during training."""
+
+    centers: Tensor
+    weights: Tensor
+    scales: Tensor
+    assignment: Tensor
+    dispatch: str = "nearest"
+    name: str = "mixture"
+
+    @property
+    def K(self) -> int:
+        return self.centers.shape[0]
+
+    @classmethod
+    def standard(cls, x: Tensor) -> "MixPrior":
+        """N(0, I): plain DDPM / SGM expressed as a one-center prior."""
+        N = x.shape[0]
+        return cls(torch.zeros(1, *x.shape[1:]), torch.ones(1), torch.ones(1), torch.zeros(N, dtype=torch.long),
+                   "nearest", "standard")
+
+    @classmethod
+    def from_kmeans(cls, x: Tensor, k: int, *, scales: str = "unit", seed: int = 0, iters: int = 100,
+                    backend: str = "auto") -> "MixPrior":
+        """Centers by k-means (fused dispatcher for the assignment step), nearest-center dispatch."""
+        km = kmeans(x.float(), k, iters=iters, seed=seed, backend=backend)
+        return cls._finish(x, km.centers, km.assignment, scales, "nearest", f"kmeans{k}")
+
+    @classmethod
+    def from_labels(cls, x: Tensor, labels: Tensor, *, scales: str = "unit", dispatch: str = "label") -> "MixPrior":
+        """Centers = class means; dispatch by the label (default) or by the nearest class mean."""
+        if dispatch not in DISPATCH:
+            raise ValueError(f"MixPrior.from_labels: dispatch must be one of {DISPATCH}, got {dispatch!r}")
+        K = int(labels.max()) + 1
+        xf = x.float().reshape(x.shape[0], -1)
+        s = torch.zeros(K, xf.shape[1]).index_add_(0, labels, xf)
+        n = torch.bincount(labels, minlength=K).clamp_min(1).float()
+        centers = (s / n[:, None]).reshape(K, *x.shape[1:])
+        j = labels if dispatch == "label" else nearest_center(x.float(), centers)
+        return cls._finish(x, centers, j, scales, dispatch, "labels")
+
+    @classmethod
+    def _finish(cls, x, centers, j, scales, dispatch, name):
+        if scales not in SCALES:
+            raise ValueError(f"MixPrior: scales must be one of {SCALES}, got {scales!r}")
+        K = centers.shape[0]
+        xf = x.float().reshape(x.shape[0], -1)
+        cf = centers.float().reshape(K, -1)
+        n = torch.bincount(j, minlength=K).float()
+        w = n / n.sum()
+        if scales == "cluster":
+            d2 = ((xf - cf[j]) ** 2).sum(1)
+            s2 = torch.zeros(K).index_add_(0, j, d2) / (n.clamp_min(1) * xf.shape[1])
+            sc = s2.sqrt().clamp_min(1e-3)
+            sc = torch.where(n > 0, sc, torch.ones_like(sc))
+        else:
+            sc = torch.ones(K)
+        return cls(centers.float(), w, sc, j.long(), dispatch, name + ("+scales" if scales == "cluster" else ""))
+
+    def to(self, device) -> "MixPrior":
+        return MixPrior(self.centers.to(device), self.weights.to(device), self.scales.to(device),
+                        self.assignment.to(device), self.dispatch, self.name)
+
+    def sample_clusters(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return torch.multinomial(self.weights.cpu().double(), n, replacement=True, generator=generator)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None):
+        """(x_T [n, *shape], z, j): j ~ Cat(pi), z ~ N(0, I), x_T = c_j + s_j z."""
+        j = self.sample_clusters(n, generator)
+        z = torch.randn((n, *self.centers.shape[1:]), generator=generator)
+        shape = (-1,) + (1,) * (self.centers.dim() - 1)
+        dev = self.centers.device
+        j, z = j.to(dev), z.to(dev)
+        return self.centers[j] + self.scales[j].view(shape) * z, z, j
+
+    def reverse_effort_data(self, x: Tensor) -> float:
+        """E|x0 - c_D(x0)|^2 / s^2 + D over the training data (independent prior and data; algorithms.md 4.2)."""
+        xf = x.float().reshape(x.shape[0], -1)
+        cf = self.centers.reshape(self.K, -1).to(xf)
+        j = self.assignment.to(xf.device)
+        return float(((xf - cf[j]) ** 2).sum(1).mean() + xf.shape[1] * (self.scales.to(xf) ** 2 * self.weights.to(xf)).sum())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# networks in y-space and training
+
+
+class CentredModel(nn.Module):
+    """Wraps an eps-network eps_theta(x, t[, j]) as a network of y = (x - c_j) / s_j with cond = j, so the
+    package's DDPM/DDIM/Euler-Maruyama samplers run the per-cluster diffusions unchanged."""
+
+    def __init__(self, net: nn.Module, prior: MixPrior, cluster_cond: bool = False):
+        super().__init__()
+        self.net = net
+        self.prior = prior
+        self.cluster_cond = bool(cluster_cond)
+
+    def forward(self, y: Tensor, t: Tensor, cond: Optional[Tensor] = None, heads: bool = False):
+        if cond is None:
+            raise ValueError("CentredModel: pass the cluster indices as cond")
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        p = self.prior
+        x = p.centers[cond].to(y) + p.scales[cond].to(y).view(shape) * y
+        return self.net(x, t, cond=cond) if self.cluster_cond else self.net(x, t)
+
+
+class MixTrainer(Trainer):
+    """:class:`gmmkernels.diffusion.trainer.Trainer` with the centred forward process of mixDDPM / mixSGM.
+
+    x_t = a_t x0 + (1 - a_t) c_j + sigma_t s_j eps comes from the fused dispatcher (``dispatch="nearest"``:
+    it also finds j) or from the given labels (``dispatch="label"``). The loss stays |eps_theta(x_t, t[, j]) - eps|^2.
+    """
+
+    def __init__(self, model: nn.Module, schedule, data: Tensor, prior: MixPrior, config: Optional[TrainConfig] = None,
+                 *, cluster_cond: bool = False, backend: str = "auto", device="cpu", **kw):
+        cfg = TrainConfig(**{**(config.__dict__ if config is not None else {}), "conditional": True})
+        super().__init__(model, schedule, data, cfg, labels=prior.assignment, device=device, **kw)
+        self.prior = prior.to(self.device)
+        self.cluster_cond = bool(cluster_cond)
+        self.backend = backend
+
+    def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
+        a, s = self.schedule.alpha_sigma(t.double().cpu())
+        a, s = a.float().to(x0.device), s.float().to(x0.device)
+        p = self.prior
+        j_pre = cond
+        sig = s * p.scales[j_pre]
+        if p.dispatch == "nearest" and p.K > 1:
+            xt, j, _ = mixture_dispatch(x0, p.centers, a, sig, eps, backend=self.backend)
+        else:
+            N = x0.shape[0]
+            xt = mixture_dispatch_ref(x0.reshape(N, -1), p.centers.reshape(p.K, -1), a, sig, eps.reshape(N, -1),
+                                      assignment=j_pre).x_t.reshape(x0.shape)
+            j = j_pre
+        out = self.net(xt, t, cond=j) if self.cluster_cond else self.net(xt, t)
+        return (out - eps).pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sampling
+
+
+@torch.no_grad()
+def pc_sample(model: nn.Module, schedule: VPSDE, shape, K: int = 100, *, cond=None, x_T: Tensor,
+              snr: float = 0.16, n_corrector: int = 1, generator=None) -> Tensor:
+    """Predictor-corrector sampler of the VP-SDE (Song et al. 2021): reverse-diffusion (Euler-Maruyama) predictor,
+    ``n_corrector`` Langevin corrector steps with step 2 (snr |z| / |score|)^2, Tweedie denoising at t_min.
+    ``model`` is an eps-network: score = -eps / sigma_t."""
+    ts = schedule.grid(K)
+    x = x_T.clone()
+
+    def eps_at(x, t):
+        return model(x, torch.full((x.shape[0],), float(t), device=x.device), cond=cond)
+
+    def noise():
+        return torch.randn(x.shape, generator=generator).to(x)
+
+    for i in range(K):
+        t, s = float(ts[i]), float(ts[i + 1])
+        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+        for _ in range(n_corrector):
+            score = -eps_at(x, t) / sig_t
+            z = noise()
+            gn = score.reshape(x.shape[0], -1).norm(dim=1).mean()
+            zn = z.reshape(x.shape[0], -1).norm(dim=1).mean()
+            step = 2.0 * (snr * zn / gn.clamp_min(1e-12)) ** 2
+            x = x + step * score + (2.0 * step).sqrt() * z
+        eps = eps_at(x, t)
+        if s == 0.0:
+            x = (x - sig_t * eps) / a_t
+        else:
+            beta, dt = float(schedule.beta(t)), t - s
+            x = x + (0.5 * beta * x - beta * eps / sig_t) * dt + math.sqrt(beta * dt) * noise()
+    return x
+
+
+@torch.no_grad()
+def sample_mix(net: nn.Module, prior: MixPrior, schedule, n: int, *, method: str = "ddpm", K: Optional[int] = None,
+               cluster_cond: bool = False, generator: Optional[torch.Generator] = None, device="cpu"):
+    """Draw n samples: j ~ Cat(pi), x_T = c_j + s_j z, reverse process in y-space. ``method``: "ddpm", "ddim"
+    (discrete schedules), "em" (Euler-Maruyama) or "pc" (predictor-corrector) for the VP-SDE.
+    Returns (x0 [n, *shape], x_T, j)."""
+    device = torch.device(device)
+    prior = prior.to(device)
+    net = net.to(device).eval()
+    x_T, z, j = prior.sample(n, generator)
+    wrapped = CentredModel(net, prior, cluster_cond)
+    shape = tuple(x_T.shape)
+    if method == "pc":
+        y0 = pc_sample(wrapped, schedule, shape, K or 100, cond=j, x_T=z, generator=generator)
+    else:
+        m = {"ddpm": "ddpm", "ddim": "ddim", "em": "euler_maruyama"}.get(method)
+        if m is None:
+            raise ValueError(f"sample_mix: method must be 'ddpm', 'ddim', 'em' or 'pc', got {method!r}")
+        y0 = _samplers.sample(wrapped, schedule, shape, m, K, generator=generator, x_T=z, cond=j, device=device)
+    sh = (-1,) + (1,) * (len(shape) - 1)
+    x0 = prior.centers[j] + prior.scales[j].view(sh) * y0
+    return x0, x_T, j
+
+
+def reverse_effort(x_T: Tensor, x0: Tensor) -> Dict[str, float]:
+    """Reverse Effort of generated pairs: mean |x_T - x_0|_2 and mean |x_T - x_0|_2^2 (per sample)."""
+    d = (x_T.reshape(x_T.shape[0], -1).double() - x0.reshape(x0.shape[0], -1).double())
+    return {"reeff_l2": float(d.norm(dim=1).mean()), "reeff_sq": float((d**2).sum(1).mean())}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# experiments
+
+
+@contextlib.contextmanager
+def single_thread(device):
+    """The networks here are small: on CPU one intra-op thread is faster than several (and much faster when the
+    cores are shared). Restores the previous setting."""
+    n = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _toy_metrics(samples: Tensor, ds, scale: float, ref: Tensor) -> Dict[str, float]:
+    from . import metrics as M
+
+    raw = samples.double() * scale
+    out = {"sliced_w1": M.sliced_wasserstein(raw, ref * scale, n_proj=200), "mmd": M.mmd(raw, ref * scale, max_n=2000)}
+    out["nll"] = M.mixture_nll(raw, ds.mixture)
+    mc = M.mode_coverage(raw, ds.mixture.means, ds.mode_std, weights=torch.softmax(ds.mixture.logits.double(), -1))
+    out.update({k: float(v) for k, v in mc.items() if isinstance(v, (int, float))})
+    return out
+
+
+def _digit_metrics(samples: Tensor) -> Dict[str, float]:
+    from . import metrics as M
+
+    s = samples.clamp(-1, 1)
+    hist = torch.tensor(M.digits_class_histogram(s))
+    return {"digits_fd": M.digits_fd(s), "class_tv": float(0.5 * (hist - 0.1).abs().sum()),
+            "classes_seen": int((hist > 0.02).sum())}
+
+
+def _run_method(name, family, data, prior, budgets, cfg_kw, metric_fn, *, n_samples, K_sample, device, seed,
+                cluster_cond=False, arch=None, size="small", log=print):
+    from .models import default_model
+
+    torch.manual_seed(seed)
+    sched = DiscreteSchedule.linear(1000) if family == "ddpm" else VPSDE()
+    t_max = 1000.0 if family == "ddpm" else 1.0
+    net = default_model(tuple(data.shape[1:]), t_max, arch=arch, size=size,
+                        num_classes=prior.K if cluster_cond else 0)
+    cfg = TrainConfig(**{**cfg_kw, "steps": max(budgets), "seed": seed, "progress": False, "log_every": 0})
+    tr = MixTrainer(net, sched, data, prior, cfg, cluster_cond=cluster_cond, device=device)
+    rows = []
+    methods = ["ddpm"] if family == "ddpm" else (["em", "pc"] if K_sample >= 100 else ["em"])
+    t0 = time.time()
+    for b in sorted(budgets):
+        tr.train(b)
+        for m in methods:
+            g = torch.Generator().manual_seed(seed + 1)
+            x0, x_T, _ = sample_mix(tr.ema, prior, sched, n_samples, method=m, K=K_sample, cluster_cond=cluster_cond,
+                                    generator=g, device=device)
+            rec = {"method": name, "sampler": m, "steps": b, **metric_fn(x0.cpu()), **reverse_effort(x_T.cpu(), x0.cpu()),
+                   "train_s": round(time.time() - t0, 1)}
+            rows.append(rec)
+            log("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()))
+    return rows, tr.ema, sched
+
+
+def _table(rows: List[dict], keys: Sequence[str]) -> str:
+    head = ["method", "sampler", "steps", *keys]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        lines.append(" | ".join(str(r.get(k)) if not isinstance(r.get(k), float) else f"{r[k]:.4g}" for k in head))
+    return "\n".join(lines)
+
+
+def _plot_curves(rows, keys, path: Path, title: str):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    axes = [axes] if len(keys) == 1 else axes
+    series = {}
+    for r in rows:
+        series.setdefault((r["method"], r["sampler"]), []).append(r)
+    for ax, k in zip(axes, keys):
+        for (m, s), rs in series.items():
+            rs = sorted(rs, key=lambda r: r["steps"])
+            ax.plot([r["steps"] for r in rs], [r[k] for r in rs], marker="o", label=f"{m} ({s})")
+        ax.set_xscale("log")
+        ax.set_xlabel("training steps")
+        ax.set_title(k)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _scatter(panels, path: Path, lim: float):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.3))
+    for ax, (title, pts) in zip(axes, panels):
+        p = pts.cpu().numpy()
+        ax.scatter(p[:, 0], p[:, 1], s=1.5, alpha=0.5)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_title(title, fontsize=9)
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _toy_data(n: int, n_ref: int = 4000, seed: int = 0):
+    """gmm25 (2-D; its weights depend on ``seed``): n training points and n_ref held-out points of the same law,
+    both divided by one global scale (the training data's std) so every method sees unit-variance data."""
+    from .data import get_dataset
+
+    ds = get_dataset("gmm25", n=n + n_ref, seed=seed, dim=2)
+    x, ref = ds.x[:n], ds.x[n:]
+    scale = float(x.double().std())
+    return ds, x / scale, scale, ref / scale
+
+
+def reproduce_mixddpm(out: Path, quick: bool, device) -> dict:
+    with single_thread(device):
+        return _reproduce_mixddpm(out, quick, device)
+
+
+def _reproduce_mixddpm(out: Path, quick: bool, device) -> dict:
+    """DDPM vs mixDDPM and SGM vs mixSGM at equal training budgets, on the 25-cluster toy (gmm25, 2-D,
+    standardised) and on the 8x8 digits (clusters from k-means and from labels). Writes metrics.json, curves
+    (toy_curves.png, digits_curves.png), a sample scatter (toy_samples.png) and prints tables."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    t_start = time.time()
+    lines: List[str] = []
+
+    def log(s):
+        print(s, flush=True)
+        lines.append(s)
+
+    # ---- toy
+    ds, xs, scale, ref = _toy_data(4000 if quick else 20000)
+    ref = ref.double()
+    budgets = [100, 300] if quick else [250, 500, 1000, 3000]
+    n_s, Ks = (500, 40) if quick else (3000, 200)
+    prior_km = MixPrior.from_kmeans(xs, 25, seed=0)
+    priors = {"DDPM": MixPrior.standard(xs), "mixDDPM-kmeans": prior_km}
+    cfg_kw = dict(batch_size=256, lr=2e-3, ema_decay=0.99)
+    toy_rows = []
+    log(f"toy gmm25 (2-D, 25 clusters, standardised by {scale:.3f}); k-means inertia "
+        f"{float(((xs - prior_km.centers[prior_km.assignment]) ** 2).sum(1).mean()):.4f}")
+    metric = lambda s: _toy_metrics(s, ds, scale, ref)  # noqa: E731
+    last = {}
+    for fam, pairs in (("ddpm", [("DDPM", "DDPM"), ("mixDDPM-kmeans", "mixDDPM-kmeans")]),
+                       ("sgm", [("SGM", "DDPM"), ("mixSGM-kmeans", "mixDDPM-kmeans")])):
+        if quick and fam == "sgm":
+            budgets_f = budgets[-1:]
+        else:
+            budgets_f = budgets
+        for name, pk in pairs:
+            log(f"[toy] {name}")
+            cc = priors[pk].K > 1
+            rows, ema, sched = _run_method(name, fam, xs, priors[pk], budgets_f, cfg_kw, metric, n_samples=n_s,
+                                           K_sample=Ks, device=device, seed=0, arch="mlp", cluster_cond=cc,
+                                           size="tiny" if quick else "small", log=log)
+            toy_rows += rows
+            g = torch.Generator().manual_seed(7)
+            last[name] = sample_mix(ema, priors[pk], sched, 2000, method="ddpm" if fam == "ddpm" else "em",
+                                    K=Ks, generator=g, device=device, cluster_cond=cc)[0].cpu()
+    # ablation: eps_theta without the cluster index (Algorithm 2 as written)
+    log("[toy] mixDDPM-kmeans, eps does not see j")
+    rows, _, _ = [], None, None
+    if not quick:
+        rows, _, _ = _run_method("mixDDPM-kmeans-noj", "ddpm", xs, prior_km, budgets[-1:] if quick else budgets, cfg_kw,
+                                 metric, n_samples=n_s, K_sample=Ks, device=device, seed=0, cluster_cond=False,
+                                 arch="mlp", size="tiny" if quick else "small", log=log)
+    toy_rows += rows
+    re_data = {"DDPM": priors["DDPM"].reverse_effort_data(xs), "mixDDPM": prior_km.reverse_effort_data(xs)}
+    keys = ["sliced_w1", "mmd", "nll", "reeff_l2"]
+    log("\nToy (gmm25) metrics vs training steps:\n" + _table(toy_rows, keys + ["on_mode", "modes_covered"]))
+    plots = {"toy_curves": _plot_curves(toy_rows, keys, out / "toy_curves.png", "gmm25: DDPM vs mixDDPM, SGM vs mixSGM")}
+    lim = float(xs.abs().max()) * 1.1
+    plots["toy_samples"] = _scatter([("data", xs[:2000])] + [(k, v) for k, v in last.items()], out / "toy_samples.png", lim)
+
+    # ---- digits
+    from .data import load_digits
+
+    dx, dy = load_digits(8)
+    d_budgets = [150] if quick else [500, 1000, 2000, 3000]
+    d_priors = {"DDPM": MixPrior.standard(dx), "mixDDPM-kmeans": MixPrior.from_kmeans(dx, 10, seed=0),
+                "mixDDPM-labels": MixPrior.from_labels(dx, dy)}
+    dn, dK = (200, 40) if quick else (1000, 200)
+    digit_rows = []
+    d_cfg = dict(batch_size=128, lr=1e-3, ema_decay=0.995)
+    plan = [("ddpm", "DDPM", "DDPM"), ("ddpm", "mixDDPM-kmeans", "mixDDPM-kmeans")]
+    if not quick:
+        plan += [("ddpm", "mixDDPM-labels", "mixDDPM-labels")]
+    if not quick:
+        plan += [("sgm", "SGM", "DDPM"), ("sgm", "mixSGM-kmeans", "mixDDPM-kmeans")]
+    for fam, name, pk in plan:
+        log(f"[digits] {name}")
+        rows, _, _ = _run_method(name, fam, dx, d_priors[pk], d_budgets, d_cfg, _digit_metrics, n_samples=dn,
+                                 K_sample=dK, device=device, seed=0, arch="mlp", size="small", log=log,
+                                 cluster_cond=d_priors[pk].K > 1)
+        digit_rows += rows
+    dkeys = ["digits_fd", "class_tv", "reeff_l2"]
+    log("\nDigits metrics vs training steps:\n" + _table(digit_rows, dkeys))
+    plots["digits_curves"] = _plot_curves(digit_rows, dkeys, out / "digits_curves.png", "8x8 digits: DDPM vs mixDDPM")
+    re_data.update({f"digits_{k}": v.reverse_effort_data(dx) for k, v in d_priors.items()})
+    verdict = (_verdict(toy_rows, "sliced_w1") + _verdict(toy_rows, "on_mode", higher_better=True)
+               + _verdict(digit_rows, "digits_fd"))
+    for v in verdict:
+        log(v)
+    result = {"toy": toy_rows, "digits": digit_rows, "reverse_effort_data": re_data, "plots": plots,
+              "verdict": verdict, "quick": quick, "seconds": round(time.time() - t_start, 1),
+              "notes": "budgets are checkpoints of one constant-learning-rate run per method (EMA weights); "
+                       "equations are reconstructions (algorithms.md 4)"}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
+def _verdict(rows: List[dict], key: str, higher_better: bool = False) -> List[str]:
+    """Plain statements: at each budget, does the mixture prior beat its baseline on ``key``?"""
+    out = []
+    by = {}
+    for r in rows:
+        by[(r["method"], r["sampler"], r["steps"])] = r[key]
+    pairs = [("DDPM", "mixDDPM-kmeans"), ("DDPM", "mixDDPM-labels"), ("SGM", "mixSGM-kmeans")]
+    for base, mix in pairs:
+        for (m, s, b), v in sorted(by.items(), key=lambda kv: kv[0][2]):
+            if m != mix or (base, s, b) not in by:
+                continue
+            bv = by[(base, s, b)]
+            better = v > bv if higher_better else v < bv
+            out.append(f"{key} at {b} steps ({s}): {mix} {v:.4g} vs {base} {bv:.4g} -> "
+                       f"{'mixture prior better' if better else 'baseline better'} (ratio {v / max(bv, 1e-12):.2f})")
+    return out
+
+
+def demo_section(out: Path, quick: bool) -> dict:
+    """Small demo: DDPM vs mixDDPM on the standardised gmm25 toy at one short training budget; writes
+    mixddpm_samples.png and returns the metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds, xs, scale, ref = _toy_data(4000, 3000)
+    ref = ref.double()
+    steps = 300 if quick else 1500
+    prior = MixPrior.from_kmeans(xs, 25, seed=0)
+    res, panels = {}, [("data", xs[:1500])]
+    with single_thread("cpu"):
+        for name, pr in (("DDPM", MixPrior.standard(xs)), ("mixDDPM", prior)):
+            cc = pr.K > 1
+            rows, ema, sched = _run_method(name, "ddpm", xs, pr, [steps], dict(batch_size=256, lr=2e-3, ema_decay=0.99),
+                                           lambda s: _toy_metrics(s, ds, scale, ref), n_samples=1000, K_sample=50,
+                                           device="cpu", seed=0, arch="mlp", size="tiny", log=lambda s: None,
+                                           cluster_cond=cc)
+            res[name] = rows[-1]
+            g = torch.Generator().manual_seed(3)
+            panels.append((f"{name}, {steps} steps",
+                           sample_mix(ema, pr, sched, 1500, K=50, generator=g, cluster_cond=cc)[0]))
+    lim = float(xs.abs().max()) * 1.1
+    res["plot"] = _scatter(panels, out / "mixddpm_samples.png", lim)
+    return res
