@@ -1,0 +1,615 @@
+"""SMD: Soft Mixture Denoising (Li, van Breugel, van der Schaar; arXiv 2309.14068), algorithms.md section 2.
+
+The reverse kernel is a continuous mixture over a latent z_t = g_xi(x_t, eta, t), eta ~ N(0, I): the denoiser
+F_{theta, phi}(x_t, t; z_t) is the usual network with two hypernetwork adapters f_phi (after its input layer and
+before its output layer) that turn z_t into per-pixel low-rank-plus-diagonal maps (:class:`HyperAdapter`, the fused
+op :func:`gmmkernels.smd_ops.hypernet_adapter`). Training: one eta per data point,
+
+    L = E_{x0, t, eps, eta} w_t || target - F(x_t, t; g_xi(x_t, eta, t)) ||^2,
+
+and sampling draws a fresh eta at every step (DDPM ancestral or DDIM through :mod:`.samplers`).
+
+Two settings (algorithms.md 2.3, item 1):
+  * ``"code"`` (the official code's defaults): v-prediction, sigmoid schedule (lucidrains' ``sigmoid_beta_schedule``,
+    start -3, end 3, tau 1, betas clipped to 0.999), loss weight abar_t = SNR / (SNR + 1);
+  * ``"paper"``: epsilon-prediction, linear DDPM betas rescaled by 1000 / T (clipped to 0.999), unit weight.
+
+The architecture follows the code: the identifier g_xi is a small network of cat([x_t, eta]) and t (a UNet on
+images, an MLP on vectors) with a d_z-dimensional output per pixel; the adapters act per pixel (per sample for
+vectors). ``latent_dim=0`` builds the vanilla model (no identifier, no adapters): the baseline.
+
+Entry points: :class:`SMDModel`, :func:`smd_loss`, :func:`train`, :func:`sample`, :func:`reproduce_smd` (the 7x7 grid
+toy and digits; ``gmmkernels reproduce smd``) and :func:`demo_section`.
+
+A property worth knowing when reading the results: the one-sample loss is minimised, for every x_t, by the
+conditional mean E[target | x_t] whatever eta is (eta is independent of (x0, eps), so any eta-dependence of F only
+adds variance to the squared error). At the optimum of this objective the denoiser ignores the latent, so the
+soft mixture collapses to the usual Gaussian kernel; any gain has to come from the finite-capacity / finite-training
+regime. :func:`eta_sensitivity` measures how much a trained model still depends on eta.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..smd_ops import hypernet_adapter
+from . import samplers as _samplers
+from .models import UNetEps, default_model, timestep_embedding
+from .schedules import DiscreteSchedule
+
+OBJECTIVES = ("eps", "v")
+SETTINGS = {
+    "code": dict(objective="v", schedule="sigmoid", weighting="abar"),
+    "paper": dict(objective="eps", schedule="linear", weighting="none"),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# schedules
+
+
+def sigmoid_schedule(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> DiscreteSchedule:
+    """abar(t) = (sigmoid(end / tau) - sigmoid(((t / T) (end - start) + start) / tau)) / (sigmoid(end/tau) - sigmoid(start/tau)),
+    normalised to abar(0) = 1, betas = 1 - abar_t / abar_{t-1} clipped to [1e-8, 0.999] (the SMD code's default,
+    inherited from lucidrains' denoising-diffusion-pytorch; the sigmoid schedule of Chen 2023)."""
+    t = torch.linspace(0, T, T + 1, dtype=torch.float64) / T
+    v0, v1 = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64)), torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+    ab = (-torch.sigmoid((t * (end - start) + start) / tau) + v1) / (v1 - v0)
+    ab = ab / ab[0]
+    betas = (1 - ab[1:] / ab[:-1]).clamp(1e-8, 0.999)
+    return DiscreteSchedule(betas, "custom")
+
+
+def linear_schedule(T: int) -> DiscreteSchedule:
+    """DDPM linear betas 1e-4 .. 0.02 for T = 1000, rescaled by 1000 / T for other T (clipped to 0.999)."""
+    scale = 1000.0 / T
+    betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64).clamp(max=0.999)
+    return DiscreteSchedule(betas, "custom")
+
+
+def make_schedule(name: str, T: int) -> DiscreteSchedule:
+    if name == "sigmoid":
+        return sigmoid_schedule(T)
+    if name == "linear":
+        return linear_schedule(T)
+    raise ValueError(f"smd: schedule must be 'sigmoid' or 'linear', got {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# networks
+
+
+class HyperAdapter(nn.Module):
+    """f_phi: h -> h + W_out (W_L ... W_1 (W_in h + b_in)) + b_out, W_l = u_l u_l^T + softplus(s_l) I, u_l = P_l z + q_l.
+
+    Parameters as the code's ``HyperNet``: W_in (nn.Linear(C, d_z)), P_l, q_l (nn.Linear(d_z, d_z) per layer),
+    s_l ~ N(0, 1) at init, W_out (nn.Linear(d_z, C)). ``zero_init=True`` zeroes W_out and b_out, so the adapter starts
+    as the identity. ``backend`` is that of :func:`gmmkernels.smd_ops.lowrank_adapter` ("reference" reproduces the
+    code's materialised form)."""
+
+    def __init__(self, channels: int, latent_dim: int, layers: int = 2, zero_init: bool = False, backend: str = "auto"):
+        super().__init__()
+        self.backend = backend
+        self.inp = nn.Linear(channels, latent_dim)
+        lin = [nn.Linear(latent_dim, latent_dim) for _ in range(layers)]
+        self.p = nn.Parameter(torch.stack([m.weight.detach() for m in lin]))
+        self.q = nn.Parameter(torch.stack([m.bias.detach() for m in lin]))
+        self.s = nn.Parameter(torch.randn(layers))
+        self.out = nn.Linear(latent_dim, channels)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: Tensor, z: Tensor) -> Tensor:
+        return hypernet_adapter(h, z.to(h.dtype), self.inp.weight, self.inp.bias, self.p, self.q, self.s,
+                                self.out.weight, self.out.bias, backend=self.backend)
+
+
+class IdentifierMLP(nn.Module):
+    """g_xi for vectors: MLP of cat([x_t, eta]) and a sinusoidal embedding of t -> z [N, d_z]."""
+
+    def __init__(self, dim: int, latent_dim: int, hidden: int = 64, depth: int = 2, t_max: float = 1000.0, emb_dim: int = 32):
+        super().__init__()
+        self.t_max, self.emb_dim = float(t_max), emb_dim
+        layers: List[nn.Module] = [nn.Linear(2 * dim + emb_dim, hidden), nn.SiLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        layers.append(nn.Linear(hidden, latent_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor, eta: Tensor, t: Tensor) -> Tensor:
+        N = x.shape[0]
+        e = timestep_embedding(t.expand(N) if t.dim() == 0 else t, self.emb_dim, self.t_max).to(x.dtype)
+        return self.net(torch.cat([x.reshape(N, -1), eta.reshape(N, -1), e], 1))
+
+
+class IdentifierUNet(nn.Module):
+    """g_xi for images: a small :class:`UNetEps` on cat([x_t, eta]) (2C channels) whose output conv gives d_z channels."""
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int, ch: int = 8, ch_mult: Sequence[int] = (1, 2),
+                 t_max: float = 1000.0):
+        super().__init__()
+        C, H, W = image_shape
+        self.net = UNetEps((2 * C, H, W), ch=ch, ch_mult=ch_mult, n_res=1, t_max=t_max, attention=False)
+        cin = self.net.out["eps"].in_channels
+        self.net.out["eps"] = nn.Conv2d(cin, latent_dim, 3, padding=1)
+
+    def forward(self, x: Tensor, eta: Tensor, t: Tensor) -> Tensor:
+        return self.net(torch.cat([x, eta], 1), t)
+
+
+def _io_channels(base: nn.Module) -> tuple:
+    inp, out = base.inp, base.out["eps"]
+    cin = inp.out_channels if isinstance(inp, nn.Conv2d) else inp.out_features
+    cout = out.in_channels if isinstance(out, nn.Conv2d) else out.in_features
+    return cin, cout
+
+
+class SMDModel(nn.Module):
+    """Denoiser F_{theta, phi}(x_t, t; z), z = g_xi(x_t, eta, t), around a core network ``base`` (:class:`UNetEps` or
+    :class:`~.models.MLPEps` from :mod:`.models`): adapters after ``base.inp`` and before ``base.out['eps']`` (forward hooks;
+    ``base`` itself is unchanged and still callable alone). ``latent_dim=0``: the vanilla model (returns base(x, t)).
+
+    ``forward(x, t, eta=None)`` returns the raw prediction in ``objective`` units ("eps" or "v"); a missing eta is
+    drawn with ``torch.randn_like``. ``eps(x, t, eta)`` converts to epsilon for the samplers.
+    """
+
+    def __init__(self, base: nn.Module, schedule: DiscreteSchedule, *, latent_dim: int = 32, adapter_layers: int = 2,
+                 objective: str = "v", identifier: Optional[nn.Module] = None, zero_init: bool = False,
+                 backend: str = "auto"):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"SMDModel: objective must be one of {OBJECTIVES}, got {objective!r}")
+        if latent_dim < 0:
+            raise ValueError(f"SMDModel: latent_dim must be >= 0, got {latent_dim}")
+        self.base = base
+        self.schedule = schedule
+        self.objective = objective
+        self.latent_dim = latent_dim
+        self.data_shape = tuple(base.data_shape)
+        self._z: Optional[Tensor] = None
+        if latent_dim:
+            if identifier is None:
+                if len(self.data_shape) == 3:
+                    identifier = IdentifierUNet(self.data_shape, latent_dim, t_max=schedule.t_max)
+                else:
+                    identifier = IdentifierMLP(math.prod(self.data_shape), latent_dim, t_max=schedule.t_max)
+            self.identifier = identifier
+            cin, cout = _io_channels(base)
+            self.adapter_in = HyperAdapter(cin, latent_dim, adapter_layers, zero_init, backend)
+            self.adapter_out = HyperAdapter(cout, latent_dim, adapter_layers, zero_init, backend)
+            base.inp.register_forward_hook(self._after_inp)
+            base.out["eps"].register_forward_pre_hook(self._before_out)
+        else:
+            self.identifier = None
+        a, s = schedule.a_all.float(), schedule.sigma_all.float()
+        self.register_buffer("_a", a, persistent=False)
+        self.register_buffer("_s", s, persistent=False)
+
+    @property
+    def is_smd(self) -> bool:
+        return self.latent_dim > 0
+
+    def _after_inp(self, module, inputs, output):
+        return output if self._z is None else self.adapter_in(output, self._z)
+
+    def _before_out(self, module, inputs):
+        return inputs if self._z is None else (self.adapter_out(inputs[0], self._z),)
+
+    def latent(self, x: Tensor, t: Tensor, eta: Tensor) -> Tensor:
+        return self.identifier(x, eta, t)
+
+    def forward(self, x: Tensor, t: Tensor, eta: Optional[Tensor] = None) -> Tensor:
+        if not self.is_smd:
+            return self.base(x, t)
+        if eta is None:
+            eta = torch.randn_like(x)
+        self._z = self.latent(x, t, eta)
+        try:
+            return self.base(x, t)
+        finally:
+            self._z = None
+
+    def _coef(self, t: Tensor, x: Tensor):
+        ti = t.round().long().clamp(0, self.schedule.T)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        return self._a[ti].view(shape).to(x.dtype), self._s[ti].view(shape).to(x.dtype)
+
+    def eps(self, x: Tensor, t: Tensor, eta: Optional[Tensor] = None) -> Tensor:
+        out = self(x, t, eta)
+        if self.objective == "eps":
+            return out
+        a, s = self._coef(t, x)
+        return a * out + s * x  # eps = a v + sigma x_t
+
+
+def build_smd_model(data_shape: Sequence[int], schedule: DiscreteSchedule, *, smd: bool = True, latent_dim: int = 32,
+                    objective: str = "v", size: str = "small", adapter_layers: int = 2, backend: str = "auto",
+                    zero_init: bool = False) -> SMDModel:
+    """The core's default network for ``data_shape`` wrapped as vanilla (``smd=False``) or SMD."""
+    base = default_model(data_shape, schedule.t_max, size=size)
+    return SMDModel(base, schedule, latent_dim=latent_dim if smd else 0, adapter_layers=adapter_layers,
+                    objective=objective, backend=backend, zero_init=zero_init)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loss, training, sampling
+
+
+def smd_loss(model: SMDModel, x0: Tensor, *, weighting: str = "abar", generator: Optional[torch.Generator] = None,
+             t: Optional[Tensor] = None, eps: Optional[Tensor] = None, eta: Optional[Tensor] = None) -> Tensor:
+    """One-sample estimate of E w_t |target - F(x_t, t; g(x_t, eta, t))|^2 (one t, eps and eta per data point).
+
+    target: eps, or v = a_t eps - sigma_t x0 (``model.objective``); w_t = abar_t (``"abar"``, the code's SNR/(SNR+1))
+    or 1 (``"none"``). The per-sample mean over pixels is weighted, then averaged over the batch."""
+    if weighting not in ("abar", "none"):
+        raise ValueError(f"smd_loss: weighting must be 'abar' or 'none', got {weighting!r}")
+    N, dev = x0.shape[0], x0.device
+    sch = model.schedule
+    if t is None:
+        t = torch.randint(1, sch.T + 1, (N,), generator=generator).to(dev).float()
+    if eps is None:
+        eps = torch.randn(x0.shape, generator=generator).to(dev)
+    if eta is None and model.is_smd:
+        eta = torch.randn(x0.shape, generator=generator).to(dev)
+    a, s = model._coef(t, x0)
+    xt = a * x0 + s * eps
+    pred = model(xt, t, eta)
+    target = eps if model.objective == "eps" else a * eps - s * x0
+    per = (pred - target).pow(2).reshape(N, -1).mean(1)
+    if weighting == "abar":
+        per = per * (a.reshape(N) ** 2)
+    return per.mean()
+
+
+def train(model: SMDModel, data: Tensor, *, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
+          weighting: str = "abar", ema_decay: float = 0.995, grad_clip: float = 1.0, seed: int = 0,
+          log_every: int = 0, device="cpu") -> Dict:
+    """Adam (betas 0.9, 0.99 as the code), grad-norm clipping, EMA. All randomness from one seeded generator.
+    Returns {"ema": EMA copy of the model, "losses": [...], "seconds": wall time, "steps": steps}."""
+    model.to(device).train()
+    data = data.float().to(device)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    losses: List[float] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(data.shape[0], (batch_size,), generator=g).to(data.device)
+        loss = smd_loss(model, data[idx], weighting=weighting, generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1.0 - ema_decay)
+        losses.append(loss.detach().item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"  step {step + 1}/{steps} loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
+    model.eval()
+    return {"ema": ema, "losses": losses, "seconds": time.perf_counter() - t0, "steps": steps}
+
+
+@torch.no_grad()
+def sample(model: SMDModel, n: int, *, method: str = "ddpm", K: Optional[int] = None,
+           generator: Optional[torch.Generator] = None, clip_x0: Optional[float] = None, device="cpu",
+           batch_size: Optional[int] = None) -> Tensor:
+    """Draw n samples with the core's ``ddpm`` (ancestral; K = T by default) or ``ddim`` (eta = 0) sampler, a fresh
+    eta ~ N(0, I) at every network call. All randomness (start noise, step noise, every eta) comes from ``generator``:
+    the same seed gives the same samples."""
+    if method not in ("ddpm", "ddim"):
+        raise ValueError(f"smd.sample: method must be 'ddpm' or 'ddim', got {method!r}")
+    device = torch.device(device)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    seeds = torch.randint(0, 2**62, (2,), generator=g).tolist()
+    # generators on the sampling device (the core samplers draw their step noise on x's device)
+    step_gen = torch.Generator(device=device).manual_seed(seeds[0])
+    eta_gen = torch.Generator(device=device).manual_seed(seeds[1])
+    model = model.to(device).eval()
+    outs = []
+    bs = batch_size or n
+    for i in range(0, n, bs):
+        m = min(bs, n - i)
+
+        def eps_fn(x, t):
+            eta = torch.randn(x.shape, generator=eta_gen, device=x.device, dtype=x.dtype) if model.is_smd else None
+            return model.eps(x, t, eta)
+
+        x_T = torch.randn((m, *model.data_shape), generator=step_gen, device=device)
+        outs.append(_samplers.sample(eps_fn, model.schedule, (m, *model.data_shape), method, K, generator=step_gen,
+                                     x_T=x_T, clip_x0=clip_x0, device=device))
+    return torch.cat(outs).cpu()
+
+
+@torch.no_grad()
+def eta_sensitivity(model: SMDModel, data: Tensor, *, n: int = 512, n_eta: int = 8, times: Sequence[int] = (),
+                    seed: int = 0) -> Dict[str, float]:
+    """How much the trained denoiser depends on the latent: mean over x_t of the across-eta std of the epsilon
+    prediction, relative to the std of the prediction across x_t, at a few times t (0 for a vanilla model)."""
+    if not model.is_smd:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    T = model.schedule.T
+    times = list(times) or sorted({max(1, T // 10), max(1, T // 2), T})
+    out = {}
+    for t in times:
+        x0 = data[torch.randint(data.shape[0], (n,), generator=g)].float().to(dev)
+        tt = torch.full((n,), float(t), device=dev)
+        a, s = model._coef(tt, x0)
+        xt = a * x0 + s * torch.randn(x0.shape, generator=g).to(dev)
+        preds = torch.stack([model.eps(xt, tt, torch.randn(x0.shape, generator=g).to(dev)) for _ in range(n_eta)])
+        within = preds.std(0).mean()
+        across = preds.mean(0).std(0).mean().clamp_min(1e-12)
+        out[f"t={t}"] = float(within / across)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reproduction
+
+
+def _toy_metrics(x: Tensor, ds) -> Dict:
+    from .metrics import mode_coverage, sliced_wasserstein
+
+    mc = mode_coverage(x, ds.mixture.means.float(), ds.mode_std, radius=2.0)
+    ref = ds.x[: max(4000, x.shape[0])]
+    return {"modes_covered": mc["modes_covered"], "n_modes": mc["n_modes"], "within_2sigma": mc["on_mode"],
+            "occupancy_tv": mc["occupancy_tv"], "sliced_w1": sliced_wasserstein(x.float(), ref.float(), n_proj=200)}
+
+
+def _fd_digits(x: Tensor, ref: Tensor) -> Dict:
+    from . import metrics as M
+
+    out = {}
+    try:
+        out["fd_classifier"] = M.digits_fd(x, ref)
+    except Exception as e:  # the classifier is optional
+        out["fd_classifier"] = None
+        out["fd_classifier_error"] = type(e).__name__
+    out["fd_pixels"] = M.frechet_distance(*M.gaussian_stats(x.reshape(x.shape[0], -1)), *M.gaussian_stats(ref.reshape(ref.shape[0], -1)))
+    return out
+
+
+def _plot_toy(x_by: Dict, ds, path: Path, Ts: Sequence[int], methods: Sequence[str]) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    fig, axes = plt.subplots(len(methods), len(Ts), figsize=(3 * len(Ts), 3 * len(methods)), squeeze=False)
+    mu = ds.mixture.means.float()
+    for i, m in enumerate(methods):
+        for j, T in enumerate(Ts):
+            ax = axes[i][j]
+            x = x_by[(m, T)]
+            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
+            ax.scatter(mu[:, 0], mu[:, 1], s=6, c="red", marker="x")
+            ax.set_xlim(-4.5, 4.5)
+            ax.set_ylim(-4.5, 4.5)
+            ax.set_title(f"{m}, T={T}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _plot_digits(x_by: Dict, path: Path) -> Optional[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    keys = list(x_by)
+    fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.9), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        x = x_by[k][:64].reshape(8, 8, 8, 8).permute(0, 2, 1, 3).reshape(64, 64)
+        ax.imshow(x.clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(k, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)
+
+
+def _toy_experiment(out: Path, quick: bool, device, settings: Sequence[str], Ts: Sequence[int], steps: int,
+                    n_samples: int, seeds: Dict[str, Sequence[int]], latent_dim: int, log) -> Dict:
+    from .data import get_dataset
+
+    ds = get_dataset("grid7x7", n=20000, seed=0)
+    res: Dict = {"dataset": "grid7x7 (49 modes, spacing 1.0, std 0.25)", "steps": steps, "n_samples": n_samples,
+                 "seeds": {k: list(v) for k, v in seeds.items()}, "latent_dim": latent_dim, "runs": []}
+    for setting in settings:
+        cfg = SETTINGS[setting]
+        setting_seeds = seeds[setting]
+        x_plot = {}
+        for T in Ts:
+            sch = make_schedule(cfg["schedule"], T)
+            for method in ("vanilla", "smd"):
+                for seed in setting_seeds:
+                    torch.manual_seed(seed)
+                    model = build_smd_model((2,), sch, smd=method == "smd", latent_dim=latent_dim,
+                                            objective=cfg["objective"], size="small")
+                    tr = train(model, ds.x, steps=steps, batch_size=512, lr=2e-3, weighting=cfg["weighting"],
+                               ema_decay=0.99, seed=seed, device=device)
+                    ema = tr["ema"]
+                    t0 = time.perf_counter()
+                    x = sample(ema, n_samples, method="ddpm", generator=torch.Generator().manual_seed(100 + seed),
+                               device=device)
+                    ts = time.perf_counter() - t0
+                    m = _toy_metrics(x, ds)
+                    rec = {"setting": setting, "T": T, "method": method, "seed": seed, **m,
+                           "train_s": round(tr["seconds"], 2), "sample_s": round(ts, 2),
+                           "final_loss": sum(tr["losses"][-100:]) / max(1, len(tr["losses"][-100:])),
+                           "eta_sensitivity": eta_sensitivity(ema.cpu(), ds.x) if method == "smd" else {}}
+                    res["runs"].append(rec)
+                    if seed == setting_seeds[0]:
+                        x_plot[(method, T)] = x
+                    log(f"  toy {setting:5s} T={T:4d} {method:7s} seed={seed}: modes {m['modes_covered']}/49, "
+                        f"within 2sd {m['within_2sigma']:.3f}, SW1 {m['sliced_w1']:.4f} (train {tr['seconds']:.0f}s)")
+        res[f"plot_{setting}"] = _plot_toy(x_plot, ds, out / f"smd_toy_{setting}.png", Ts, ("vanilla", "smd"))
+    return res
+
+
+def _digits_experiment(out: Path, quick: bool, device, steps: int, n_samples: int, Ks: Sequence[int], latent_dim: int,
+                       log) -> Dict:
+    from .data import load_digits
+
+    x, _ = load_digits(8)
+    cfg = SETTINGS["code"]
+    T = 1000
+    sch = make_schedule(cfg["schedule"], T)
+    res: Dict = {"dataset": "digits 8x8 (1797 images)", "T": T, "setting": "code", "steps": steps,
+                 "n_samples": n_samples, "latent_dim": latent_dim, "runs": []}
+    imgs = {}
+    for method in ("vanilla", "smd"):
+        torch.manual_seed(0)
+        model = build_smd_model((1, 8, 8), sch, smd=method == "smd", latent_dim=latent_dim, objective=cfg["objective"],
+                                size="small")
+        tr = train(model, x, steps=steps, batch_size=128, lr=1e-3, weighting=cfg["weighting"], ema_decay=0.995,
+                   seed=0, device=device)
+        log(f"  digits {method}: trained {steps} steps in {tr['seconds']:.0f}s")
+        for sampler in ("ddim", "ddpm"):
+            for K in Ks:
+                xs = sample(tr["ema"], n_samples, method=sampler, K=K, clip_x0=1.0,
+                            generator=torch.Generator().manual_seed(7), device=device, batch_size=500)
+                m = _fd_digits(xs, x)
+                res["runs"].append({"method": method, "sampler": sampler, "K": K, **m,
+                                    "train_s": round(tr["seconds"], 2)})
+                imgs[f"{method} {sampler} K={K}"] = xs
+                fd = m["fd_classifier"] if m["fd_classifier"] is not None else float("nan")
+                log(f"  digits {method:7s} {sampler} K={K:4d}: FD(classifier) {fd:.3f}, FD(pixels) {m['fd_pixels']:.3f}")
+    res["plot"] = _plot_digits({k: v for k, v in imgs.items() if "ddim" in k}, out / "smd_digits.png")
+    return res
+
+
+def _summary_table(res: Dict) -> str:
+    lines = ["SMD vs vanilla, 7x7 grid (ancestral DDPM with all T steps; mean over seeds)",
+             f"{'setting':8s} {'T':>5s} {'method':8s} {'modes':>6s} {'in 2sd':>7s} {'SW1':>8s}"]
+    runs = res["toy"]["runs"]
+    keys = sorted({(r["setting"], r["T"], r["method"]) for r in runs}, key=lambda k: (k[0], k[1], k[2] != "vanilla"))
+    for k in keys:
+        rs = [r for r in runs if (r["setting"], r["T"], r["method"]) == k]
+        mean = lambda f: sum(r[f] for r in rs) / len(rs)  # noqa: E731
+        lines.append(f"{k[0]:8s} {k[1]:5d} {k[2]:8s} {mean('modes_covered'):6.1f} {mean('within_2sigma'):7.3f} "
+                     f"{mean('sliced_w1'):8.4f}")
+    if "digits" in res:
+        lines += ["", "digits 8x8, T=1000 (code setting): Frechet distances (classifier features; pixels)",
+                  f"{'method':8s} {'sampler':7s} {'K':>5s} {'FD cls':>8s} {'FD pix':>8s}"]
+        for r in res["digits"]["runs"]:
+            fd = r["fd_classifier"]
+            lines.append(f"{r['method']:8s} {r['sampler']:7s} {r['K']:5d} {fd if fd is not None else float('nan'):8.3f} "
+                         f"{r['fd_pixels']:8.3f}")
+    return "\n".join(lines)
+
+
+def reproduce_smd(out: Path, quick: bool = False, device="cpu") -> dict:
+    """The SMD reproduction: 7x7 grid toy (vanilla vs SMD trained and sampled with T in {10, 50, 1000} steps; mode
+    coverage, fraction within 2 sigma, sliced W1) and digits (few-step DDIM / DDPM, Frechet distance). Writes
+    ``smd.json`` and PNGs into ``out``, prints a table, returns the results. quick: a small version (< ~1 min CPU)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    t0 = time.perf_counter()
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    if quick:
+        toy = _toy_experiment(out, quick, device, ("code",), (10, 50), steps=400, n_samples=1000, seeds={"code": (0,)},
+                              latent_dim=16, log=log)
+        res = {"quick": True, "toy": toy}
+    else:
+        toy = _toy_experiment(out, quick, device, ("code", "paper"), (10, 50, 1000), steps=1500, n_samples=4000,
+                              seeds={"code": (0, 1), "paper": (0,)}, latent_dim=32, log=log)
+        dig = _digits_experiment(out, quick, device, steps=1200, n_samples=1000, Ks=(10, 25, 100), latent_dim=32,
+                                 log=log)
+        res = {"quick": False, "toy": toy, "digits": dig}
+    res["device"] = str(device)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["table"] = _summary_table(res)
+    res["findings"] = _findings(res)
+    print(res["table"])
+    print("\n".join(res["findings"]))
+    (out / "smd.json").write_text(json.dumps(res, indent=1, default=str))
+    return res
+
+
+def _findings(res: Dict) -> List[str]:
+    runs = res["toy"]["runs"]
+    out = []
+    for setting in sorted({r["setting"] for r in runs}):
+        for T in sorted({r["T"] for r in runs if r["setting"] == setting}):
+            def mean(method, f):
+                rs = [r[f] for r in runs if r["setting"] == setting and r["T"] == T and r["method"] == method]
+                return sum(rs) / len(rs)
+            dv = mean("smd", "within_2sigma") - mean("vanilla", "within_2sigma")
+            dw = mean("smd", "sliced_w1") - mean("vanilla", "sliced_w1")
+            out.append(f"toy {setting} T={T}: SMD - vanilla: within-2sd {dv:+.3f}, SW1 {dw:+.4f} "
+                       f"({'SMD better' if dv > 0 and dw < 0 else 'vanilla better' if dv < 0 and dw > 0 else 'mixed'})")
+    return out
+
+
+def demo_section(out: Path, quick: bool = True) -> dict:
+    """Demo: the fused adapter against the materialised (official) form on one SMD-sized layer, then vanilla vs SMD
+    on the 7x7 grid with T = 10 steps (a small training run)."""
+    from ..smd_ops import lowrank_adapter
+    from ..smd_reference import lowrank_adapter_ref
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    res: Dict = {}
+    g = torch.Generator().manual_seed(0)
+    P, L, d = (2048 if quick else 8192), 2, 100
+    r = torch.randn(P, d, generator=g)
+    u = torch.randn(P, L, d, generator=g) / math.sqrt(d)
+    s = torch.randn(L, generator=g)
+    timings = {}
+    for b in ("reference", "auto"):
+        ts = []
+        for _ in range(3):
+            a = [v.clone().requires_grad_() for v in (r, u, s)]
+            t0 = time.perf_counter()
+            y = (lowrank_adapter_ref(*a) if b == "reference" else lowrank_adapter(*a))
+            y.square().sum().backward()
+            ts.append(time.perf_counter() - t0)
+        timings[b] = min(ts)
+    err = float((lowrank_adapter(r, u, s) - lowrank_adapter_ref(r.double(), u.double(), s.double())).abs().max())
+    res["adapter"] = {"P": P, "L": L, "d_z": d, "max_abs_err_vs_float64": err,
+                      "fwd_bwd_ms_materialised": round(1e3 * timings["reference"], 2),
+                      "fwd_bwd_ms_fused": round(1e3 * timings["auto"], 2),
+                      "materialised_W_bytes": P * L * d * d * 4}
+    print(f"SMD adapter (P={P}, d_z={d}, L={L}): fused fwd+bwd {1e3 * timings['auto']:.1f} ms vs materialised "
+          f"{1e3 * timings['reference']:.1f} ms; max error vs float64 {err:.1e}", flush=True)
+    from .data import get_dataset
+
+    ds = get_dataset("grid7x7", n=20000, seed=0)
+    sch = make_schedule("sigmoid", 10)
+    steps = 250 if quick else 1500
+    toy = {}
+    xs = {}
+    for method in ("vanilla", "smd"):
+        torch.manual_seed(0)
+        model = build_smd_model((2,), sch, smd=method == "smd", latent_dim=16, objective="v")
+        tr = train(model, ds.x, steps=steps, batch_size=512, lr=2e-3, weighting="abar", ema_decay=0.99)
+        x = sample(tr["ema"], 1000, generator=torch.Generator().manual_seed(1))
+        xs[(method, 10)] = x
+        toy[method] = {**_toy_metrics(x, ds), "train_s": round(tr["seconds"], 1)}
+        print(f"SMD demo, 7x7 grid, T=10, {method}: {toy[method]['modes_covered']}/49 modes, within 2sd "
+              f"{toy[method]['within_2sigma']:.3f}, SW1 {toy[method]['sliced_w1']:.4f}", flush=True)
+    res["toy_T10"] = toy
+    res["plot"] = _plot_toy(xs, ds, out / "smd_demo_toy.png", (10,), ("vanilla", "smd"))
+    return res

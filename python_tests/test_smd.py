@@ -1,0 +1,177 @@
+"""SMD method (gmmkernels.diffusion.smd): the latent-free limit is the vanilla model, the fused adapter path equals
+the materialised one inside the model, the loss and schedules follow their formulas, sampling is seeded."""
+import math
+
+import pytest
+import torch
+
+from gmmkernels.diffusion import smd as S
+from gmmkernels.smd_ops import available_adapter_backends
+
+
+def _pair(shape, T=20, objective="v", dz=8):
+    sch = S.make_schedule("sigmoid", T)
+    torch.manual_seed(1)
+    vanilla = S.build_smd_model(shape, sch, smd=False, objective=objective, size="tiny")
+    torch.manual_seed(2)
+    smd = S.build_smd_model(shape, sch, smd=True, latent_dim=dz, objective=objective, size="tiny", zero_init=True)
+    smd.base.load_state_dict(vanilla.base.state_dict())
+    return vanilla, smd
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8)], ids=str)
+@pytest.mark.parametrize("objective", ["v", "eps"])
+def test_latent_ignored_reduces_to_vanilla(shape, objective):
+    vanilla, smd = _pair(shape, objective=objective)
+    x = torch.randn(5, *shape)
+    t = torch.tensor([1.0, 3.0, 7.0, 15.0, 20.0])
+    want = vanilla(x, t)
+    for seed in range(3):  # zero adapter outputs: no dependence on eta at all
+        eta = torch.randn(5, *shape, generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(smd(x, t, eta), want, rtol=0, atol=0)
+        torch.testing.assert_close(smd.eps(x, t, eta), vanilla.eps(x, t), rtol=0, atol=0)
+    # the wrapped core network alone (no latent set) is the vanilla network
+    torch.testing.assert_close(smd.base(x, t), want, rtol=0, atol=0)
+    # same loss for the same draws
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    x0 = torch.randn(6, *shape)
+    l_v = S.smd_loss(vanilla, x0, generator=g1, eta=torch.zeros(6, *shape))
+    l_s = S.smd_loss(smd, x0, generator=g2, eta=torch.zeros(6, *shape))
+    torch.testing.assert_close(l_s, l_v)
+    sens = S.eta_sensitivity(smd, torch.randn(64, *shape), n=16, n_eta=3)
+    assert sens and all(v == 0.0 for v in sens.values())
+
+
+def test_default_init_uses_the_latent():
+    sch = S.make_schedule("sigmoid", 20)
+    torch.manual_seed(0)
+    m = S.build_smd_model((2,), sch, latent_dim=8, size="tiny")
+    x, t = torch.randn(4, 2), torch.full((4,), 10.0)
+    a = m(x, t, torch.randn(4, 2))
+    b = m(x, t, torch.randn(4, 2))
+    assert not torch.allclose(a, b)
+    # gradients reach the identifier, both adapters and the core network
+    S.smd_loss(m, torch.randn(16, 2), generator=torch.Generator().manual_seed(0)).backward()
+    for name in ("identifier", "adapter_in", "adapter_out", "base"):
+        grads = [p.grad for p in getattr(m, name).parameters()]
+        assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads), name
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8)], ids=str)
+def test_fused_adapter_matches_materialised_inside_the_model(shape):
+    sch = S.make_schedule("sigmoid", 20)
+    torch.manual_seed(3)
+    fused = S.build_smd_model(shape, sch, latent_dim=6, size="tiny", backend="auto")
+    ref = S.build_smd_model(shape, sch, latent_dim=6, size="tiny", backend="reference")
+    ref.load_state_dict(fused.state_dict())
+    x0 = torch.randn(4, *shape)
+    losses, grads = [], []
+    for m in (fused, ref):
+        loss = S.smd_loss(m, x0, generator=torch.Generator().manual_seed(5))
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, list(m.parameters())))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [b for b in available_adapter_backends("cpu") if b not in ("reference",)])
+def test_hyper_adapter_backends_agree(backend):
+    torch.manual_seed(4)
+    ad = S.HyperAdapter(6, 10, layers=2)
+    h, z = torch.randn(2, 6, 3, 3), torch.randn(2, 10, 3, 3)
+    ad.backend = "reference"
+    want = ad(h, z)
+    ad.backend = backend
+    torch.testing.assert_close(ad(h, z), want, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_matches_formula():
+    sch = S.make_schedule("sigmoid", 50)
+    torch.manual_seed(0)
+    m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny", objective="v")
+    x0, eps, eta = torch.randn(8, 2), torch.randn(8, 2), torch.randn(8, 2)
+    t = torch.arange(1, 9).float() * 6
+    a, s = sch.alpha_sigma(t.double())
+    a, s = a.float()[:, None], s.float()[:, None]
+    xt = a * x0 + s * eps
+    v = a * eps - s * x0
+    want = (((m(xt, t, eta) - v) ** 2).mean(1) * a[:, 0] ** 2).mean()
+    torch.testing.assert_close(S.smd_loss(m, x0, t=t, eps=eps, eta=eta, weighting="abar"), want)
+    want_u = ((m(xt, t, eta) - v) ** 2).mean()
+    torch.testing.assert_close(S.smd_loss(m, x0, t=t, eps=eps, eta=eta, weighting="none"), want_u)
+    # eps() inverts v: with v = a eps - s x0 and x_t = a x0 + s eps, eps = a v + s x_t
+    torch.testing.assert_close(a * v + s * xt, eps, rtol=1e-5, atol=1e-5)
+
+
+def test_schedules():
+    for T in (10, 50, 1000):
+        sch = S.sigmoid_schedule(T)
+        ab = sch.abar_all
+        assert ab[0] == 1 and bool((ab[1:] < ab[:-1]).all()) and ab[-1] < 1e-2
+        lin = S.linear_schedule(T)
+        assert lin.abar_all[-1] < 1e-2
+    lin = S.linear_schedule(1000)
+    torch.testing.assert_close(lin.betas[[0, -1]], torch.tensor([1e-4, 0.02], dtype=torch.float64))
+    with pytest.raises(ValueError, match="schedule must be 'sigmoid' or 'linear'"):
+        S.make_schedule("cosine", 10)
+
+
+@pytest.mark.parametrize("shape,method,K", [((2,), "ddpm", None), ((2,), "ddim", 5), ((1, 8, 8), "ddim", 3),
+                                            ((1, 8, 8), "ddpm", 4)], ids=str)
+def test_sampling_is_seeded(shape, method, K):
+    sch = S.make_schedule("sigmoid", 10)
+    torch.manual_seed(0)
+    m = S.build_smd_model(shape, sch, latent_dim=4, size="tiny")
+    kw = dict(method=method, K=K, clip_x0=1.0 if len(shape) == 3 else None)
+    a = S.sample(m, 6, generator=torch.Generator().manual_seed(3), **kw)
+    b = S.sample(m, 6, generator=torch.Generator().manual_seed(3), **kw)
+    c = S.sample(m, 6, generator=torch.Generator().manual_seed(4), **kw)
+    assert a.shape == (6, *shape) and torch.isfinite(a).all()
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # batching does not change the draws of the first batch
+    d = S.sample(m, 6, generator=torch.Generator().manual_seed(3), batch_size=6, **kw)
+    assert torch.equal(a, d)
+
+
+def test_fresh_eta_per_step():
+    """DDIM(eta=0) of an SMD model is still random: the latent is redrawn at every step."""
+    sch = S.make_schedule("sigmoid", 10)
+    torch.manual_seed(0)
+    m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny")
+    calls = []
+    orig = m.latent
+
+    def spy(x, t, eta):
+        calls.append(eta.clone())
+        return orig(x, t, eta)
+
+    m.latent = spy
+    S.sample(m, 3, method="ddim", K=4, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 4 and all(not torch.equal(calls[0], c) for c in calls[1:])
+
+
+def test_short_training_lowers_loss():
+    from gmmkernels.diffusion.data import get_dataset
+
+    ds = get_dataset("grid7x7", n=2000, seed=0)
+    sch = S.make_schedule("sigmoid", 10)
+    torch.manual_seed(0)
+    m = S.build_smd_model((2,), sch, latent_dim=8, size="tiny")
+    tr = S.train(m, ds.x, steps=60, batch_size=128, lr=3e-3)
+    first, last = sum(tr["losses"][:10]) / 10, sum(tr["losses"][-10:]) / 10
+    assert math.isfinite(last) and last < first
+    x = S.sample(tr["ema"], 200, generator=torch.Generator().manual_seed(0))
+    m_ = S._toy_metrics(x, ds)
+    assert 0 <= m_["within_2sigma"] <= 1 and m_["n_modes"] == 49
+
+
+def test_bad_arguments():
+    sch = S.make_schedule("sigmoid", 10)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        S.build_smd_model((2,), sch, objective="x0")
+    m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny")
+    with pytest.raises(ValueError, match="weighting must be"):
+        S.smd_loss(m, torch.randn(3, 2), weighting="snr")
+    with pytest.raises(ValueError, match="method must be 'ddpm' or 'ddim'"):
+        S.sample(m, 2, method="euler")
