@@ -167,9 +167,26 @@ def _method_section(name: str, out: Path, quick: bool) -> dict:
     res = mod.demo_section(out / name, quick)
     res = dict(res) if isinstance(res, dict) else {"result": res}
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    brief = {k: v for k, v in res.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-    print(f"[{name}] done in {res['seconds']} s: " + json.dumps(brief, default=str)[:400], flush=True)
+    print(f"[{name}] done in {res['seconds']} s: {_brief(res)}", flush=True)
     return res
+
+
+def _brief(res: dict, limit: int = 700) -> str:
+    """One line of the numbers in a section's result (nested keys joined with '.')."""
+    items = []
+
+    def walk(prefix, v):
+        if isinstance(v, dict):
+            for k, w in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), w)
+        elif isinstance(v, float):
+            items.append(f"{prefix}={v:.4g}")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            items.append(f"{prefix}={v}")
+
+    walk("", {k: v for k, v in res.items() if k != "seconds"})
+    line = ", ".join(items)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def run(args) -> int:
