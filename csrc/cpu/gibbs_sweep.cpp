@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gmmkernels/gibbs.h"
+#include "gmmkernels/gibbs_checks.h"
 
 namespace gmmkernels {
 namespace {
@@ -69,19 +70,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gibbs_sweep_cpu(const
                                                                            const at::Tensor& means, const at::Tensor& var,
                                                                            const at::Tensor& m0, double alpha, double kappa0,
                                                                            double a0, double b0, int64_t seed, int64_t step) {
-  TORCH_CHECK(x.dim() == 3, "gibbs_sweep: x must be [B or 1, N, D], got ", x.sizes());
-  TORCH_CHECK(logw.dim() == 2, "gibbs_sweep: logw must be [B, K], got ", logw.sizes());
+  gibbs::check_sweep_args(x, logw, means, var, m0, alpha, kappa0, a0, b0);
   const int64_t B = logw.size(0), K = logw.size(1), N = x.size(1), D = x.size(2);
-  TORCH_CHECK(x.size(0) == B || x.size(0) == 1, "gibbs_sweep: x has batch ", x.size(0), " but there are ", B, " chains");
-  TORCH_CHECK(means.sizes() == at::IntArrayRef({B, K, D}), "gibbs_sweep: means must be [B, K, D] = [", B, ", ", K, ", ", D,
-              "], got ", means.sizes());
-  TORCH_CHECK(var.sizes() == means.sizes(), "gibbs_sweep: var must have the shape of means, got ", var.sizes());
-  TORCH_CHECK(m0.dim() == 1 && m0.size(0) == D, "gibbs_sweep: m0 must be [D], got ", m0.sizes());
-  TORCH_CHECK(K >= 1, "gibbs_sweep: need K >= 1 components");
-  for (const auto* t : {&logw, &means, &var, &m0})
-    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "gibbs_sweep: all tensors must have the dtype of x (", x.scalar_type(), ")");
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "gibbs_sweep: float32 or float64 expected");
-  TORCH_CHECK(alpha > 0 && kappa0 > 0 && a0 > 0 && b0 > 0, "gibbs_sweep: alpha, kappa0, a0, b0 must be positive");
   auto xc = x.contiguous(), lc = logw.contiguous(), mc = means.contiguous(), vc = var.contiguous(), m0c = m0.contiguous();
   auto z = at::empty({B, N}, x.options().dtype(at::kInt));
   auto lo = at::empty_like(lc), mo = at::empty_like(mc), vo = at::empty_like(vc);

@@ -16,6 +16,8 @@
 #include <limits>
 #include <vector>
 
+#include "gmmkernels/mixture_dispatch_checks.h"
+
 namespace {
 
 constexpr int64_t kRows = 4;
@@ -90,28 +92,9 @@ void dispatch_rows(const T* x0, const T* c, const T* cn, const T* a, const T* si
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Tensor& x0, const at::Tensor& centers,
                                                                     const at::Tensor& a, const at::Tensor& sigma,
                                                                     const std::optional<at::Tensor>& eps) {
-  TORCH_CHECK(x0.dim() == 2, "mixture_dispatch: x0 must be [N, D], got ", x0.sizes());
-  TORCH_CHECK(centers.dim() == 2, "mixture_dispatch: centers must be [K, D], got ", centers.sizes());
+  const bool has_eps = gmmkernels::check_mixture_dispatch_args(x0, centers, a, sigma, eps);
   const int64_t N = x0.size(0), D = x0.size(1), K = centers.size(0);
-  TORCH_CHECK(centers.size(1) == D, "mixture_dispatch: centers has D=", centers.size(1), " but x0 has D=", D);
-  TORCH_CHECK(K >= 1, "mixture_dispatch: centers must hold at least one center");
-  TORCH_CHECK(a.dim() == 1 && a.size(0) == N, "mixture_dispatch: a must be [N=", N, "], got ", a.sizes());
-  TORCH_CHECK(sigma.dim() == 1 && sigma.size(0) == N, "mixture_dispatch: sigma must be [N=", N, "], got ",
-              sigma.sizes());
-  const bool has_eps = eps.has_value() && eps->defined();
-  if (has_eps) {
-    TORCH_CHECK(eps->sizes() == x0.sizes(), "mixture_dispatch: eps must have the shape of x0 ", x0.sizes(), ", got ",
-                eps->sizes());
-  }
   const auto dt = x0.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kDouble, "mixture_dispatch: CPU kernel takes float32/float64, got ", dt);
-  for (const at::Tensor* t : {&centers, &a, &sigma}) {
-    TORCH_CHECK(t->scalar_type() == dt, "mixture_dispatch: all inputs must share the dtype of x0 (", dt, ")");
-    TORCH_CHECK(t->device().is_cpu(), "mixture_dispatch: all inputs must be CPU tensors");
-  }
-  if (has_eps) {
-    TORCH_CHECK(eps->scalar_type() == dt && eps->device().is_cpu(), "mixture_dispatch: eps must match x0's dtype/device");
-  }
   auto xc = x0.contiguous();
   auto cc = centers.contiguous();
   auto ac = a.contiguous();

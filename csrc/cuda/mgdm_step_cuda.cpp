@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "gmmkernels/mgdm.h"
+#include "gmmkernels/mgdm_checks.h"
 
 namespace gmmkernels {
 
@@ -19,27 +20,12 @@ cudaError_t launch_mgdm_bridge(const T* u, const T* w, T* out, int64_t n, double
 
 namespace {
 
-void check_same(const char* fn, const at::Tensor& ref, const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.sizes() == ref.sizes(), fn, ": ", name, " must have shape ", ref.sizes(), ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), fn, ": ", name, " must have dtype ", ref.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), fn, ": ", name, " is on ", t.device(), ", expected ", ref.device());
-}
-
 std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cuda(at::Tensor& state, const at::Tensor& grad_v, const at::Tensor& eps,
                                                      const at::Tensor& m, const at::Tensor& inv_sigma2, double lr, double beta1,
                                                      double beta2, double adam_eps, int64_t step, int64_t seed, int64_t draw) {
-  TORCH_CHECK(state.dim() == 3 && state.size(0) == 6, "mgdm_vi_step: state must be [6, B, P], got ", state.sizes());
-  TORCH_CHECK(state.is_contiguous(), "mgdm_vi_step: state must be contiguous (it is updated in place)");
-  TORCH_CHECK(state.scalar_type() == at::kFloat || state.scalar_type() == at::kDouble, "mgdm_vi_step: float32 or float64 expected");
-  TORCH_CHECK(step >= 1, "mgdm_vi_step: step counts Adam steps from 1, got ", step);
+  mgdm::check_vi_step_args(state, grad_v, eps, m, inv_sigma2, step);
   const int64_t B = state.size(1), P = state.size(2);
   auto like = state.select(0, 0);
-  check_same("mgdm_vi_step", like, grad_v, "grad_v");
-  check_same("mgdm_vi_step", like, eps, "eps");
-  check_same("mgdm_vi_step", like, m, "m");
-  TORCH_CHECK(inv_sigma2.dim() == 1 && inv_sigma2.size(0) == B && inv_sigma2.scalar_type() == state.scalar_type() &&
-                  inv_sigma2.device() == state.device(),
-              "mgdm_vi_step: inv_sigma2 must be [B] with the dtype and device of state");
   const c10::cuda::CUDAGuard guard(state.device());
   auto g = grad_v.contiguous(), e = eps.contiguous(), mc = m.contiguous(), is2 = inv_sigma2.contiguous();
   auto v_out = at::empty_like(like), e_out = at::empty_like(like);
@@ -55,8 +41,7 @@ std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cuda(at::Tensor& state, const at
 }
 
 at::Tensor mgdm_bridge_cuda(const at::Tensor& u, const at::Tensor& w, double cu, double cw, double std_, int64_t seed, int64_t draw) {
-  check_same("mgdm_bridge", u, w, "w");
-  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kDouble, "mgdm_bridge: float32 or float64 expected");
+  mgdm::check_bridge_args(u, w);
   const c10::cuda::CUDAGuard guard(u.device());
   auto uc = u.contiguous(), wc = w.contiguous();
   auto out = at::empty_like(uc);
