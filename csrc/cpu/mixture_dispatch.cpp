@@ -22,9 +22,82 @@ namespace {
 
 constexpr int64_t kRows = 4;
 
+// Epilogue of one row: x_t = a x0 + (1 - a) c_j + sigma eps and the exact |x0 - c_j|^2.
+template <typename T>
+inline void finish_row(const T* x0, const T* c, const T* a, const T* sigma, const T* eps, T* xt, int64_t* assign,
+                       T* dist2, int64_t n, int64_t j, int64_t D) {
+  const T* xn = x0 + n * D;
+  const T* cj = c + j * D;
+  const T an = a[n];
+  const T bn = T(1) - an;
+  const T sn = sigma[n];
+  T* on = xt + n * D;
+  T acc = 0;
+  if (eps != nullptr) {
+    const T* en = eps + n * D;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < D; ++d) {
+      const T diff = xn[d] - cj[d];
+      acc += diff * diff;
+      on[d] = an * xn[d] + bn * cj[d] + sn * en[d];
+    }
+  } else {
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < D; ++d) {
+      const T diff = xn[d] - cj[d];
+      acc += diff * diff;
+      on[d] = an * xn[d] + bn * cj[d];
+    }
+  }
+  assign[n] = j;
+  dist2[n] = acc;
+}
+
+// Small D (toy data, D <= kSmallD): a vector over D is too short to pay, so the tile is kSmallRows rows wide and
+// the loops over rows vectorise instead (x tile transposed once; per center one multiply-add per (d, row) and a
+// masked (min, argmin) update per row). Same tie and non-finite rules as the wide path.
+constexpr int64_t kSmallD = 8, kSmallRows = 16;
+
+template <typename T>
+void dispatch_rows_small_d(const T* x0, const T* c, const T* cn, const T* a, const T* sigma, const T* eps, T* xt,
+                           int64_t* assign, T* dist2, int64_t n0, int64_t n1, int64_t K, int64_t D) {
+  const T inf = std::numeric_limits<T>::infinity();
+  for (int64_t r0 = n0; r0 < n1; r0 += kSmallRows) {
+    const int64_t nr = std::min(kSmallRows, n1 - r0);
+    T xs[kSmallD][kSmallRows];
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t r = 0; r < kSmallRows; ++r) xs[d][r] = x0[(r0 + std::min(r, nr - 1)) * D + d];
+    T best[kSmallRows];
+    int64_t bidx[kSmallRows];
+    for (int64_t r = 0; r < kSmallRows; ++r) {
+      best[r] = inf;
+      bidx[r] = 0;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const T* ck = c + k * D;
+      T dot[kSmallRows] = {};
+      for (int64_t d = 0; d < D; ++d) {
+        const T v = ck[d];
+#pragma omp simd
+        for (int64_t r = 0; r < kSmallRows; ++r) dot[r] += xs[d][r] * v;
+      }
+      const T ck2 = cn[k];
+#pragma omp simd
+      for (int64_t r = 0; r < kSmallRows; ++r) {
+        const T dist = ck2 - T(2) * dot[r];
+        const bool better = dist < best[r] && dist > -inf;
+        best[r] = better ? dist : best[r];
+        bidx[r] = better ? k : bidx[r];
+      }
+    }
+    for (int64_t r = 0; r < nr; ++r) finish_row(x0, c, a, sigma, eps, xt, assign, dist2, r0 + r, bidx[r], D);
+  }
+}
+
 template <typename T>
 void dispatch_rows(const T* x0, const T* c, const T* cn, const T* a, const T* sigma, const T* eps, T* xt,
                    int64_t* assign, T* dist2, int64_t n0, int64_t n1, int64_t K, int64_t D) {
+  if (D <= kSmallD) return dispatch_rows_small_d(x0, c, cn, a, sigma, eps, xt, assign, dist2, n0, n1, K, D);
   const T inf = std::numeric_limits<T>::infinity();
   for (int64_t r0 = n0; r0 < n1; r0 += kRows) {
     const int64_t nr = std::min(kRows, n1 - r0);
@@ -57,35 +130,7 @@ void dispatch_rows(const T* x0, const T* c, const T* cn, const T* a, const T* si
         }
       }
     }
-    for (int64_t r = 0; r < nr; ++r) {
-      const int64_t n = r0 + r;
-      const int64_t j = bidx[r];
-      const T* xn = x0 + n * D;
-      const T* cj = c + j * D;
-      const T an = a[n];
-      const T bn = T(1) - an;
-      const T sn = sigma[n];
-      T* on = xt + n * D;
-      T acc = 0;
-      if (eps != nullptr) {
-        const T* en = eps + n * D;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = xn[d] - cj[d];
-          acc += diff * diff;
-          on[d] = an * xn[d] + bn * cj[d] + sn * en[d];
-        }
-      } else {
-#pragma omp simd reduction(+ : acc)
-        for (int64_t d = 0; d < D; ++d) {
-          const T diff = xn[d] - cj[d];
-          acc += diff * diff;
-          on[d] = an * xn[d] + bn * cj[d];
-        }
-      }
-      assign[n] = j;
-      dist2[n] = acc;
-    }
+    for (int64_t r = 0; r < nr; ++r) finish_row(x0, c, a, sigma, eps, xt, assign, dist2, r0 + r, bidx[r], D);
   }
 }
 
@@ -122,8 +167,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Te
     // grain: about 64k multiply-adds per task, in whole tiles
     const int64_t work = std::max<int64_t>(1, K * std::max<int64_t>(D, 1));
     const int64_t grain = std::max<int64_t>(kRows, ((65536 / work) / kRows + 1) * kRows);
-    at::parallel_for(0, (N + kRows - 1) / kRows, std::max<int64_t>(1, grain / kRows), [&](int64_t t0, int64_t t1) {
-      dispatch_rows<scalar_t>(xp, cp, cn.data(), apt, spt, ep, op, jp, dp, t0 * kRows, std::min(N, t1 * kRows), K, D);
+    const int64_t tile = D <= kSmallD ? kSmallRows : kRows;
+    at::parallel_for(0, (N + tile - 1) / tile, std::max<int64_t>(1, grain / tile), [&](int64_t t0, int64_t t1) {
+      dispatch_rows<scalar_t>(xp, cp, cn.data(), apt, spt, ep, op, jp, dp, t0 * tile, std::min(N, t1 * tile), K, D);
     });
   });
   return {xt, assign, dist2};
