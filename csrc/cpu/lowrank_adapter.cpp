@@ -37,14 +37,44 @@ inline void axpby(T a, const T* __restrict__ x, T b, T* __restrict__ y, int64_t 
 }
 
 constexpr int64_t kGrain = 64;  // pixels per parallel task
+constexpr int64_t kPix = 4;     // pixels advanced together: four independent dot-product chains hide the FMA latency
+
+// a[i] = u_i . x_i for kPix pixels (row strides su, sx)
+template <typename T>
+inline void dot4(const T* __restrict__ u, int64_t su, const T* __restrict__ x, int64_t sx, int64_t n, T* a) {
+  const T *u0 = u, *u1 = u + su, *u2 = u + 2 * su, *u3 = u + 3 * su;
+  const T *x0 = x, *x1 = x + sx, *x2 = x + 2 * sx, *x3 = x + 3 * sx;
+  T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+  for (int64_t j = 0; j < n; ++j) {
+    s0 += u0[j] * x0[j];
+    s1 += u1[j] * x1[j];
+    s2 += u2[j] * x2[j];
+    s3 += u3[j] * x3[j];
+  }
+  a[0] = s0;
+  a[1] = s1;
+  a[2] = s2;
+  a[3] = s3;
+}
 
 template <typename T>
 void forward_kernel(const T* r, const T* u, const T* c, T* out, int64_t P, int64_t L, int64_t d) {
   at::parallel_for(0, P, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t p = begin; p < end; ++p) {
+    std::copy(r + begin * d, r + end * d, out + begin * d);
+    int64_t p = begin;
+    for (; p + kPix <= end; p += kPix) {
       T* x = out + p * d;
       const T* up = u + p * L * d;
-      std::copy(r + p * d, r + (p + 1) * d, x);
+      for (int64_t l = 0; l < L; ++l) {
+        T a[kPix];
+        dot4(up + l * d, L * d, x, d, d, a);
+        for (int64_t i = 0; i < kPix; ++i) axpby(a[i], up + i * L * d + l * d, c[l], x + i * d, d);
+      }
+    }
+    for (; p < end; ++p) {
+      T* x = out + p * d;
+      const T* up = u + p * L * d;
       for (int64_t l = 0; l < L; ++l) {
         const T* ul = up + l * d;
         axpby(dot(ul, x, d), ul, c[l], x, d);
