@@ -32,7 +32,9 @@ def _cov_of(mix):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("full", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 37, 5, 3), (3, 130, 33, 40), (2, 0, 3, 2)], ids=str)
+# the last two are long enough for the CUDA kernel to split N into chunks (partial sums added in a second pass)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 37, 5, 3), (3, 130, 33, 40), (2, 0, 3, 2), (1, 5000, 16, 8),
+                                   (2, 3001, 5, 20)], ids=str)
 @pytest.mark.parametrize("shared_x", [False, True])
 def test_suffstats_matches_reference(device, full, dtype, shape, shared_x):
     if not _backend.has_kernel("mixture_suffstats", "CUDA" if device == "cuda" else "CPU"):
@@ -48,16 +50,17 @@ def test_suffstats_matches_reference(device, full, dtype, shape, shared_x):
         torch.testing.assert_close(a.double().cpu(), b, **tol)
 
 
-def test_suffstats_deterministic_and_public_wrapper():
-    x = torch.randn(4, 500, 7)
-    r = torch.softmax(torch.randn(4, 500, 9), -1)
+@pytest.mark.parametrize("device", DEVICES)
+def test_suffstats_deterministic_and_public_wrapper(device):
+    x = torch.randn(4, 4000, 7, device=device)
+    r = torch.softmax(torch.randn(4, 4000, 9, device=device), -1)
     a = mixture_suffstats(x, r, True)
     b = mixture_suffstats(x, r, True)
     for u, v in zip(a, b):
         assert torch.equal(u, v)
-    c = mixture_suffstats(x, r, True, backend="reference")
+    c = mixture_suffstats(x.double(), r.double(), True, backend="reference")
     for u, v in zip(a, c):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(u.double(), v, rtol=1e-5, atol=1e-3)
 
 
 def test_suffstats_errors():

@@ -8,7 +8,9 @@ namespace gmmkernels {
 
 template <typename T>
 cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sxx, int64_t B, int64_t N, int64_t K, int64_t D,
-                                     int64_t x_bstride, bool full, T* diag_tmp, cudaStream_t stream);
+                                     int64_t x_bstride, bool full, T* diag_tmp, T* workspace, cudaStream_t stream);
+int64_t mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk);
+int64_t mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full);
 
 namespace {
 
@@ -22,19 +24,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cuda(const at::
   TORCH_CHECK(x.size(0) == B || x.size(0) == 1, "mixture_suffstats: x has batch ", x.size(0), " but resp has ", B);
   TORCH_CHECK(x.size(1) == N, "mixture_suffstats: x has N=", x.size(1), " but resp has N=", N);
   TORCH_CHECK(N < INT32_MAX && K < INT32_MAX && D < INT32_MAX, "mixture_suffstats: sizes too large");
+  int64_t chunk = 0;
+  TORCH_CHECK(B * mixture_suffstats_splits(B, N, K, D, false, &chunk) <= 65535,
+              "mixture_suffstats: too many mixtures in one call on CUDA (B=", B, "); split the batch");
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), rc = resp.contiguous();
   auto nk = at::empty({B, K}, x.options());
   auto sx = at::empty({B, K, D}, x.options());
   auto sxx = full ? at::empty({B, K, D, D}, x.options()) : at::empty({B, K, D}, x.options());
   auto tmp = full ? at::empty({B, K, D}, x.options()) : at::Tensor();
+  const int64_t ws_numel = mixture_suffstats_workspace(B, N, K, D, full);
+  auto ws = ws_numel > 0 ? at::empty({ws_numel}, x.options()) : at::Tensor();
   const int64_t xbs = x.size(0) == 1 ? 0 : N * D;
   auto stream = at::cuda::getCurrentCUDAStream().stream();
   cudaError_t err = cudaSuccess;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_suffstats_cuda", [&] {
     err = launch_mixture_suffstats<scalar_t>(xc.data_ptr<scalar_t>(), rc.data_ptr<scalar_t>(), nk.data_ptr<scalar_t>(),
                                              sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>(), B, N, K, D, xbs, full,
-                                             full ? tmp.data_ptr<scalar_t>() : nullptr, stream);
+                                             full ? tmp.data_ptr<scalar_t>() : nullptr,
+                                             ws_numel > 0 ? ws.data_ptr<scalar_t>() : nullptr, stream);
   });
   TORCH_CHECK(err == cudaSuccess, "mixture_suffstats: CUDA launch failed: ", cudaGetErrorString(err));
   return {nk, sx, sxx};
