@@ -379,6 +379,20 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
+def repeat_times(fn: Callable, device: str, reps: int) -> list:
+    """Seconds taken by each of ``reps`` calls of ``fn()`` after one warm-up call (synchronised on CUDA); for the
+    standalone scripts whose ops are too slow or too stateful for ``time_fn``'s autorange."""
+    fn()
+    sync(device)
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
 def time_first_call(fn: Callable, device: str):
     sync(device)
     t0 = time.perf_counter()

@@ -8,32 +8,23 @@ warm-starting from the same parameters)."""
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
 import gmmkernels
+from benchmarks import _harness as H
 from gmmkernels import _registrations_fit  # noqa: F401
 from gmmkernels import fit as F
 from gmmkernels import fit_reference as FR
 
 
 def _time(fn, device, reps=5):
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t0)
-    ts.sort()
+    ts = sorted(H.repeat_times(fn, device, reps))
     return {"p50": 1e3 * ts[len(ts) // 2], "p20": 1e3 * ts[max(0, len(ts) // 5)], "p80": 1e3 * ts[min(len(ts) - 1, 4 * len(ts) // 5)]}
 
 
@@ -88,13 +79,7 @@ def main(argv=None):
                 except ImportError:
                     pass
             print(rows[-1]["params"], [(r["provider"], round(r["ms"]["p50"], 2)) for r in rows if r["params"] == p], flush=True)
-    meta = {"gmmkernels": gmmkernels.__version__, "timestamp": datetime.now(timezone.utc).isoformat(), "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor() or platform.machine(),
-            "num_threads": torch.get_num_threads(), "argv": ["bench_fit.py"] + (argv or [])}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    f = out / f"fit_em__{dev}__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
-    f.write_text(json.dumps({"schema": "gmmkernels.bench/1", "meta": meta, "results": rows}, indent=1))
+    f = H.write_results(a.out, "fit_em", dev, rows, H.collect_meta(dev, argv=["bench_fit.py"] + list(argv or [])))
     print("wrote", f)
     return rows
 

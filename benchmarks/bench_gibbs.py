@@ -7,30 +7,24 @@ Reports sweeps/s, speed-up, and on CUDA the effective bandwidth (bytes read + wr
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import time
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-import gmmkernels
+from benchmarks import _harness as H
 from gmmkernels import _registrations_fit  # noqa: F401
 from gmmkernels import fit_reference as FR
 from gmmkernels.fit import GibbsPrior, gibbs_sweep
 
 
 def _rate(fn, dev, reps):
-    fn()
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    return reps / (time.perf_counter() - t0)
+    ts = H.repeat_times(fn, dev, reps)
+    return len(ts) / sum(ts)
 
 
 def main(argv=None):
@@ -63,12 +57,7 @@ def main(argv=None):
                "fused_gbps": nbytes * fused / 1e9}
         rows.append(row)
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    meta = {"gmmkernels": gmmkernels.__version__, "torch": torch.__version__, "timestamp": datetime.now(timezone.utc).isoformat(),
-            "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "num_threads": torch.get_num_threads()}
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    f = out / f"gibbs_sweep__{dev}__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
-    f.write_text(json.dumps({"schema": "gmmkernels.bench/1", "meta": meta, "results": rows}, indent=1))
+    f = H.write_results(a.out, "gibbs_sweep", dev, rows, H.collect_meta(dev, argv=["bench_gibbs.py"] + list(argv or [])))
     print("wrote", f)
     return rows
 

@@ -5,28 +5,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-import gmmkernels
+from benchmarks import _harness as H
 from gmmkernels import _registrations_fit  # noqa: F401
 from gmmkernels import fit_reference as FR
 
 
 def _ms(fn, dev, reps):
-    fn()
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    if dev == "cuda":
-        torch.cuda.synchronize()
-    return 1e3 * (time.perf_counter() - t0) / reps
+    ts = H.repeat_times(fn, dev, reps)
+    return 1e3 * sum(ts) / len(ts)
 
 
 def main(argv=None):
@@ -57,12 +51,7 @@ def main(argv=None):
                "vi_fused_gbps": vi_bytes / fused / 1e6, "bridge_fused_ms": bf, "bridge_eager_ms": be, "bridge_speedup": be / bf}
         rows.append(row)
         print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"gmmkernels": gmmkernels.__version__, "torch": torch.__version__, "timestamp": datetime.now(timezone.utc).isoformat(),
-            "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu", "num_threads": torch.get_num_threads()}
-    f = out / f"mgdm_step__{dev}__{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}.json"
-    f.write_text(json.dumps({"schema": "gmmkernels.bench/1", "meta": meta, "results": rows}, indent=1))
+    f = H.write_results(a.out, "mgdm_step", dev, rows, H.collect_meta(dev, argv=["bench_mgdm.py"] + list(argv or [])))
     print("wrote", f)
     return rows
 
