@@ -84,13 +84,20 @@ def main(argv=None) -> int:
                     ap._add_action(act)
                     seen.update(act.option_strings)
     args = H.finalize_args(ap.parse_args(argv))
-    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    if only:
+        # a module answers to its file stem (bench_fit), the stem without "bench_" (fit) or its OP (fit_em)
+        names = {n for stem, mod, _ in mods for n in (stem, stem[len("bench_"):], getattr(mod, "OP", None)) if n}
+        unknown = [o for o in only if o not in names]
+        if unknown:
+            ap.error(f"--only: no benchmark named {', '.join(unknown)}; choose from "
+                     f"{', '.join(sorted(stem[len('bench_'):] for stem, _, _ in mods))}")
     out = Path(args.out)
     status = 0
     written = []
     all_rows = []
     for stem, mod, err in mods:
-        if only and not any(o in (stem, getattr(mod, "OP", None)) for o in only):
+        if only and not any(o in (stem, stem[len("bench_"):], getattr(mod, "OP", None)) for o in only):
             continue
         if mod is None:
             status = 1

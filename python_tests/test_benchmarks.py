@@ -77,3 +77,17 @@ def test_roofline_picks_the_binding_limit():
     assert rl["bound"] == "exp" and rl["t_min_ms"] == pytest.approx(0.2626, rel=1e-2)
     assert rl["fraction"] == pytest.approx(rl["t_min_ms"])
     assert H.roofline(c, 1.0, "ieee", "cpu: some cpu") is None
+
+
+def test_run_all_only_names_and_unknown_names(tmp_path, capsys):
+    from benchmarks import run_all
+
+    with pytest.raises(SystemExit) as e:
+        run_all.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "no_such_op"])
+    assert e.value.code == 2
+    assert "no benchmark named no_such_op" in capsys.readouterr().err
+    # short names work and a standalone script's JSON carries the harness metadata
+    assert run_all.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "gibbs", "--no-plots"]) == 0
+    files = list(tmp_path.glob("gibbs_sweep__cpu-*__*.json"))
+    assert len(files) == 1
+    assert META_KEYS <= set(json.loads(files[0].read_text())["meta"])
