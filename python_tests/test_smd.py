@@ -166,6 +166,20 @@ def test_short_training_lowers_loss():
     assert 0 <= m_["within_2sigma"] <= 1 and m_["n_modes"] == 49
 
 
+def test_toy_metrics_count_diverged_samples():
+    from gmmkernels.diffusion.data import get_dataset
+
+    ds = get_dataset("grid7x7", n=2000, seed=0)
+    x = ds.x[:400].clone()
+    clean = S._toy_metrics(x, ds)
+    assert clean["diverged_fraction"] == 0.0
+    x[:10] = float("nan")
+    x[10:20] = 1e6
+    m = S._toy_metrics(x, ds)
+    assert m["diverged_fraction"] == pytest.approx(20 / 400)
+    assert math.isfinite(m["sliced_w1"]) and m["sliced_w1"] < 0.5
+
+
 def test_bad_arguments():
     sch = S.make_schedule("sigmoid", 10)
     with pytest.raises(ValueError, match="objective must be one of"):

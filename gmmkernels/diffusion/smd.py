@@ -361,10 +361,17 @@ def eta_sensitivity(model: SMDModel, data: Tensor, *, n: int = 512, n_eta: int =
 def _toy_metrics(x: Tensor, ds) -> Dict:
     from .metrics import mode_coverage, sliced_wasserstein
 
+    # A sampler can blow up (e.g. epsilon-prediction with T = 10 linear betas clipped at 0.999 amplifies the
+    # epsilon error by 1/sqrt(1 - 0.999) ~ 32 per step): such samples are counted as diverged (non-finite or farther
+    # than 100 x the data's extent) and left out of the sliced W1, which would otherwise be inf / NaN.
+    extent = float(ds.x.abs().max())
+    ok = torch.isfinite(x).all(-1) & (x.abs().amax(-1) <= 100 * extent)
     mc = mode_coverage(x, ds.mixture.means.float(), ds.mode_std, radius=2.0)
     ref = ds.x[: max(4000, x.shape[0])]
+    kept = x[ok]
+    sw = sliced_wasserstein(kept.float(), ref.float(), n_proj=200) if kept.shape[0] > 0 else float("nan")
     return {"modes_covered": mc["modes_covered"], "n_modes": mc["n_modes"], "within_2sigma": mc["on_mode"],
-            "occupancy_tv": mc["occupancy_tv"], "sliced_w1": sliced_wasserstein(x.float(), ref.float(), n_proj=200)}
+            "occupancy_tv": mc["occupancy_tv"], "sliced_w1": sw, "diverged_fraction": float(1 - ok.float().mean())}
 
 
 def _fd_digits(x: Tensor, ref: Tensor) -> Dict:
@@ -462,7 +469,8 @@ def _toy_experiment(out: Path, quick: bool, device, settings: Sequence[str], Ts:
                     if seed == setting_seeds[0]:
                         x_plot[(method, T)] = x
                     log(f"  toy {setting:5s} T={T:4d} {method:7s} seed={seed}: modes {m['modes_covered']}/49, "
-                        f"within 2sd {m['within_2sigma']:.3f}, SW1 {m['sliced_w1']:.4f} (train {tr['seconds']:.0f}s)")
+                        f"within 2sd {m['within_2sigma']:.3f}, SW1 {m['sliced_w1']:.4f}, "
+                        f"diverged {m['diverged_fraction']:.4f} (train {tr['seconds']:.0f}s)")
         res[f"plot_{setting}"] = _plot_toy(x_plot, ds, out / f"smd_toy_{setting}.png", Ts, ("vanilla", "smd"))
     return res
 
@@ -501,14 +509,14 @@ def _digits_experiment(out: Path, quick: bool, device, steps: int, n_samples: in
 
 def _summary_table(res: Dict) -> str:
     lines = ["SMD vs vanilla, 7x7 grid (ancestral DDPM with all T steps; mean over seeds)",
-             f"{'setting':8s} {'T':>5s} {'method':8s} {'modes':>6s} {'in 2sd':>7s} {'SW1':>8s}"]
+             f"{'setting':8s} {'T':>5s} {'method':8s} {'modes':>6s} {'in 2sd':>7s} {'SW1':>8s} {'diverged':>8s}"]
     runs = res["toy"]["runs"]
     keys = sorted({(r["setting"], r["T"], r["method"]) for r in runs}, key=lambda k: (k[0], k[1], k[2] != "vanilla"))
     for k in keys:
         rs = [r for r in runs if (r["setting"], r["T"], r["method"]) == k]
         mean = lambda f: sum(r[f] for r in rs) / len(rs)  # noqa: E731
         lines.append(f"{k[0]:8s} {k[1]:5d} {k[2]:8s} {mean('modes_covered'):6.1f} {mean('within_2sigma'):7.3f} "
-                     f"{mean('sliced_w1'):8.4f}")
+                     f"{mean('sliced_w1'):8.4f} {mean('diverged_fraction'):8.4f}")
     if "digits" in res:
         lines += ["", "digits 8x8, T=1000 (code setting): Frechet distances (classifier features; pixels)",
                   f"{'method':8s} {'sampler':7s} {'K':>5s} {'FD cls':>8s} {'FD pix':>8s}"]
@@ -558,8 +566,12 @@ def _findings(res: Dict) -> List[str]:
                 return sum(rs) / len(rs)
             dv = mean("smd", "within_2sigma") - mean("vanilla", "within_2sigma")
             dw = mean("smd", "sliced_w1") - mean("vanilla", "sliced_w1")
-            out.append(f"toy {setting} T={T}: SMD - vanilla: within-2sd {dv:+.3f}, SW1 {dw:+.4f} "
-                       f"({'SMD better' if dv > 0 and dw < 0 else 'vanilla better' if dv < 0 and dw > 0 else 'mixed'})")
+            line = (f"toy {setting} T={T}: SMD - vanilla: within-2sd {dv:+.3f}, SW1 {dw:+.4f} "
+                    f"({'SMD better' if dv > 0 and dw < 0 else 'vanilla better' if dv < 0 and dw > 0 else 'mixed'})")
+            dg = {m: mean(m, "diverged_fraction") for m in ("vanilla", "smd")}
+            if any(v > 0 for v in dg.values()):
+                line += f"; diverged samples: vanilla {dg['vanilla']:.4f}, SMD {dg['smd']:.4f} (left out of SW1)"
+            out.append(line)
     return out
 
 
