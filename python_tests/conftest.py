@@ -12,8 +12,20 @@ import pytest  # noqa: E402
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
+def _runs_on_cuda(item) -> bool:
+    """A test parametrised with the device "cuda" (or a CUDA torch.device) needs the GPU."""
+    cs = getattr(item, "callspec", None)
+    if cs is None:
+        return False
+    return any((isinstance(v, str) and v.startswith("cuda")) or (isinstance(v, torch.device) and v.type == "cuda")
+               for v in cs.params.values())
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selection, so `-m cuda` also picks the CUDA cases of device-parametrised tests
 def pytest_collection_modifyitems(config, items):
     for it in items:
+        if _runs_on_cuda(it):
+            it.add_marker(pytest.mark.cuda)
         if "cuda" in it.keywords and not torch.cuda.is_available():
             it.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if "triton" in it.keywords and not HAS_TRITON:
