@@ -34,7 +34,7 @@ def _cov_of(mix):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 # the last two are long enough for the CUDA kernel to split N into chunks (partial sums added in a second pass)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 37, 5, 3), (3, 130, 33, 40), (2, 0, 3, 2), (1, 5000, 16, 8),
-                                   (2, 3001, 5, 20)], ids=str)
+                                   (2, 3001, 5, 20), (2, 50, 3, 0)], ids=str)
 @pytest.mark.parametrize("shared_x", [False, True])
 def test_suffstats_matches_reference(device, full, dtype, shape, shared_x):
     if not _backend.has_kernel("mixture_suffstats", "CUDA" if device == "cuda" else "CPU"):

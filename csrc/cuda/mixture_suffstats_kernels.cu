@@ -154,7 +154,8 @@ cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sx
   int64_t chunk = 0;
   const int64_t S = mixture_suffstats_splits(B, N, K, D, false, &chunk);
   T* sxx_diag = full ? diag_tmp : sxx;
-  dim3 g1((unsigned)ceil_div(D, TD), (unsigned)ceil_div(K, TK), (unsigned)(B * S));
+  // D = 0 still needs one block column: it computes N_k
+  dim3 g1((unsigned)std::max<int64_t>(1, ceil_div(D, TD)), (unsigned)ceil_div(K, TK), (unsigned)(B * S));
   if (S == 1) {
     suffstats_diag_kernel<T><<<g1, 256, 0, stream>>>(x, r, nk, sx, sxx_diag, (int)N, (int)K, (int)D, x_bstride, 1, (int)chunk,
                                                      (int)B);
@@ -169,7 +170,7 @@ cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sx
     sum_partials<T>(p_sxx, sxx_diag, B * K * D, (int)S, stream);
     workspace = p_sxx + S * B * K * D;
   }
-  if (full) {
+  if (full && D > 0) {
     const int64_t Sf = mixture_suffstats_splits(B, N, K, D, true, &chunk);
     const unsigned t = (unsigned)ceil_div(D, 16);
     dim3 g2((unsigned)(B * K * Sf), t, t);
