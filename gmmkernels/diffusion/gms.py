@@ -314,18 +314,9 @@ class _HeadTrainer(Trainer):
     L = sum_{n in heads} w_n mean |h_n(x_t, t) - eps^n|^2 (algorithms.md 1.2; the frozen eps term is left out)."""
 
     def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
-        a, s = self.schedule.alpha_sigma(t.double().cpu())
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        a, s = a.float().to(x0.device).view(shape), s.float().to(x0.device).view(shape)
-        xt = a * x0 + s * eps
         kw = {"cond": cond} if cond is not None else {}
-        out = heads_dict(self.net(xt, t, heads=True, **kw))
-        loss = None
-        for name, power in (("eps2", 2), ("eps3", 3)):
-            if name in self.model.head_names:
-                term = float(self.config.head_weights.get(name, 1.0)) * (out[name] - eps.pow(power)).pow(2).mean()
-                loss = term if loss is None else loss + term
-        return loss
+        out = heads_dict(self.net(self.noised(x0, t, eps), t, heads=True, **kw))
+        return self.moment_head_loss(out, eps, self.model.head_names)
 
 
 def train_gms_heads(backbone: nn.Module, schedule: Schedule, data: Tensor, *, mode: str = "complex",

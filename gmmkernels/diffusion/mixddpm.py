@@ -191,8 +191,7 @@ class MixTrainer(Trainer):
         self.backend = backend
 
     def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
-        a, s = self.schedule.alpha_sigma(t.double().cpu())
-        a, s = a.float().to(x0.device), s.float().to(x0.device)
+        a, s = self.alpha_sigma(t, x0.device)
         p = self.prior
         j_pre = cond
         sig = s * p.scales[j_pre]

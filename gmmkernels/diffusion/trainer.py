@@ -174,20 +174,33 @@ class Trainer:
         cond = self.labels[idx] if self.config.conditional else None
         return self.data[idx], t, eps, cond
 
-    def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
+    def alpha_sigma(self, t: Tensor, device) -> tuple:
+        """a_t, sigma_t of the schedule at the sampled times t (computed in float64), as float32 vectors on device."""
         a, s = self.schedule.alpha_sigma(t.double().cpu())
+        return a.float().to(device), s.float().to(device)
+
+    def noised(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x_t = a_t x0 + sigma_t eps, per sample."""
+        a, s = self.alpha_sigma(t, x0.device)
         shape = (-1,) + (1,) * (x0.dim() - 1)
-        a, s = a.float().to(x0.device).view(shape), s.float().to(x0.device).view(shape)
-        xt = a * x0 + s * eps
+        return a.view(shape) * x0 + s.view(shape) * eps
+
+    def moment_head_loss(self, out: Dict[str, Tensor], eps: Tensor, names, loss: Optional[Tensor] = None) -> Optional[Tensor]:
+        """``loss`` plus, for the moment heads eps2, eps3 named in ``names``, w_n mean |h_n - eps^n|^2, added in that
+        order (None if both are absent and no ``loss`` is given)."""
+        for name, power in (("eps2", 2), ("eps3", 3)):
+            if name in names:
+                term = float(self.config.head_weights.get(name, 1.0)) * (out[name] - eps.pow(power)).pow(2).mean()
+                loss = term if loss is None else loss + term
+        return loss
+
+    def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
+        xt = self.noised(x0, t, eps)
         kw = {"cond": cond} if cond is not None else {}
         if len(self.heads) == 1:
             return (self.net(xt, t, **kw) - eps).pow(2).mean()
         out = heads_dict(self.net(xt, t, heads=True, **kw))
-        loss = (out["eps"] - eps).pow(2).mean()
-        for name, power in (("eps2", 2), ("eps3", 3)):
-            if name in out:
-                loss = loss + float(self.config.head_weights.get(name, 1.0)) * (out[name] - eps.pow(power)).pow(2).mean()
-        return loss
+        return self.moment_head_loss(out, eps, out, loss=(out["eps"] - eps).pow(2).mean())
 
     def train_step(self) -> float:
         c = self.config
