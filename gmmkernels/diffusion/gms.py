@@ -647,33 +647,26 @@ def _plot(res: Dict, path: Path) -> Optional[str]:
     col = 0
     colors = {"ddpm": "tab:gray", "sn_ddpm": "tab:blue", "gms": "tab:red", "gms_closed": "tab:orange",
               "gms_element": "tab:green"}
+    def metric_vs_k(ax, rows, key, floor, floor_label, title):
+        for s in SAMPLERS:
+            rr = sorted([r for r in rows if r["sampler"] == s], key=lambda r: r["K"])
+            if rr:
+                ax.plot([r["K"] for r in rr], [r[key] for r in rr], "o-", color=colors[s], label=SAMPLER_LABELS[s])
+        ax.axhline(floor, color="k", ls=":", lw=1, label=floor_label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("K (steps)")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6)
+
     # row 0: metric vs K
     for name, o in oracle.items():
-        ax = axes[0][col]
-        for s in SAMPLERS:
-            rr = sorted([r for r in o["rows"] if r["sampler"] == s], key=lambda r: r["K"])
-            if rr:
-                ax.plot([r["K"] for r in rr], [r["sliced_w1"] for r in rr], "o-", color=colors[s], label=SAMPLER_LABELS[s])
-        ax.axhline(o["data_floor_sliced_w1"], color="k", ls=":", lw=1, label="data floor")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("K (steps)")
-        ax.set_title(f"exact oracle {name}: sliced W1", fontsize=9)
-        ax.legend(fontsize=6)
+        metric_vs_k(axes[0][col], o["rows"], "sliced_w1", o["data_floor_sliced_w1"], "data floor",
+                    f"exact oracle {name}: sliced W1")
         col += 1
     if "digits" in res:
-        ax = axes[0][col]
         d = res["digits"]
-        for s in SAMPLERS:
-            rr = sorted([r for r in d["rows"] if r["sampler"] == s], key=lambda r: r["K"])
-            if rr:
-                ax.plot([r["K"] for r in rr], [r["fd"] for r in rr], "o-", color=colors[s], label=SAMPLER_LABELS[s])
-        ax.axhline(d["fd_real_subset"], color="k", ls=":", lw=1, label="real subset")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("K (steps)")
-        ax.set_title("digits FD", fontsize=9)
-        ax.legend(fontsize=6)
+        metric_vs_k(axes[0][col], d["rows"], "fd", d["fd_real_subset"], "real subset", "digits FD")
     # row 1: samples at the fewest K
     c = 0
     if "gmm1d" in oracle:
