@@ -5,7 +5,6 @@
 #include <torch/all.h>
 #include <torch/library.h>
 
-#include <cmath>
 
 #include "gmmkernels/mgdm.h"
 #include "gmmkernels/mgdm_checks.h"
@@ -21,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cpu(at::Tensor& state, const at:
   auto like = state.select(0, 0);
   auto g = grad_v.contiguous(), e = eps.contiguous(), mc = m.contiguous(), is2 = inv_sigma2.contiguous();
   auto v_out = at::empty_like(like), e_out = at::empty_like(like);
-  mgdm::AdamCoef a{lr, beta1, beta2, adam_eps, 1.0 - std::pow(beta1, (double)step), std::sqrt(1.0 - std::pow(beta2, (double)step))};
+  const mgdm::AdamCoef a = mgdm::adam_coef(lr, beta1, beta2, adam_eps, step);
   const int64_t n = B * P;
   AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "mgdm_vi_step_cpu", [&] {
     scalar_t* s = state.data_ptr<scalar_t>();

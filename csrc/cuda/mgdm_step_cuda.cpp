@@ -4,7 +4,6 @@
 #include <torch/all.h>
 #include <torch/library.h>
 
-#include <cmath>
 
 #include "gmmkernels/mgdm.h"
 #include "gmmkernels/mgdm_checks.h"
@@ -29,7 +28,7 @@ std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cuda(at::Tensor& state, const at
   const c10::cuda::CUDAGuard guard(state.device());
   auto g = grad_v.contiguous(), e = eps.contiguous(), mc = m.contiguous(), is2 = inv_sigma2.contiguous();
   auto v_out = at::empty_like(like), e_out = at::empty_like(like);
-  mgdm::AdamCoef a{lr, beta1, beta2, adam_eps, 1.0 - std::pow(beta1, (double)step), std::sqrt(1.0 - std::pow(beta2, (double)step))};
+  const mgdm::AdamCoef a = mgdm::adam_coef(lr, beta1, beta2, adam_eps, step);
   cudaError_t err = cudaSuccess;
   AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "mgdm_vi_step_cuda", [&] {
     err = launch_mgdm_vi_step<scalar_t>(state.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(),

@@ -18,6 +18,11 @@ struct AdamCoef {
   double lr, beta1, beta2, eps, bc1, bc2_sqrt;  // bc1 = 1 - beta1^t, bc2_sqrt = sqrt(1 - beta2^t)
 };
 
+// The coefficients of Adam step number `step` (counted from 1), as torch.optim.Adam computes them (host side).
+inline AdamCoef adam_coef(double lr, double beta1, double beta2, double eps, int64_t step) {
+  return AdamCoef{lr, beta1, beta2, eps, 1.0 - std::pow(beta1, (double)step), std::sqrt(1.0 - std::pow(beta2, (double)step))};
+}
+
 // state: pointers to this element's mu, rho, m_mu, m_rho, v_mu, v_rho (updated in place).
 template <typename T>
 GMMK_HD void vi_update(T* mu, T* rho, T* m_mu, T* m_rho, T* v_mu, T* v_rho, T gamma, T eps, T m, T inv_sigma2,
