@@ -58,6 +58,8 @@ def test_suffstats_deterministic_and_public_wrapper(device):
     b = mixture_suffstats(x, r, True)
     for u, v in zip(a, b):
         assert torch.equal(u, v)
+    if _backend.has_kernel("mixture_suffstats", "CUDA" if device == "cuda" else "CPU"):
+        assert torch.equal(a[2], a[2].transpose(-1, -2))  # the kernels write each mirrored pair from one sum
     c = mixture_suffstats(x.double(), r.double(), True, backend="reference")
     for u, v in zip(a, c):
         torch.testing.assert_close(u.double(), v, rtol=1e-5, atol=1e-3)
@@ -69,6 +71,23 @@ def test_suffstats_errors():
     if _backend.has_kernel("mixture_suffstats", "CPU"):
         with pytest.raises(RuntimeError, match="mixture_suffstats"):
             torch.ops.gmmkernels.mixture_suffstats(torch.randn(2, 3), torch.rand(1, 3, 2), False)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_suffstats_errors_cuda():
+    if not _backend.has_kernel("mixture_suffstats", "CUDA"):
+        pytest.skip("no CUDA mixture_suffstats kernel")
+    op = torch.ops.gmmkernels.mixture_suffstats
+    x, r = torch.randn(1, 3, 2, device="cuda"), torch.rand(1, 3, 2, device="cuda")
+    with pytest.raises(RuntimeError, match="mixture_suffstats"):
+        op(x[0], r, False)  # x not [B, N, D]
+    with pytest.raises(RuntimeError, match="mixture_suffstats"):
+        op(x, r.cpu(), False)  # mixed devices
+    with pytest.raises(RuntimeError, match="mixture_suffstats"):
+        op(x, r.double(), False)  # mixed dtypes
+    with pytest.raises(RuntimeError, match="mixture_suffstats"):
+        op(x, r[:, :2], False)  # N mismatch
 
 
 # -- EM ------------------------------------------------------------------------------------------

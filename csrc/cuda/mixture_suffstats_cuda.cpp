@@ -23,10 +23,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cuda(const at::
   const int64_t B = resp.size(0), N = resp.size(1), K = resp.size(2), D = x.size(2);
   TORCH_CHECK(x.size(0) == B || x.size(0) == 1, "mixture_suffstats: x has batch ", x.size(0), " but resp has ", B);
   TORCH_CHECK(x.size(1) == N, "mixture_suffstats: x has N=", x.size(1), " but resp has N=", N);
-  TORCH_CHECK(N < INT32_MAX && K < INT32_MAX && D < INT32_MAX, "mixture_suffstats: sizes too large");
+  // int32 row indices in the kernels, and chunks rounded up to a multiple of 64 rows
+  TORCH_CHECK(N < INT32_MAX - 64 && K < INT32_MAX && D < INT32_MAX, "mixture_suffstats: sizes too large for CUDA (N=", N,
+              ", K=", K, ", D=", D, ")");
   int64_t chunk = 0;
-  TORCH_CHECK(B * mixture_suffstats_splits(B, N, K, D, false, &chunk) <= 65535,
-              "mixture_suffstats: too many mixtures in one call on CUDA (B=", B, "); split the batch");
+  const int64_t Sd = mixture_suffstats_splits(B, N, K, D, false, &chunk);
+  TORCH_CHECK(B * Sd <= 65535 && (K + 31) / 32 <= 65535,
+              "mixture_suffstats: too many mixtures or components in one call on CUDA (B=", B, ", K=", K, "); split the batch");
+  if (full && D > 0) {
+    const int64_t Sf = mixture_suffstats_splits(B, N, K, D, true, &chunk);
+    TORCH_CHECK(B * K * Sf <= INT32_MAX && (D + 15) / 16 <= 65535,
+                "mixture_suffstats: full second moments too large for one CUDA launch (B=", B, ", K=", K, ", D=", D, ")");
+  }
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), rc = resp.contiguous();
   auto nk = at::empty({B, K}, x.options());

@@ -93,7 +93,9 @@ __global__ void suffstats_full_kernel(const T* __restrict__ x, const T* __restri
     __syncthreads();
   }
   const int i = i0 + ti, j = j0 + tj;
-  if (i < D && j < D) {
+  // One writer per (i, j) pair: on a diagonal tile threads (ti, tj) and (tj, ti) hold sums that differ in the last bit
+  // ((r xi) xj vs (r xj) xi), so only the lower-triangle thread writes both mirrored entries (j <= i implies j < D).
+  if (i < D && j <= i) {
     T* o = sxx + (int64_t)bk * D * D;
     o[(int64_t)i * D + j] = acc;
     o[(int64_t)j * D + i] = acc;
