@@ -59,6 +59,8 @@ def get_extensions():
     srcs = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     cxx += ["-fopenmp" if "OpenMP" in torch.__config__.parallel_info() else "-DGMMKERNELS_NO_OPENMP"]
+    # `omp simd` loops vectorise without the OpenMP runtime too; libm calls that cannot set errno (sqrt) vectorise
+    cxx += ["-fopenmp-simd", "-fno-math-errno"]
     if os.getenv("GMMKERNELS_CPU_NATIVE", "1") != "0" and not debug:
         cxx += ["-march=native"]
     macros = []

@@ -81,6 +81,26 @@ def test_bridge_op(device):
     assert not torch.equal(other, again)
 
 
+@needs_ops
+@pytest.mark.parametrize("device", DEVICES)
+def test_bridge_and_vi_noise_are_the_documented_stream(device):
+    """The normals of both ops are the first Box-Muller normal of the Philox stream (seed, element index, draw,
+    tag 4 / 5) of csrc/include/gmmkernels/rng.h, as gms_reference.philox_normal_ref computes it (float64; the CPU
+    kernels use a vectorised log / cos, the GPU its own: agreement to a few ulp). 70001 elements: not a multiple of
+    the CPU's 16-lane blocks, several threads' chunks."""
+    from gmmkernels.gms_reference import philox_normal_ref
+
+    n, seed, draw = 70001, 0x1234_5678_9ABC, 17
+    u = torch.zeros(1, n, dtype=torch.float64, device=device)
+    z = torch.ops.gmmkernels.mgdm_bridge(u, u, 0.0, 0.0, 1.0, seed, draw).flatten().cpu()
+    idx = torch.arange(n, dtype=torch.int64)
+    torch.testing.assert_close(z, philox_normal_ref(idx, seed, draw, 4), rtol=0, atol=1e-13)
+    st = _state(1, n, torch.float64, device, torch.Generator().manual_seed(0))
+    _, e = torch.ops.gmmkernels.mgdm_vi_step(st, u, u, u, torch.ones(1, dtype=torch.float64, device=device), 0.01, 0.9, 0.999,
+                                             1e-8, 1, seed, draw)
+    torch.testing.assert_close(e.flatten().cpu(), philox_normal_ref(idx, seed, draw, 5), rtol=0, atol=1e-13)
+
+
 def test_bridge_coefficients_match_schedule_formula():
     acp = M.toy_acp()
     dif = M._Diffusion(lambda x, t: x, acp, "fixed", M.CallCounter(), torch.float64, "cpu")

@@ -1,6 +1,7 @@
 // Fused elementwise MGDM steps on CPU (math in csrc/include/gmmkernels/mgdm.h):
 //   mgdm_vi_step: Gauss_VI gradient + Adam update of (mu, rho) + next reparameterised sample, in place on `state`.
 //   mgdm_bridge:  cu * u + cw * w + std * z (the DDPM/DDIM bridge draw), z counter-based.
+// The normals come 16 at a time from rng::normals_block (rng_block.h), which the compiler vectorises.
 #include <ATen/Parallel.h>
 #include <torch/all.h>
 #include <torch/library.h>
@@ -8,6 +9,7 @@
 
 #include "gmmkernels/mgdm.h"
 #include "gmmkernels/mgdm_checks.h"
+#include "gmmkernels/rng_block.h"
 
 namespace gmmkernels {
 namespace {
@@ -28,10 +30,15 @@ std::tuple<at::Tensor, at::Tensor> mgdm_vi_step_cpu(at::Tensor& state, const at:
                    *ip = is2.data_ptr<scalar_t>();
     scalar_t *vo = v_out.data_ptr<scalar_t>(), *eo = e_out.data_ptr<scalar_t>();
     at::parallel_for(0, n, 2048, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        rng::Stream st(static_cast<uint64_t>(seed), static_cast<uint64_t>(i), static_cast<uint32_t>(draw), mgdm::kTagVI);
-        mgdm::vi_update<scalar_t>(s + i, s + n + i, s + 2 * n + i, s + 3 * n + i, s + 4 * n + i, s + 5 * n + i, gp[i], ep[i], mp[i],
-                                  ip[i / P], a, st.normal(), vo + i, eo + i);
+      double z[rng::kBlock];
+      for (int64_t i0 = lo; i0 < hi; i0 += rng::kBlock) {
+        const int nb = static_cast<int>(std::min<int64_t>(rng::kBlock, hi - i0));
+        rng::normals_block(static_cast<uint64_t>(seed), static_cast<uint64_t>(i0), static_cast<uint32_t>(draw), mgdm::kTagVI, nb, z);
+        for (int l = 0; l < nb; ++l) {
+          const int64_t i = i0 + l;
+          mgdm::vi_update<scalar_t>(s + i, s + n + i, s + 2 * n + i, s + 3 * n + i, s + 4 * n + i, s + 5 * n + i, gp[i], ep[i],
+                                    mp[i], ip[i / P], a, z[l], vo + i, eo + i);
+        }
       }
     });
   });
@@ -47,13 +54,15 @@ at::Tensor mgdm_bridge_cpu(const at::Tensor& u, const at::Tensor& w, double cu, 
     const scalar_t *up = uc.data_ptr<scalar_t>(), *wp = wc.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, n, 4096, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        double z = 0;
-        if (std_ != 0) {
-          rng::Stream st(static_cast<uint64_t>(seed), static_cast<uint64_t>(i), static_cast<uint32_t>(draw), mgdm::kTagBridge);
-          z = st.normal();
+      double z[rng::kBlock] = {};
+      for (int64_t i0 = lo; i0 < hi; i0 += rng::kBlock) {
+        const int nb = static_cast<int>(std::min<int64_t>(rng::kBlock, hi - i0));
+        if (std_ != 0)
+          rng::normals_block(static_cast<uint64_t>(seed), static_cast<uint64_t>(i0), static_cast<uint32_t>(draw), mgdm::kTagBridge, nb, z);
+        for (int l = 0; l < nb; ++l) {
+          const int64_t i = i0 + l;
+          op[i] = static_cast<scalar_t>(cu * static_cast<double>(up[i]) + cw * static_cast<double>(wp[i]) + std_ * z[l]);
         }
-        op[i] = static_cast<scalar_t>(cu * static_cast<double>(up[i]) + cw * static_cast<double>(wp[i]) + std_ * z);
       }
     });
   });
