@@ -1,7 +1,8 @@
 // GMS per-element two-component fit and fused sampling step on CPU (math in csrc/include/gmmkernels/gms.h).
 //   gms_fit:  closed form (double) or the official 70-iteration Adan solver, elementwise over any shape.
 //   gms_step: moments from (x_t, e1, e2, e3) with the official clamps -> fit -> component -> x_s.
-// The Adan solver runs blocks of kBlock elements with the iteration loop outside, so the element loop vectorises.
+// The Adan solver runs blocks of kBlock elements with the iteration loop outside, so the element loop vectorises; the
+// step uses it too (moments of a block, one block solve, then the draws), and draws its random numbers 16 at a time.
 #include <ATen/Parallel.h>
 #include <torch/all.h>
 #include <torch/library.h>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "gmmkernels/gms.h"
+#include "gmmkernels/rng_block.h"
 #include "gmmkernels/gms_checks.h"
 
 namespace gmmkernels {
@@ -106,6 +108,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gms_fit_cpu(const at::Tensor& mea
   return {mu1, mu2, v};
 }
 
+// The random numbers of the fused step for a run of elements, 16 at a time (rng_block.h): z from the element's
+// stream (tag 7), u from the component stream (tag 6) of the element or, per image, one uniform per image.
+struct StepRandom {
+  const gms::StepParams& P;
+  uint64_t last_ci = ~uint64_t(0);
+  double last_u = 0.0;
+  explicit StepRandom(const gms::StepParams& p) : P(p) {}
+  void fill(int64_t i0, int64_t n, double* u, double* z) {
+    for (int64_t t = 0; t < n; t += rng::kBlock) {
+      const int nb = static_cast<int>(std::min<int64_t>(rng::kBlock, n - t));
+      const uint64_t i = static_cast<uint64_t>(i0 + t);
+      rng::normals_block(P.seed, i, P.offset, gms::kTagNoise, nb, z + t);
+      if (!P.per_image) {
+        rng::uniforms_block(P.seed, i, P.offset, gms::kTagComponent, nb, u + t);
+        continue;
+      }
+      for (int l = 0; l < nb; ++l) {
+        const uint64_t ci = gms::component_index(i0 + t + l, P);
+        if (ci != last_ci) {
+          last_ci = ci;
+          last_u = rng::Stream(P.seed, ci, P.offset, gms::kTagComponent).uniform();
+        }
+        u[t + l] = last_u;
+      }
+    }
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gms_step_cpu(
     const at::Tensor& x_t, const at::Tensor& e1, const at::Tensor& e2, const at::Tensor& e3, double a_t, double sigma_t, double A,
     double B, double lam2, double weight, int64_t method, int64_t iters, double lr, double var_floor, int64_t n_el, bool per_image,
@@ -127,16 +157,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gms_step_cpu(
     scalar_t* q1 = with_params ? mu1.data_ptr<scalar_t>() : nullptr;
     scalar_t* q2 = with_params ? mu2.data_ptr<scalar_t>() : nullptr;
     scalar_t* qv = with_params ? v.data_ptr<scalar_t>() : nullptr;
-    const int64_t grain = method == gms::kAdan ? 64 : 2048;
-    at::parallel_for(0, n, grain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        double a, b, c;
-        const double x = gms::step_element<scalar_t>(px[i], p1[i], p2[i], p3[i], i, P, &a, &b, &c);
-        po[i] = static_cast<scalar_t>(x);
+    const bool adan = P.method == gms::kAdan;
+    const auto sched = adan ? adan_schedule(P.iters, P.lr) : std::vector<double>();
+    const scalar_t w = static_cast<scalar_t>(P.w), scale = static_cast<scalar_t>(P.scale);
+    at::parallel_for(0, n, adan ? kBlock : 2048, [&](int64_t lo, int64_t hi) {
+      StepRandom rnd(P);
+      double u[kBlock], z[kBlock];
+      scalar_t m1[kBlock], vv[kBlock], m3[kBlock], f1[kBlock], f2[kBlock], fv[kBlock];
+      for (int64_t s = lo; s < hi; s += kBlock) {
+        const int64_t nb = std::min(kBlock, hi - s);
+        rnd.fill(s, nb, u, z);
+        if (adan) {  // moments, then the vectorised Adan solve of the whole block, then the draws
+          for (int64_t j = 0; j < nb; ++j) {
+            double a, b, c;
+            gms::step_moments_nan(px[s + j], p1[s + j], p2[s + j], p3[s + j], P.coef, &a, &b, &c);
+            m1[j] = static_cast<scalar_t>(a);
+            vv[j] = static_cast<scalar_t>(b);
+            m3[j] = static_cast<scalar_t>(c);
+          }
+          adan_block<scalar_t>(m1, vv, m3, nb, w, scale, sched, f1, f2, fv);
+          for (int64_t j = 0; j < nb; ++j) po[s + j] = static_cast<scalar_t>(gms::draw_from_fit(f1[j], f2[j], fv[j], P.w, u[j], z[j]));
+        } else {
+          for (int64_t j = 0; j < nb; ++j) {
+            double a, b, c;
+            po[s + j] = static_cast<scalar_t>(
+                gms::step_element_draw<scalar_t>(px[s + j], p1[s + j], p2[s + j], p3[s + j], P, u[j], z[j], &a, &b, &c));
+            f1[j] = static_cast<scalar_t>(a);
+            f2[j] = static_cast<scalar_t>(b);
+            fv[j] = static_cast<scalar_t>(c);
+          }
+        }
         if (q1) {
-          q1[i] = static_cast<scalar_t>(a);
-          q2[i] = static_cast<scalar_t>(b);
-          qv[i] = static_cast<scalar_t>(c);
+          for (int64_t j = 0; j < nb; ++j) {
+            q1[s + j] = f1[j];
+            q2[s + j] = f2[j];
+            qv[s + j] = fv[j];
+          }
         }
       }
     });

@@ -164,14 +164,27 @@ struct StepParams {
   int64_t inner;  // elements per image (per leading index)
 };
 
-// One element of the fused step: moments -> fit -> component -> x_s = mu + sqrt(v) z. T is the adan compute type.
+// One element of the fused step with its random numbers given: moments -> fit -> component (1 when u < w) ->
+// x_s = mu + sqrt(v) z. T is the adan compute type.
+// step_moments, with NaN in any input giving NaN moments (the official |E3| <= |E0| heuristic would otherwise hide a
+// NaN e3).
+GMMK_HD void step_moments_nan(double xt, double e1, double e2, double e3, const StepCoef& c, double* M1, double* V, double* M3) {
+  step_moments(xt, e1, e2, e3, c, M1, V, M3);
+  if (isnan(xt) || isnan(e1) || isnan(e2) || isnan(e3)) *M1 = *V = *M3 = NAN;
+}
+
+// The draw from a fitted element: component 1 when u < w, x_s = mu + sqrt(max(v, 0)) z (NaN v stays NaN).
+GMMK_HD double draw_from_fit(double mu1, double mu2, double v, double w, double u, double z) {
+  const double mu = u < w ? mu1 : mu2;
+  const double vv = v < 0.0 ? 0.0 : v;
+  return mu + sqrt(vv) * z;
+}
+
 template <typename T>
-GMMK_HD double step_element(double xt, double e1, double e2, double e3, int64_t i, const StepParams& P, double* mu1,
-                            double* mu2, double* v) {
+GMMK_HD double step_element_draw(double xt, double e1, double e2, double e3, const StepParams& P, double u, double z,
+                                 double* mu1, double* mu2, double* v) {
   double M1, V, M3;
-  step_moments(xt, e1, e2, e3, P.coef, &M1, &V, &M3);
-  // NaN in any input gives NaN out (the official |E3| <= |E0| heuristic would otherwise hide a NaN e3).
-  if (isnan(xt) || isnan(e1) || isnan(e2) || isnan(e3)) M1 = V = M3 = NAN;
+  step_moments_nan(xt, e1, e2, e3, P.coef, &M1, &V, &M3);
   if (P.method == kAdan) {
     T a, b, c;
     adan_fit<T>(static_cast<T>(M1), static_cast<T>(V), static_cast<T>(M3), static_cast<T>(P.w), static_cast<T>(P.scale),
@@ -188,14 +201,24 @@ GMMK_HD double step_element(double xt, double e1, double e2, double e3, int64_t 
     *mu2 = f.mu2;
     *v = f.v;
   }
-  const uint64_t ci = P.per_image ? static_cast<uint64_t>(i / P.inner) : static_cast<uint64_t>(i);
-  rng::Stream su(P.seed, ci, P.offset, kTagComponent);
+  return draw_from_fit(*mu1, *mu2, *v, P.w, u, z);
+}
+
+// Index of the component stream of element i: its image (per_image) or the element itself.
+GMMK_HD uint64_t component_index(int64_t i, const StepParams& P) {
+  return P.per_image ? static_cast<uint64_t>(i / P.inner) : static_cast<uint64_t>(i);
+}
+
+// One element of the fused step, drawing u (stream (seed, component_index, offset, tag 6)) and z (stream
+// (seed, i, offset, tag 7)) itself.
+template <typename T>
+GMMK_HD double step_element(double xt, double e1, double e2, double e3, int64_t i, const StepParams& P, double* mu1,
+                            double* mu2, double* v) {
+  rng::Stream su(P.seed, component_index(i, P), P.offset, kTagComponent);
   const double u = su.uniform();
   rng::Stream sz(P.seed, static_cast<uint64_t>(i), P.offset, kTagNoise);
   const double z = sz.normal();
-  const double mu = u < P.w ? *mu1 : *mu2;
-  const double vv = *v < 0.0 ? 0.0 : *v;  // NaN stays NaN
-  return mu + sqrt(vv) * z;
+  return step_element_draw<T>(xt, e1, e2, e3, P, u, z, mu1, mu2, v);
 }
 
 }  // namespace gms
