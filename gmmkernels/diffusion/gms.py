@@ -75,6 +75,20 @@ SAMPLER_LABELS = {
     "gms_closed": "GMS (closed-form fit, per image)",
     "gms_element": "GMS (Adan fit, per element)",
 }
+#: ablations of :func:`run_sampler` (name: fit, merge the two fitted components into their mean, variance factor):
+#: which part of a GMS step helps, the mixture or the change of variance? See :func:`ablation_sample`.
+ABLATIONS = {
+    "sn_fused": ("gaussian", False, 1.0),
+    "sn_fused_v95": ("gaussian", False, 0.95),
+    "sn_fused_v90": ("gaussian", False, 0.90),
+    "gms_merged": ("adan", True, 1.0),
+}
+SAMPLER_LABELS.update({
+    "sn_fused": "ablation: N(M1, V) on GMS's clamped moments",
+    "sn_fused_v95": "ablation: N(M1, 0.95 V)",
+    "sn_fused_v90": "ablation: N(M1, 0.90 V)",
+    "gms_merged": "ablation: GMS Adan fit, components merged",
+})
 #: GMS paper, CIFAR10 linear schedule, FID vs K (algorithms.md 1.7, via GMFlow's Table 5)
 PAPER_CIFAR10_FID = {
     "K": [10, 25, 50, 100],
@@ -186,6 +200,46 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
     return (x, traj) if return_trajectory else x
 
 
+def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, variant: str, *,
+                    generator: Optional[torch.Generator] = None, weight: float = 1.0 / 3.0,
+                    last_var_max: Optional[float] = None, device=None, dtype: torch.dtype = torch.float32,
+                    backend: str = "auto") -> Tensor:
+    """A GMS sampler with one part taken out, to tell which part of a GMS step matters (``variant`` in
+    :data:`ABLATIONS`). Every step but the last computes the fused step's moments (official clamps) and fit with
+    ``return_params``, then draws x_s = m + sqrt(c v) z with z ~ N(0, I) from ``generator``:
+      sn_fused:        fit "gaussian": m = M1, v = V (SN-DDPM on GMS's clamped moments), c = 1;
+      sn_fused_v95/90: the same with the variance scaled by c = 0.95 / 0.90;
+      gms_merged:      the official Adan fit, but the two components merged: m = w mu1 + (1 - w) mu2 and v the fitted
+                       (within-component) variance, c = 1: GMS's variance without its mixture.
+    The last step is the Gaussian step of :func:`gms_sample` (capped by ``last_var_max``). x_T and the kernel seed are
+    drawn from ``generator`` as in :func:`gms_sample`, so a seed gives the same x_T as :func:`run_sampler`'s others."""
+    fn = "ablation_sample"
+    if variant not in ABLATIONS:
+        raise ValueError(f"{fn}: argument 'variant' must be one of {tuple(ABLATIONS)}, got {variant!r}")
+    fit, merge, c = ABLATIONS[variant]
+    K = _check_K(fn, schedule, K)
+    shape = tuple(int(v) for v in shape)
+    ts = schedule.grid(K, "uniform")
+    x = _samplers._start(shape, None, generator, device, dtype)
+    gdev = generator.device if generator is not None else "cpu"
+    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gdev))
+    for i in range(K):
+        t, s = float(ts[i]), float(ts[i + 1])
+        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+        A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
+        h = _heads(fn, model, x, t, None)
+        co = GMSCoeffs(a_t, sig_t, A, B, lam2)
+        if s == 0.0:
+            x = gms_step(x, h["eps"], h["eps2"], h["eps3"], co, method="gaussian", seed=seed, offset=i,
+                         var_clip=last_var_max, backend=backend)
+            continue
+        st = gms_step(x, h["eps"], h["eps2"], h["eps3"], co, method=fit, weight=weight, seed=seed, offset=i,
+                      return_params=True, backend=backend)
+        m = weight * st.mu1 + (1.0 - weight) * st.mu2 if merge else st.mu1
+        x = m + (c * st.var).clamp_min(0.0).sqrt() * _samplers._noise(x, generator)
+    return x
+
+
 def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: int, *, seed: int = 0,
                 clip_x0: float = 1.0, last_var_max: Optional[float] = None, dtype: torch.dtype = torch.float32,
                 device=None, batch_size: Optional[int] = None, backend: str = "auto") -> Tensor:
@@ -193,8 +247,8 @@ def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: i
     [-clip_x0, clip_x0] for DDPM / SN-DDPM (GMS always clips to [-1, 1], as the official moments), the same last-step
     variance cap for SN-DDPM and GMS. ``batch_size`` splits large draws (each chunk gets its own seed; note that
     the official Adan fit's 1/n_el scale is then the chunk's)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"run_sampler: argument 'name' must be one of {SAMPLERS}, got {name!r}")
+    if name not in SAMPLERS and name not in ABLATIONS:
+        raise ValueError(f"run_sampler: argument 'name' must be one of {SAMPLERS + tuple(ABLATIONS)}, got {name!r}")
     shape = tuple(shape)
     N = shape[0]
     bs = N if batch_size is None else int(batch_size)
@@ -203,7 +257,10 @@ def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: i
         n = min(bs, N - n0)
         g = torch.Generator(device=device if device is not None else "cpu").manual_seed(seed * 1000003 + j)
         sh = (n, *shape[1:])
-        if name in ("ddpm", "sn_ddpm"):
+        if name in ABLATIONS:
+            outs.append(ablation_sample(model, schedule, sh, K, name, generator=g, last_var_max=last_var_max,
+                                        device=device, dtype=dtype, backend=backend))
+        elif name in ("ddpm", "sn_ddpm"):
             outs.append(_samplers.sample(model, schedule, sh, name, K, generator=g, clip_x0=clip_x0,
                                          last_var_max=last_var_max, device=device, dtype=dtype))
         else:
@@ -474,8 +531,10 @@ def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int]
 
 
 def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps: int, size: str, seeds: Sequence[int],
-                      samplers: Sequence[str], device="cpu", extra_seed_Ks: Sequence[int] = (), log=print) -> Dict:
-    """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD."""
+                      samplers: Sequence[str], device="cpu", extra_seed_Ks: Sequence[int] = (),
+                      ablations: Sequence[str] = (), ablation_Ks: Sequence[int] = (), log=print) -> Dict:
+    """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD; then the
+    :data:`ABLATIONS` at ``ablation_Ks`` (same seeds, so the same x_T as the samplers)."""
     from .data import load_digits
     from .metrics import digits_fd, frechet_distance, gaussian_stats
 
@@ -509,24 +568,24 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
     res["fit_diagnostics"] = {"K": min(Ks), "steps": fit_diagnostics(model, sch, data[:n].to(device), min(Ks))}
     res["fit_diagnostics"]["summary"] = _diag_summary(res["fit_diagnostics"]["steps"])
     log(f"  digits fit at K={min(Ks)}: {res['fit_diagnostics']['summary']}")
-    for K in Ks:
+    runs = [(K, sname) for K in Ks for sname in samplers] + [(K, a) for K in ablation_Ks for a in ablations]
+    for K, sname in runs:
         sds = list(seeds) + [s for s in (max(seeds) + 1,) if K in extra_seed_Ks]
-        for sname in samplers:
-            fds, fps = [], []
-            t0 = time.perf_counter()
-            for sd in sds:
-                x = run_sampler(sname, model, sch, (n, 1, 8, 8), K, seed=sd, clip_x0=1.0, last_var_max=lv,
-                                device=device).cpu()
-                fds.append(digits_fd(x, data))
-                fps.append(pix(x))
-                if sd == sds[0]:
-                    res["samples"][(sname, K)] = x
-            sec = time.perf_counter() - t0
-            row = {"sampler": sname, "K": K, "fd": sum(fds) / len(fds), "fd_per_seed": fds,
-                   "fd_pixels": sum(fps) / len(fps), "seconds": round(sec, 1)}
-            res["rows"].append(row)
-            log(f"  digits K={K:4d} {sname:12s}: FD {row['fd']:.3f} (seeds {', '.join(f'{v:.3f}' for v in fds)}), "
-                f"FD pixels {row['fd_pixels']:.3f}  [{sec:.0f}s]")
+        fds, fps = [], []
+        t0 = time.perf_counter()
+        for sd in sds:
+            x = run_sampler(sname, model, sch, (n, 1, 8, 8), K, seed=sd, clip_x0=1.0, last_var_max=lv,
+                            device=device).cpu()
+            fds.append(digits_fd(x, data))
+            fps.append(pix(x))
+            if sd == sds[0]:
+                res["samples"][(sname, K)] = x
+        sec = time.perf_counter() - t0
+        row = {"sampler": sname, "K": K, "fd": sum(fds) / len(fds), "fd_per_seed": fds,
+               "fd_pixels": sum(fps) / len(fps), "seconds": round(sec, 1)}
+        res["rows"].append(row)
+        log(f"  digits K={K:4d} {sname:12s}: FD {row['fd']:.3f} (seeds {', '.join(f'{v:.3f}' for v in fds)}), "
+            f"FD pixels {row['fd_pixels']:.3f}  [{sec:.0f}s]")
     return res
 
 
@@ -573,12 +632,35 @@ def _tables(res: Dict) -> str:
         parts.append(_md_table(d["rows"], [("fd", "digits FD (classifier features; lower is better)", ".3f"),
                                           ("fd_pixels", "FD in pixel space", ".3f")], Ks, ss))
         parts.append(f"Fit at K={d['fit_diagnostics']['K']} on noised data: {d['fit_diagnostics']['summary']}.\n")
+        ab = [a for a in ABLATIONS if any(r["sampler"] == a for r in d["rows"])]
+        if ab:
+            aK = sorted({r["K"] for r in d["rows"] if r["sampler"] in ab})
+            parts.append("Ablation (same x_T per seed; see gms.ablation_sample): which part of a GMS step helps?\n")
+            parts.append(_md_table(d["rows"], [("fd", "digits FD, mean over seeds", ".3f")], aK,
+                                   ["sn_ddpm", "gms"] + ab))
+            parts.append(_ablation_summary(d["rows"], aK) + "\n")
     parts.append("### Paper (CIFAR10 FID, linear schedule; algorithms.md 1.7)\n")
     p = PAPER_CIFAR10_FID
     parts.append("| sampler | " + " | ".join(f"K={K}" for K in p["K"]) + " |\n|---|" + "---|" * len(p["K"]))
     for k in ("DDPM (small var)", "SN-DDPM", "GMS"):
         parts.append(f"| {k} | " + " | ".join(f"{v:.2f}" for v in p[k]) + " |")
     return "\n".join(parts)
+
+
+def _ablation_summary(rows: List[Dict], Ks: Sequence[int]) -> str:
+    """Per K: GMS's gain over SN-DDPM and how much of it each ablation keeps (FD, mean over seeds)."""
+    out = []
+    for K in Ks:
+        g, sn = _get(rows, "gms", K, "fd"), _get(rows, "sn_ddpm", K, "fd")
+        if g is None or sn is None:
+            continue
+        parts = [f"K={K}: SN-DDPM {sn:.2f}, GMS {g:.2f}"]
+        for a in ABLATIONS:
+            v = _get(rows, a, K, "fd")
+            if v is not None:
+                parts.append(f"{a} {v:.2f}" + (f" ({(sn - v) / (sn - g) * 100:.0f}% of GMS's gain)" if sn != g else ""))
+        out.append(", ".join(parts))
+    return "Share of GMS's FD gain over SN-DDPM that each ablation keeps — " + "; ".join(out) + "."
 
 
 def _get(rows, s, K, key):
@@ -621,6 +703,9 @@ def _verdict(res: Dict) -> str:
             if K == Ks[0]:
                 few.append(word)
         out.append(f"{label} ({key}): " + "; ".join(cmp))
+    if "digits" in res and any(r["sampler"] in ABLATIONS for r in res["digits"]["rows"]):
+        d = res["digits"]["rows"]
+        out.append("digits ablation: " + _ablation_summary(d, sorted({r["K"] for r in d if r["sampler"] in ABLATIONS})))
     if few and all(w == "GMS better" for w in few):
         head = "Yes here: GMS (official Adan fit) beats SN-DDPM at the fewest steps in every experiment"
     elif any(w == "GMS better" for w in few):
@@ -749,11 +834,12 @@ def reproduce_gms(out: Path, quick: bool = False, device="cpu") -> dict:
     log = lambda s: print(s, flush=True)  # noqa: E731
     if quick:
         Ks, n1, n2, seeds = (10, 25), 4000, 2000, (0,)
-        dig = dict(Ks=(10,), n=200, backbone_steps=150, head_steps=100, size="tiny", seeds=(0,), extra_seed_Ks=())
+        dig = dict(Ks=(10,), n=200, backbone_steps=150, head_steps=100, size="tiny", seeds=(0,), extra_seed_Ks=(),
+                   ablations=("sn_fused", "gms_merged"), ablation_Ks=(10,))
     else:
         Ks, n1, n2, seeds = (10, 25, 50, 100), 20000, 10000, (0, 1, 2)
-        dig = dict(Ks=(10, 25, 50, 100), n=1000, backbone_steps=3000, head_steps=1500, size="small", seeds=(0,),
-                   extra_seed_Ks=(10, 25))
+        dig = dict(Ks=(10, 25, 50, 100), n=1000, backbone_steps=3000, head_steps=1500, size="small", seeds=(0, 1, 2),
+                   ablations=tuple(ABLATIONS), ablation_Ks=(10, 25))
     res: Dict = {"quick": quick, "device": str(device),
                  "setup": {"schedule": "linear T=1000 (beta 1e-4..0.02)", "gms_weight": 1 / 3, "adan": "lr 0.06, 70 it",
                            "var_floor": 0.1, "note": "oracle: float64, exact heads, x0 clip 1, no last-step cap; "
