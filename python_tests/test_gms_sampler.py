@@ -140,6 +140,29 @@ def test_ablation_samplers(sched, variant):
     torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+def test_ablation_sn_fused_step_is_the_sn_ddpm_step(sched):
+    """'sn_fused' draws from N(M1, V) of the fused step's moments; with the official clamps these are SN-DDPM's mean
+    A x_t + B clip(x0_hat, -1, 1) and variance lambda^2 + B^2 clamp(sigma_t^2/a_t^2 (e2 - e1^2), 0, 1) (samplers.py),
+    so the ablation differs from SN-DDPM only in its noise draws. Checked on exact heads at every step of K = 10."""
+    from gmmkernels.gms import GMSCoeffs, gms_step
+
+    orc = _oracle("gmm2d", sched)
+    ts = sched.grid(10, "uniform")
+    x = torch.randn(500, 2, generator=_gen(3), dtype=F64) * 0.8
+    for i in range(9):
+        t, s = float(ts[i]), float(ts[i + 1])
+        a_t, sig_t = (float(v) for v in sched.alpha_sigma(t))
+        A, B, lam2 = (float(v) for v in sched.posterior(t, s))
+        h = G._heads("test", orc, x, t, None)
+        st = gms_step(x, h["eps"], h["eps2"], h["eps3"], GMSCoeffs(a_t, sig_t, A, B, lam2), method="gaussian", seed=0,
+                      return_params=True)
+        x0 = ((x - sig_t * h["eps"]) / a_t).clamp(-1, 1)
+        var0 = (sig_t**2 / a_t**2 * (h["eps2"] - h["eps"] ** 2)).clamp(0, 1)
+        torch.testing.assert_close(st.mu1, A * x + B * x0, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(st.var, lam2 + B * B * var0, rtol=1e-12, atol=1e-12)
+        x = st.x
+
+
 def test_ablation_variance_factor_shrinks_the_spread(sched):
     """Same x_T and noise (same seed): scaling every intermediate variance by 0.9 must give a smaller spread than
     the unscaled N(M1, V) draw on the 1-D mixture at K = 10 (each step's noise is multiplied by sqrt(0.9))."""
@@ -268,5 +291,7 @@ def test_reproduce_quick(tmp_path):
         assert {r["K"] for r in rows} == {10, 25}
         assert all(math.isfinite(r["sliced_w1"]) and math.isfinite(r["nll"]) for r in rows)
     assert all(math.isfinite(r["fd"]) for r in saved["digits"]["rows"])
-    assert {r["sampler"] for r in saved["digits"]["rows"]} >= {"sn_fused", "gms_merged"}
+    ab = saved["digits"]["ablation_rows"]
+    assert {r["sampler"] for r in ab} == {"sn_ddpm", "gms", "sn_fused", "gms_merged"}
+    assert all(len(r["fd_per_seed"]) == 2 and math.isfinite(r["fd"]) for r in ab)
     assert "Ablation" in (tmp_path / "results.md").read_text() and "digits ablation" in saved["verdict"]

@@ -532,9 +532,11 @@ def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int]
 
 def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps: int, size: str, seeds: Sequence[int],
                       samplers: Sequence[str], device="cpu", extra_seed_Ks: Sequence[int] = (),
-                      ablations: Sequence[str] = (), ablation_Ks: Sequence[int] = (), log=print) -> Dict:
-    """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD; then the
-    :data:`ABLATIONS` at ``ablation_Ks`` (same seeds, so the same x_T as the samplers)."""
+                      ablations: Sequence[str] = (), ablation_Ks: Sequence[int] = (), ablation_seeds: Sequence[int] = (),
+                      log=print) -> Dict:
+    """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD (``rows``);
+    then SN-DDPM, GMS and the :data:`ABLATIONS` at ``ablation_Ks`` over ``ablation_seeds`` (``ablation_rows``; seed
+    s gives every sampler the same x_T)."""
     from .data import load_digits
     from .metrics import digits_fd, frechet_distance, gaussian_stats
 
@@ -568,9 +570,15 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
     res["fit_diagnostics"] = {"K": min(Ks), "steps": fit_diagnostics(model, sch, data[:n].to(device), min(Ks))}
     res["fit_diagnostics"]["summary"] = _diag_summary(res["fit_diagnostics"]["steps"])
     log(f"  digits fit at K={min(Ks)}: {res['fit_diagnostics']['summary']}")
-    runs = [(K, sname) for K in Ks for sname in samplers] + [(K, a) for K in ablation_Ks for a in ablations]
-    for K, sname in runs:
-        sds = list(seeds) + [s for s in (max(seeds) + 1,) if K in extra_seed_Ks]
+    runs = [(K, sname, "rows") for K in Ks for sname in samplers]
+    if ablations:
+        res["ablation_rows"] = []
+        runs += [(K, a, "ablation_rows") for K in ablation_Ks for a in ("sn_ddpm", "gms", *ablations)]
+    for K, sname, table in runs:
+        if table == "rows":
+            sds = list(seeds) + [s for s in (max(seeds) + 1,) if K in extra_seed_Ks]
+        else:
+            sds = list(ablation_seeds or seeds)
         fds, fps = [], []
         t0 = time.perf_counter()
         for sd in sds:
@@ -583,8 +591,8 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
         sec = time.perf_counter() - t0
         row = {"sampler": sname, "K": K, "fd": sum(fds) / len(fds), "fd_per_seed": fds,
                "fd_pixels": sum(fps) / len(fps), "seconds": round(sec, 1)}
-        res["rows"].append(row)
-        log(f"  digits K={K:4d} {sname:12s}: FD {row['fd']:.3f} (seeds {', '.join(f'{v:.3f}' for v in fds)}), "
+        res[table].append(row)
+        log(f"  digits{' (ablation)' if table != 'rows' else ''} K={K:4d} {sname:12s}: FD {row['fd']:.3f} (seeds {', '.join(f'{v:.3f}' for v in fds)}), "
             f"FD pixels {row['fd_pixels']:.3f}  [{sec:.0f}s]")
     return res
 
@@ -632,13 +640,14 @@ def _tables(res: Dict) -> str:
         parts.append(_md_table(d["rows"], [("fd", "digits FD (classifier features; lower is better)", ".3f"),
                                           ("fd_pixels", "FD in pixel space", ".3f")], Ks, ss))
         parts.append(f"Fit at K={d['fit_diagnostics']['K']} on noised data: {d['fit_diagnostics']['summary']}.\n")
-        ab = [a for a in ABLATIONS if any(r["sampler"] == a for r in d["rows"])]
-        if ab:
-            aK = sorted({r["K"] for r in d["rows"] if r["sampler"] in ab})
-            parts.append("Ablation (same x_T per seed; see gms.ablation_sample): which part of a GMS step helps?\n")
-            parts.append(_md_table(d["rows"], [("fd", "digits FD, mean over seeds", ".3f")], aK,
-                                   ["sn_ddpm", "gms"] + ab))
-            parts.append(_ablation_summary(d["rows"], aK) + "\n")
+        ar = d.get("ablation_rows", [])
+        if ar:
+            ab = [a for a in ("sn_ddpm", "gms", *ABLATIONS) if any(r["sampler"] == a for r in ar)]
+            aK = sorted({r["K"] for r in ar})
+            parts.append(f"Ablation, {len(ar[0]['fd_per_seed'])} seeds (seed s gives every sampler the same x_T; see "
+                         "gms.ablation_sample): which part of a GMS step helps?\n")
+            parts.append(_md_table(ar, [("fd", "digits FD, mean over seeds", ".3f")], aK, ab))
+            parts.append(_ablation_summary(ar, aK) + "\n")
     parts.append("### Paper (CIFAR10 FID, linear schedule; algorithms.md 1.7)\n")
     p = PAPER_CIFAR10_FID
     parts.append("| sampler | " + " | ".join(f"K={K}" for K in p["K"]) + " |\n|---|" + "---|" * len(p["K"]))
@@ -648,19 +657,23 @@ def _tables(res: Dict) -> str:
 
 
 def _ablation_summary(rows: List[Dict], Ks: Sequence[int]) -> str:
-    """Per K: GMS's gain over SN-DDPM and how much of it each ablation keeps (FD, mean over seeds)."""
+    """Per K: each sampler's FD minus SN-DDPM's, paired by seed (same x_T), as mean +- standard error."""
     out = []
     for K in Ks:
-        g, sn = _get(rows, "gms", K, "fd"), _get(rows, "sn_ddpm", K, "fd")
-        if g is None or sn is None:
+        sn = _get(rows, "sn_ddpm", K, "fd_per_seed")
+        if sn is None:
             continue
-        parts = [f"K={K}: SN-DDPM {sn:.2f}, GMS {g:.2f}"]
-        for a in ABLATIONS:
-            v = _get(rows, a, K, "fd")
-            if v is not None:
-                parts.append(f"{a} {v:.2f}" + (f" ({(sn - v) / (sn - g) * 100:.0f}% of GMS's gain)" if sn != g else ""))
-        out.append(", ".join(parts))
-    return "Share of GMS's FD gain over SN-DDPM that each ablation keeps — " + "; ".join(out) + "."
+        parts = []
+        for a in ("gms", *ABLATIONS):
+            v = _get(rows, a, K, "fd_per_seed")
+            if v is None:
+                continue
+            d = [x - y for x, y in zip(v, sn)]
+            m = sum(d) / len(d)
+            se = (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("nan")
+            parts.append(f"{a} {m:+.2f} +- {se:.2f}")
+        out.append(f"K={K} (SN-DDPM {sum(sn) / len(sn):.2f}): " + ", ".join(parts))
+    return "FD minus SN-DDPM's, paired by seed, mean +- standard error — " + "; ".join(out) + "."
 
 
 def _get(rows, s, K, key):
@@ -703,9 +716,9 @@ def _verdict(res: Dict) -> str:
             if K == Ks[0]:
                 few.append(word)
         out.append(f"{label} ({key}): " + "; ".join(cmp))
-    if "digits" in res and any(r["sampler"] in ABLATIONS for r in res["digits"]["rows"]):
-        d = res["digits"]["rows"]
-        out.append("digits ablation: " + _ablation_summary(d, sorted({r["K"] for r in d if r["sampler"] in ABLATIONS})))
+    if res.get("digits", {}).get("ablation_rows"):
+        d = res["digits"]["ablation_rows"]
+        out.append("digits ablation: " + _ablation_summary(d, sorted({r["K"] for r in d})))
     if few and all(w == "GMS better" for w in few):
         head = "Yes here: GMS (official Adan fit) beats SN-DDPM at the fewest steps in every experiment"
     elif any(w == "GMS better" for w in few):
@@ -835,11 +848,11 @@ def reproduce_gms(out: Path, quick: bool = False, device="cpu") -> dict:
     if quick:
         Ks, n1, n2, seeds = (10, 25), 4000, 2000, (0,)
         dig = dict(Ks=(10,), n=200, backbone_steps=150, head_steps=100, size="tiny", seeds=(0,), extra_seed_Ks=(),
-                   ablations=("sn_fused", "gms_merged"), ablation_Ks=(10,))
+                   ablations=("sn_fused", "gms_merged"), ablation_Ks=(10,), ablation_seeds=(0, 1))
     else:
         Ks, n1, n2, seeds = (10, 25, 50, 100), 20000, 10000, (0, 1, 2)
         dig = dict(Ks=(10, 25, 50, 100), n=1000, backbone_steps=3000, head_steps=1500, size="small", seeds=(0, 1, 2),
-                   ablations=tuple(ABLATIONS), ablation_Ks=(10, 25))
+                   ablations=tuple(ABLATIONS), ablation_Ks=(10, 25), ablation_seeds=tuple(range(8)))
     res: Dict = {"quick": quick, "device": str(device),
                  "setup": {"schedule": "linear T=1000 (beta 1e-4..0.02)", "gms_weight": 1 / 3, "adan": "lr 0.06, 70 it",
                            "var_floor": 0.1, "note": "oracle: float64, exact heads, x0 clip 1, no last-step cap; "
