@@ -50,7 +50,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +137,20 @@ def _heads(fn: str, model, x: Tensor, t: float, cond) -> Dict[str, Tensor]:
 
 
 @torch.no_grad()
+def _kernel_seed(generator: Optional[torch.Generator]) -> int:
+    """The one 64-bit seed of the fused step's in-kernel RNG, drawn from ``generator`` (torch's default CPU generator
+    when None)."""
+    gdev = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gdev))
+
+
+def _step_coeffs(schedule: Schedule, ts: Tensor, i: int) -> Tuple[float, float, GMSCoeffs]:
+    """(t, s, coefficients) of step i of the time grid ``ts`` (transition t = ts[i] -> s = ts[i + 1])."""
+    t, s = float(ts[i]), float(ts[i + 1])
+    a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+    return t, s, GMSCoeffs(a_t, sig_t, *(float(v) for v in schedule.posterior(t, s)))
+
+
 def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int] = None, *,
                generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None, cond=None,
                fit: str = "adan", per_image: bool = True, weight: float = 1.0 / 3.0, iters: int = 70, lr: float = 0.06,
@@ -180,15 +194,11 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
         raise ValueError(f"{fn}: argument 'x_T' has shape {tuple(x_T.shape)} but shape is {shape}")
     ts = schedule.grid(K, spacing)
     x = _samplers._start(shape, x_T, generator, device, dtype)
-    gdev = generator.device if generator is not None else "cpu"
-    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gdev))
+    seed = _kernel_seed(generator)
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
     for i in _samplers._progress(range(K), progress, f"gms K={K}"):
-        t, s = float(ts[i]), float(ts[i + 1])
-        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
-        A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
+        t, s, c = _step_coeffs(schedule, ts, i)
         h = _heads(fn, model, x, t, cond)
-        c = GMSCoeffs(a_t, sig_t, A, B, lam2)
         if s == 0.0:  # the last transition: Gaussian, variance clipped (official `t - ratio <= 0` branch)
             x = gms_step(x, h["eps"], h["eps2"], h["eps3"], c, method="gaussian", per_image=per_image, seed=seed,
                          offset=i, var_clip=last_var_max, backend=backend)
@@ -221,14 +231,10 @@ def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, var
     shape = tuple(int(v) for v in shape)
     ts = schedule.grid(K, "uniform")
     x = _samplers._start(shape, None, generator, device, dtype)
-    gdev = generator.device if generator is not None else "cpu"
-    seed = int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gdev))
+    seed = _kernel_seed(generator)
     for i in range(K):
-        t, s = float(ts[i]), float(ts[i + 1])
-        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
-        A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
+        t, s, co = _step_coeffs(schedule, ts, i)
         h = _heads(fn, model, x, t, None)
-        co = GMSCoeffs(a_t, sig_t, A, B, lam2)
         if s == 0.0:
             x = gms_step(x, h["eps"], h["eps2"], h["eps3"], co, method="gaussian", seed=seed, offset=i,
                          var_clip=last_var_max, backend=backend)
@@ -437,11 +443,9 @@ def fit_diagnostics(model, schedule: Schedule, x0: Tensor, K: int, *, seed: int 
     g = torch.Generator().manual_seed(seed)
     out = []
     for i in range(K - 1):
-        t, s = float(ts[i]), float(ts[i + 1])
-        a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
-        x = a_t * x0 + sig_t * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+        t, s, c = _step_coeffs(schedule, ts, i)
+        x = c.a_t * x0 + c.sigma_t * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
         h = _heads("fit_diagnostics", model, x, t, None)
-        c = GMSCoeffs(a_t, sig_t, *(float(v) for v in schedule.posterior(t, s)))
         V = gms_step(x, h["eps"], h["eps2"], h["eps3"], c, method="gaussian", seed=0, return_params=True,
                      backend=backend).var.double().clamp_min(1e-30)
         rec = {"t": t, "s": s, "mean_V": float(V.mean())}
@@ -574,6 +578,7 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
     if ablations:
         res["ablation_rows"] = []
         runs += [(K, a, "ablation_rows") for K in ablation_Ks for a in ("sn_ddpm", "gms", *ablations)]
+    done: Dict[tuple, tuple] = {}  # (sampler, K, seed) -> (FD, pixel FD): sampling is deterministic per seed
     for K, sname, table in runs:
         if table == "rows":
             sds = list(seeds) + [s for s in (max(seeds) + 1,) if K in extra_seed_Ks]
@@ -582,12 +587,14 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
         fds, fps = [], []
         t0 = time.perf_counter()
         for sd in sds:
-            x = run_sampler(sname, model, sch, (n, 1, 8, 8), K, seed=sd, clip_x0=1.0, last_var_max=lv,
-                            device=device).cpu()
-            fds.append(digits_fd(x, data))
-            fps.append(pix(x))
-            if sd == sds[0]:
-                res["samples"][(sname, K)] = x
+            if (sname, K, sd) not in done:  # the ablation table repeats SN-DDPM / GMS runs of the main one
+                x = run_sampler(sname, model, sch, (n, 1, 8, 8), K, seed=sd, clip_x0=1.0, last_var_max=lv,
+                                device=device).cpu()
+                done[(sname, K, sd)] = (digits_fd(x, data), pix(x))
+                if sd == sds[0] and table == "rows":
+                    res["samples"][(sname, K)] = x
+            fds.append(done[(sname, K, sd)][0])
+            fps.append(done[(sname, K, sd)][1])
         sec = time.perf_counter() - t0
         row = {"sampler": sname, "K": K, "fd": sum(fds) / len(fds), "fd_per_seed": fds,
                "fd_pixels": sum(fps) / len(fps), "seconds": round(sec, 1)}
