@@ -164,8 +164,6 @@ struct StepParams {
   int64_t inner;  // elements per image (per leading index)
 };
 
-// One element of the fused step with its random numbers given: moments -> fit -> component (1 when u < w) ->
-// x_s = mu + sqrt(v) z. T is the adan compute type.
 // step_moments, with NaN in any input giving NaN moments (the official |E3| <= |E0| heuristic would otherwise hide a
 // NaN e3).
 GMMK_HD void step_moments_nan(double xt, double e1, double e2, double e3, const StepCoef& c, double* M1, double* V, double* M3) {
@@ -180,6 +178,8 @@ GMMK_HD double draw_from_fit(double mu1, double mu2, double v, double w, double 
   return mu + sqrt(vv) * z;
 }
 
+// One element of the fused step with its random numbers given: moments -> fit -> component (1 when u < w) ->
+// x_s = mu + sqrt(v) z. T is the adan compute type.
 template <typename T>
 GMMK_HD double step_element_draw(double xt, double e1, double e2, double e3, const StepParams& P, double u, double z,
                                  double* mu1, double* mu2, double* v) {
