@@ -14,14 +14,6 @@
 
 namespace {
 
-int64_t cuda_version() {
-#ifdef WITH_CUDA
-  return CUDART_VERSION;
-#else
-  return -1;
-#endif
-}
-
 pybind11::dict build_info() {
   pybind11::dict d;
 #ifdef WITH_CUDA
@@ -59,7 +51,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 }
 
 TORCH_LIBRARY(gmmkernels, m) {
-  m.def("_cuda_version() -> int", &cuda_version);
   // Fused Gaussian-mixture statistics (see gmmkernels/reference.py: mixture_stats_kernel_ref).
   //   x [B,N,D], means [B,K,D], prec = W (diag: [B,K,D]; full: lower-triangular [B,K,D,D]), logc [B,K]
   //   logit[b,n,k] = logc[b,k] - 0.5 * |W_bk (x_bn - mu_bk)|^2
