@@ -8,11 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GMMK_HD __host__ __device__ __forceinline__
-#else
-#define GMMK_HD inline
-#endif
+#include "gmmkernels/common.h"
 
 namespace gmmkernels {
 namespace rng {
