@@ -5,7 +5,7 @@
 #include <torch/all.h>
 
 #include <gmmkernels/mixture_stats_checks.h>
-#include <gmmkernels/mixture_stats_cuda.h>
+#include <gmmkernels/mixture_stats_launch.h>
 
 namespace gmmkernels {
 namespace {

@@ -12,7 +12,7 @@
 //   workspace, updated by fixed lanes in row order (no atomics); a second kernel sums the slots in a fixed order.
 #include <cuda_runtime.h>
 
-#include <gmmkernels/mixture_stats_cuda.h>
+#include <gmmkernels/mixture_stats_launch.h>
 #include <gmmkernels/mixture_stats_math.h>
 
 #include <algorithm>
