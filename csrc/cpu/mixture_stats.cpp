@@ -11,14 +11,16 @@
 //             partial buffers; a final fixed-order sum over chunks makes the result independent of the threads.
 #include <ATen/Parallel.h>
 #include <torch/all.h>
-
-#include <gmmkernels/mixture_stats_checks.h>
-#include <gmmkernels/mixture_stats_math.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/mixture_stats.h"
+#include "gmmkernels/mixture_stats_checks.h"
 
 // 64-byte vector types are passed between inlined helpers only; without AVX-512 gcc warns about their ABI.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -26,7 +28,7 @@
 namespace gmmkernels {
 namespace {
 
-using namespace gmmkernels::ms;
+using namespace gmmkernels::mixture_stats;
 
 // R lanes of T in one 64-byte GCC vector (one AVX-512 register; two AVX2 or four SSE registers elsewhere).
 template <typename T>
@@ -498,8 +500,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_stats_cpu(const at::Tenso
   const Sizes s = check_inputs(x, means, prec, logc, full, c10::DeviceType::CPU);
   auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
   auto logp = at::empty({s.B, s.N}, x.options());
-  auto score = with_score ? at::empty({s.B, s.N, s.D}, x.options()) : at::empty({0}, x.options());
-  auto resp = with_resp ? at::empty({s.B, s.N, s.K}, x.options()) : at::empty({0}, x.options());
+  auto score = optional_output(with_score, {s.B, s.N, s.D}, x.options());
+  auto resp = optional_output(with_resp, {s.B, s.N, s.K}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_stats_cpu", [&] {
     Problem<scalar_t> P{xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
                         cc.data_ptr<scalar_t>(), s.B, s.N, s.K, s.D, full};
@@ -521,19 +523,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_stats_backwar
   check_backward_inputs(s, x, grad_logp, grad_score, grad_resp, logp);
   auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
   auto gc = grad_logp.contiguous(), lc = logp.contiguous();
-  const bool hasG = grad_score.has_value() && grad_score->defined();
-  const bool hasH = grad_resp.has_value() && grad_resp->defined();
-  at::Tensor Gc = hasG ? grad_score->contiguous() : at::Tensor();
-  at::Tensor Hc = hasH ? grad_resp->contiguous() : at::Tensor();
-  auto gx = at::empty_like(xc);
-  auto gm = at::empty_like(mc);
-  auto gp = at::empty_like(pc);
-  auto gl = at::empty_like(cc);
+  auto Gc = optional_contiguous(grad_score), Hc = optional_contiguous(grad_resp);
+  auto gx = at::empty_like(xc), gm = at::empty_like(mc), gp = at::empty_like(pc), gl = at::empty_like(cc);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_stats_backward_cpu", [&] {
     Problem<scalar_t> P{xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(),
                         cc.data_ptr<scalar_t>(), s.B, s.N, s.K, s.D, full};
-    Grads<scalar_t> G{gc.data_ptr<scalar_t>(), hasG ? Gc.data_ptr<scalar_t>() : nullptr,
-                      hasH ? Hc.data_ptr<scalar_t>() : nullptr, lc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>()};
+    Grads<scalar_t> G{gc.data_ptr<scalar_t>(), optional_data<scalar_t>(Gc), optional_data<scalar_t>(Hc),
+                      lc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>()};
     if (full)
       backward_impl<scalar_t, true>(P, G, gm.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(), gl.data_ptr<scalar_t>());
     else
@@ -543,10 +539,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_stats_backwar
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
 TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) {
-  m.impl("mixture_stats", &mixture_stats_cpu);
-  m.impl("mixture_stats_backward", &mixture_stats_backward_cpu);
+  m.impl("mixture_stats", &gmmkernels::mixture_stats_cpu);
+  m.impl("mixture_stats_backward", &gmmkernels::mixture_stats_backward_cpu);
 }
-
-}  // namespace gmmkernels

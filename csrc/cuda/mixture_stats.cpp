@@ -3,18 +3,17 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/all.h>
+#include <torch/library.h>
 
-#include <gmmkernels/mixture_stats_checks.h>
-#include <gmmkernels/mixture_stats_launch.h>
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/cuda_utils.h"
+#include "gmmkernels/mixture_stats_checks.h"
+#include "gmmkernels/mixture_stats_launch.h"
 
 namespace gmmkernels {
 namespace {
 
-using namespace gmmkernels::ms;
-
-void check_launch(cudaError_t e, const char* what) {
-  TORCH_CHECK(e == cudaSuccess, "mixture_stats: CUDA error in ", what, ": ", cudaGetErrorString(e));
-}
+using namespace gmmkernels::mixture_stats;
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_stats_cuda(const at::Tensor& x, const at::Tensor& means,
                                                                   const at::Tensor& prec, const at::Tensor& logc,
@@ -23,19 +22,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_stats_cuda(const at::Tens
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
   auto logp = at::empty({s.B, s.N}, x.options());
-  auto score = with_score ? at::empty({s.B, s.N, s.D}, x.options()) : at::empty({0}, x.options());
-  auto resp = with_resp ? at::empty({s.B, s.N, s.K}, x.options()) : at::empty({0}, x.options());
+  auto score = optional_output(with_score, {s.B, s.N, s.D}, x.options());
+  auto resp = optional_output(with_resp, {s.B, s.N, s.K}, x.options());
   if (s.B == 0 || s.N == 0) return {logp, score, resp};
-  const int64_t wsn = ms_cuda::forward_workspace_elems(s.B, s.N, s.K, s.D, full, int(x.element_size()));
+  const int64_t wsn = mixture_stats_forward_workspace(s.B, s.N, s.K, s.D, full, int(x.element_size()));
   auto ws = at::empty({wsn}, x.options());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_stats_cuda", [&] {
-    check_launch(ms_cuda::launch_forward<scalar_t>(
+    check_launch(launch_mixture_stats_forward<scalar_t>(
                      xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), cc.data_ptr<scalar_t>(),
                      logp.data_ptr<scalar_t>(), with_score ? score.data_ptr<scalar_t>() : nullptr,
                      with_resp ? resp.data_ptr<scalar_t>() : nullptr, s.B, s.N, s.K, s.D, full,
-                     wsn > 0 ? ws.data_ptr<scalar_t>() : nullptr, stream),
-                 "the forward kernel");
+                     wsn > 0 ? ws.data_ptr<scalar_t>() : nullptr, current_stream()),
+                 "mixture_stats");
   });
   return {logp, score, resp};
 }
@@ -49,35 +47,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_stats_backwar
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
   auto gc = grad_logp.contiguous(), lc = logp.contiguous();
-  const bool hasG = grad_score.has_value() && grad_score->defined();
-  const bool hasH = grad_resp.has_value() && grad_resp->defined();
-  at::Tensor Gc = hasG ? grad_score->contiguous() : at::Tensor();
-  at::Tensor Hc = hasH ? grad_resp->contiguous() : at::Tensor();
-  auto gx = at::empty_like(xc);
-  auto gm = at::empty_like(mc);
-  auto gp = at::empty_like(pc);
-  auto gl = at::empty_like(cc);
+  auto Gc = optional_contiguous(grad_score), Hc = optional_contiguous(grad_resp);
+  auto gx = at::empty_like(xc), gm = at::empty_like(mc), gp = at::empty_like(pc), gl = at::empty_like(cc);
   if (s.B == 0) return {gx, gm, gp, gl};
-  const int64_t wsn = ms_cuda::backward_workspace_elems(s.B, s.N, s.K, s.D, full, int(x.element_size()));
+  const int64_t wsn = mixture_stats_backward_workspace(s.B, s.N, s.K, s.D, full, int(x.element_size()));
   auto ws = at::zeros({wsn}, x.options());  // the partial slots must start at zero
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_stats_backward_cuda", [&] {
-    check_launch(ms_cuda::launch_backward<scalar_t>(
-                     gc.data_ptr<scalar_t>(), hasG ? Gc.data_ptr<scalar_t>() : nullptr,
-                     hasH ? Hc.data_ptr<scalar_t>() : nullptr, xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(),
-                     pc.data_ptr<scalar_t>(), cc.data_ptr<scalar_t>(), lc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(),
-                     gm.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(), gl.data_ptr<scalar_t>(), s.B, s.N, s.K, s.D,
-                     full, wsn > 0 ? ws.data_ptr<scalar_t>() : nullptr, stream),
-                 "the backward kernels");
+    check_launch(launch_mixture_stats_backward<scalar_t>(
+                     gc.data_ptr<scalar_t>(), optional_data<scalar_t>(Gc), optional_data<scalar_t>(Hc),
+                     xc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), pc.data_ptr<scalar_t>(), cc.data_ptr<scalar_t>(),
+                     lc.data_ptr<scalar_t>(), gx.data_ptr<scalar_t>(), gm.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(),
+                     gl.data_ptr<scalar_t>(), s.B, s.N, s.K, s.D, full, wsn > 0 ? ws.data_ptr<scalar_t>() : nullptr,
+                     current_stream()),
+                 "mixture_stats");
   });
   return {gx, gm, gp, gl};
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
 TORCH_LIBRARY_IMPL(gmmkernels, CUDA, m) {
-  m.impl("mixture_stats", &mixture_stats_cuda);
-  m.impl("mixture_stats_backward", &mixture_stats_backward_cuda);
+  m.impl("mixture_stats", &gmmkernels::mixture_stats_cuda);
+  m.impl("mixture_stats_backward", &gmmkernels::mixture_stats_backward_cuda);
 }
-
-}  // namespace gmmkernels

@@ -1,5 +1,6 @@
 // CUDA kernels of gmmkernels::mixture_stats / mixture_stats_backward. No torch header here: only the CUDA runtime
-// and the shared per-(n,k) math (csrc/include/gmmkernels/mixture_stats_math.h).
+// and the shared per-(n,k) math (csrc/include/gmmkernels/mixture_stats.h); launchers declared in
+// gmmkernels/mixture_stats_launch.h.
 //
 // Forward, small D (diag, D <= 32): one thread per row, the x row and the score accumulator in registers
 //   (templated on a D bound), components staged through shared memory in tiles, one-pass online softmax with
@@ -12,17 +13,16 @@
 //   workspace, updated by fixed lanes in row order (no atomics); a second kernel sums the slots in a fixed order.
 #include <cuda_runtime.h>
 
-#include <gmmkernels/mixture_stats_launch.h>
-#include <gmmkernels/mixture_stats_math.h>
-
 #include <algorithm>
 #include <cstdint>
 
+#include "gmmkernels/mixture_stats.h"
+#include "gmmkernels/mixture_stats_launch.h"
+
 namespace gmmkernels {
-namespace ms_cuda {
 namespace {
 
-using namespace gmmkernels::ms;
+using namespace gmmkernels::mixture_stats;
 
 __device__ __forceinline__ float dexp(float v) { return expf(v); }
 __device__ __forceinline__ double dexp(double v) { return exp(v); }
@@ -478,14 +478,19 @@ cudaError_t launch_fwd_regs(const T* x, const T* means, const T* prec, const T* 
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
-int64_t forward_workspace_elems(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int elem_size) {
+// What mixture_stats_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
+int64_t gmmkernels::mixture_stats_forward_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full,
+                                                    int elem_size) {
   if (!full || B == 0 || N == 0) return 0;
   const Plan p = make_plan(B, N, K, D, full, elem_size, false);
   return p.smem_scratch ? 0 : B * p.bpb * p.tpb * p.scratch;
 }
 
-int64_t backward_workspace_elems(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int elem_size) {
+int64_t gmmkernels::mixture_stats_backward_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full,
+                                                     int elem_size) {
   if (B == 0 || N == 0) return 0;
   const Plan p = make_plan(B, N, K, D, full, elem_size, true);
   const int64_t per = K * (D + (full ? D * D : D) + 1);
@@ -494,8 +499,9 @@ int64_t backward_workspace_elems(int64_t B, int64_t N, int64_t K, int64_t D, boo
 }
 
 template <typename T>
-cudaError_t launch_forward(const T* x, const T* means, const T* prec, const T* logc, T* logp, T* score, T* resp,
-                           int64_t B, int64_t N, int64_t K, int64_t D, bool full, T* workspace, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_mixture_stats_forward(const T* x, const T* means, const T* prec, const T* logc, T* logp,
+                                                     T* score, T* resp, int64_t B, int64_t N, int64_t K, int64_t D,
+                                                     bool full, T* workspace, cudaStream_t stream) {
   if (B == 0 || N == 0) return cudaSuccess;
   if (!full && D <= 32) {
     if (D <= 4) return launch_fwd_regs<T, 4>(x, means, prec, logc, logp, score, resp, B, N, K, D, stream);
@@ -509,9 +515,10 @@ cudaError_t launch_forward(const T* x, const T* means, const T* prec, const T* l
 }
 
 template <typename T>
-cudaError_t launch_backward(const T* g, const T* G, const T* H, const T* x, const T* means, const T* prec,
-                            const T* logc, const T* logp, T* gx, T* gmeans, T* gprec, T* glogc, int64_t B, int64_t N,
-                            int64_t K, int64_t D, bool full, T* workspace, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_mixture_stats_backward(const T* g, const T* G, const T* H, const T* x, const T* means,
+                                                      const T* prec, const T* logc, const T* logp, T* gx, T* gmeans,
+                                                      T* gprec, T* glogc, int64_t B, int64_t N, int64_t K, int64_t D,
+                                                      bool full, T* workspace, cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
   const int64_t PD = full ? D * D : D;
   const int64_t per = K * (D + PD + 1);
@@ -541,15 +548,14 @@ cudaError_t launch_backward(const T* g, const T* G, const T* H, const T* x, cons
   return cudaGetLastError();
 }
 
-#define GMM_INSTANTIATE(T)                                                                                         \
-  template cudaError_t launch_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t,     \
-                                         int64_t, int64_t, bool, T*, cudaStream_t);                                \
-  template cudaError_t launch_backward<T>(const T*, const T*, const T*, const T*, const T*, const T*, const T*,    \
-                                          const T*, T*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t, bool, T*, \
-                                          cudaStream_t);
-GMM_INSTANTIATE(float)
-GMM_INSTANTIATE(double)
-#undef GMM_INSTANTIATE
-
-}  // namespace ms_cuda
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                            \
+  template cudaError_t gmmkernels::launch_mixture_stats_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, \
+                                                                   int64_t, int64_t, int64_t, int64_t, bool, T*,       \
+                                                                   cudaStream_t);                                      \
+  template cudaError_t gmmkernels::launch_mixture_stats_backward<T>(const T*, const T*, const T*, const T*, const T*,  \
+                                                                    const T*, const T*, const T*, T*, T*, T*, T*,      \
+                                                                    int64_t, int64_t, int64_t, int64_t, bool, T*,      \
+                                                                    cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE

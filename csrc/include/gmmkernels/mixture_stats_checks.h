@@ -7,7 +7,7 @@
 #include <c10/util/Optional.h>
 
 namespace gmmkernels {
-namespace ms {
+namespace mixture_stats {
 
 struct Sizes {
   int64_t B, N, K, D;
@@ -76,5 +76,5 @@ inline void check_backward_inputs(const Sizes& s, const at::Tensor& x, const at:
   }
 }
 
-}  // namespace ms
+}  // namespace mixture_stats
 }  // namespace gmmkernels

@@ -17,17 +17,13 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GMM_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define GMM_HOST_DEVICE inline
-#endif
+#include "gmmkernels/common.h"
 
 namespace gmmkernels {
-namespace ms {
+namespace mixture_stats {
 
 template <typename T>
-GMM_HOST_DEVICE T neg_inf() {
+GMMK_HD T neg_inf() {
   return -static_cast<T>(INFINITY);
 }
 
@@ -35,36 +31,36 @@ GMM_HOST_DEVICE T neg_inf() {
 
 // One coordinate of y = W delta for a diagonal W.
 template <typename T>
-GMM_HOST_DEVICE T diag_y(T w, T x, T mu) {
+GMMK_HD T diag_y(T w, T x, T mu) {
   return w * (x - mu);
 }
 
 // One coordinate of the component score s = -W^T y for a diagonal W.
 template <typename T>
-GMM_HOST_DEVICE T diag_s(T w, T y) {
+GMMK_HD T diag_s(T w, T y) {
   return -(w * y);
 }
 
 template <typename T>
-GMM_HOST_DEVICE T logit_of(T logc, T sq) {
+GMMK_HD T logit_of(T logc, T sq) {
   return logc - sq * 0.5f;  // 0.5f: exact in every precision, and valid for SIMD vector types of T too
 }
 
 // a_k = dL/dlogit_k from r_k, g, (G.s_k - G.S) and (H_k - sum_j r_j H_j).
 template <typename T>
-GMM_HOST_DEVICE T dlogit(T r, T g, T gs_minus_gS, T h_minus_rH) {
+GMMK_HD T dlogit(T r, T g, T gs_minus_gS, T h_minus_rH) {
   return r * (g + gs_minus_gS + h_minus_rH);
 }
 
 // One coordinate of gy = dL/dy = -a y - r (W G).
 template <typename T>
-GMM_HOST_DEVICE T grad_y(T a, T y, T r, T wg) {
+GMMK_HD T grad_y(T a, T y, T r, T wg) {
   return -(a * y) - r * wg;
 }
 
 // One entry of dL/dW = gy delta^T - r y G^T  (diag: i == j).
 template <typename T>
-GMM_HOST_DEVICE T grad_w(T gy_i, T delta_j, T r, T y_i, T g_j) {
+GMMK_HD T grad_w(T gy_i, T delta_j, T r, T y_i, T g_j) {
   return gy_i * delta_j - r * (y_i * g_j);
 }
 
@@ -76,12 +72,12 @@ template <typename T>
 struct OnlineLSE {
   T m;
   T s;
-  GMM_HOST_DEVICE void init() {
+  GMMK_HD void init() {
     m = neg_inf<T>();
     s = T(0);
   }
   template <typename ExpFn>
-  GMM_HOST_DEVICE T push(T l, T& rescale, ExpFn ex) {
+  GMMK_HD T push(T l, T& rescale, ExpFn ex) {
     if (l > m) {
       rescale = (m == neg_inf<T>()) ? T(0) : ex(m - l);
       m = l;
@@ -95,7 +91,7 @@ struct OnlineLSE {
   }
   // log of the sum (= -inf when every logit was -inf).
   template <typename LogFn>
-  GMM_HOST_DEVICE T lse(LogFn lg) const {
+  GMMK_HD T lse(LogFn lg) const {
     return m == neg_inf<T>() ? (s == s ? neg_inf<T>() : s) : m + lg(s);
   }
 };
@@ -105,8 +101,7 @@ struct OnlineLSE {
 
 // y = W (x - mu); returns |y|^2. delta may alias nothing; it receives x - mu.
 template <typename T>
-GMM_HOST_DEVICE T full_project(const T* W, int64_t D, const T* x, int64_t xst, const T* mu, T* delta, T* y,
-                               int64_t st) {
+GMMK_HD T full_project(const T* W, int64_t D, const T* x, int64_t xst, const T* mu, T* delta, T* y, int64_t st) {
   for (int64_t j = 0; j < D; ++j) delta[j * st] = x[j * xst] - mu[j];
   T sq = T(0);
   for (int64_t i = 0; i < D; ++i) {
@@ -121,7 +116,7 @@ GMM_HOST_DEVICE T full_project(const T* W, int64_t D, const T* x, int64_t xst, c
 
 // out += alpha * W^T v  (lower triangle of W).
 template <typename T>
-GMM_HOST_DEVICE void full_tmatvec_acc(const T* W, int64_t D, const T* v, int64_t vst, T alpha, T* out, int64_t ost) {
+GMMK_HD void full_tmatvec_acc(const T* W, int64_t D, const T* v, int64_t vst, T alpha, T* out, int64_t ost) {
   for (int64_t i = 0; i < D; ++i) {
     const T* Wi = W + i * D;
     const T vi = alpha * v[i * vst];
@@ -131,7 +126,7 @@ GMM_HOST_DEVICE void full_tmatvec_acc(const T* W, int64_t D, const T* v, int64_t
 
 // out = W v  (lower triangle of W).
 template <typename T>
-GMM_HOST_DEVICE void full_matvec(const T* W, int64_t D, const T* v, int64_t vst, T* out, int64_t ost) {
+GMMK_HD void full_matvec(const T* W, int64_t D, const T* v, int64_t vst, T* out, int64_t ost) {
   for (int64_t i = 0; i < D; ++i) {
     const T* Wi = W + i * D;
     T acc = T(0);
@@ -140,5 +135,5 @@ GMM_HOST_DEVICE void full_matvec(const T* W, int64_t D, const T* v, int64_t vst,
   }
 }
 
-}  // namespace ms
+}  // namespace mixture_stats
 }  // namespace gmmkernels
