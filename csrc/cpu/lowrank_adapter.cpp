@@ -1,4 +1,5 @@
-// CPU kernels of gmmkernels::lowrank_adapter and lowrank_adapter_backward (the SMD hypernetwork adapter, K2).
+// CPU kernels of gmmkernels::lowrank_adapter and lowrank_adapter_backward (the SMD hypernetwork adapter; see
+// docs/kernels.md (lowrank_adapter)).
 //
 // Per pixel p and layer l = 1..L (c_l = softplus(s_l)):
 //   alpha_l = u_l . r_{l-1},   r_l = alpha_l u_l + c_l r_{l-1}          (= (u_l u_l^T + c_l I) r_{l-1})
@@ -16,6 +17,7 @@
 
 #include <vector>
 
+#include "gmmkernels/lowrank_adapter.h"
 #include "gmmkernels/lowrank_adapter_checks.h"
 
 namespace gmmkernels {
@@ -123,10 +125,10 @@ void backward_kernel(const T* g_out, const T* r, const T* u, const T* c, T* grad
 }
 
 at::Tensor lowrank_adapter_cpu(const at::Tensor& r, const at::Tensor& u, const at::Tensor& s) {
-  const auto z = lra::check_inputs(r, u, s, c10::DeviceType::CPU);
+  const auto z = lowrank_adapter::check_inputs(r, u, s, c10::DeviceType::CPU);
   auto rc = r.contiguous();
   auto uc = u.contiguous();
-  auto c = lra::diag_coeff(s).contiguous();
+  auto c = lowrank_adapter::diag_coeff(s);
   auto out = at::empty({z.P, z.d}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "lowrank_adapter_cpu", [&] {
     forward_kernel<scalar_t>(rc.const_data_ptr<scalar_t>(), uc.const_data_ptr<scalar_t>(), c.const_data_ptr<scalar_t>(),
@@ -138,12 +140,12 @@ at::Tensor lowrank_adapter_cpu(const at::Tensor& r, const at::Tensor& u, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lowrank_adapter_backward_cpu(const at::Tensor& grad_out,
                                                                             const at::Tensor& r, const at::Tensor& u,
                                                                             const at::Tensor& s) {
-  const auto z = lra::check_inputs(r, u, s, c10::DeviceType::CPU);
-  lra::check_grad(z, grad_out, r);
+  const auto z = lowrank_adapter::check_inputs(r, u, s, c10::DeviceType::CPU);
+  lowrank_adapter::check_grad(z, grad_out, r);
   auto gc = grad_out.contiguous();
   auto rc = r.contiguous();
   auto uc = u.contiguous();
-  auto c = lra::diag_coeff(s).contiguous();
+  auto c = lowrank_adapter::diag_coeff(s);
   auto grad_r = at::empty({z.P, z.d}, r.options());
   auto grad_u = at::empty({z.P, z.L, z.d}, r.options());
   auto gc_part = at::empty({z.P, z.L}, r.options());
@@ -153,15 +155,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lowrank_adapter_backward_cpu(cons
                               grad_r.mutable_data_ptr<scalar_t>(), grad_u.mutable_data_ptr<scalar_t>(),
                               gc_part.mutable_data_ptr<scalar_t>(), z.P, z.L, z.d);
   });
-  auto grad_s = lra::diag_coeff_backward(gc_part.sum(0), s);
+  auto grad_s = lowrank_adapter::diag_coeff_backward(gc_part, s);
   return {grad_r, grad_u, grad_s};
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
 TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) {
-  m.impl("lowrank_adapter", &lowrank_adapter_cpu);
-  m.impl("lowrank_adapter_backward", &lowrank_adapter_backward_cpu);
+  m.impl("lowrank_adapter", &gmmkernels::lowrank_adapter_cpu);
+  m.impl("lowrank_adapter_backward", &gmmkernels::lowrank_adapter_backward_cpu);
 }
-
-}  // namespace gmmkernels

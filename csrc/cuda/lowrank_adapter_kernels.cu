@@ -1,5 +1,5 @@
-// CUDA kernels of the SMD low-rank adapter (algorithms.md section 2.5, K2); launchers declared in
-// gmmkernels/lowrank_adapter_cuda.h. No torch headers here.
+// CUDA kernels of the SMD low-rank adapter (docs/kernels.md (lowrank_adapter); the method: docs/methods.md (SMD));
+// launchers declared in gmmkernels/lowrank_adapter_launch.h. No torch headers here.
 //
 // One warp per pixel. Lane k owns the elements j = k, k + 32, ... of the pixel's d-vectors.
 //  * d <= 256: the vectors live in registers (VPT = ceil(d / 32) values per lane, VPT in {1, 2, 4, 8}).
@@ -11,10 +11,13 @@
 // (alpha_l = u_l . r_{l-1}, beta_l = g_l . u_l, g_l . r_{l-1}):
 //   grad_u_l = alpha_l g_l + beta_l r_{l-1},   g_{l-1} = beta_l u_l + c_l g_l,   gc_part[p, l] = g_l . r_{l-1}.
 // Memory traffic per pixel: forward reads (L + 1) d and writes d values; backward reads (2L + 2) d, writes (2L + 1) d.
-#include "gmmkernels/lowrank_adapter_cuda.h"
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gmmkernels/lowrank_adapter_launch.h"
 
 namespace gmmkernels {
-namespace lra_cuda {
 namespace {
 
 constexpr int kWarp = 32;
@@ -223,9 +226,13 @@ __global__ void __launch_bounds__(kThreads) bwd_gen(const T* __restrict__ g, con
 inline dim3 grid_for(int64_t P) { return dim3(static_cast<unsigned>((P + kWarpsPerBlock - 1) / kWarpsPerBlock)); }
 
 }  // namespace
+}  // namespace gmmkernels
 
+// What lowrank_adapter_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
 template <typename T>
-cudaError_t forward(const T* r, const T* u, const T* c, T* out, int64_t P, int64_t L, int64_t d, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_lowrank_adapter_forward(const T* r, const T* u, const T* c, T* out, int64_t P, int64_t L,
+                                                       int64_t d, cudaStream_t stream) {
   if (P <= 0) return cudaSuccess;
   const dim3 grid = grid_for(P);
   const int Li = static_cast<int>(L), di = static_cast<int>(d);
@@ -243,8 +250,9 @@ cudaError_t forward(const T* r, const T* u, const T* c, T* out, int64_t P, int64
 }
 
 template <typename T>
-cudaError_t backward(const T* g, const T* r, const T* u, const T* c, T* grad_r, T* grad_u, T* gc_part, int64_t P,
-                     int64_t L, int64_t d, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_lowrank_adapter_backward(const T* g, const T* r, const T* u, const T* c, T* grad_r,
+                                                        T* grad_u, T* gc_part, int64_t P, int64_t L, int64_t d,
+                                                        cudaStream_t stream) {
   if (P <= 0) return cudaSuccess;
   const dim3 grid = grid_for(P);
   const int Li = static_cast<int>(L), di = static_cast<int>(d);
@@ -261,14 +269,12 @@ cudaError_t backward(const T* g, const T* r, const T* u, const T* c, T* grad_r, 
   return cudaGetLastError();
 }
 
-template cudaError_t forward<float>(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t,
-                                    cudaStream_t);
-template cudaError_t forward<double>(const double*, const double*, const double*, double*, int64_t, int64_t, int64_t,
-                                     cudaStream_t);
-template cudaError_t backward<float>(const float*, const float*, const float*, const float*, float*, float*, float*,
-                                     int64_t, int64_t, int64_t, cudaStream_t);
-template cudaError_t backward<double>(const double*, const double*, const double*, const double*, double*, double*,
-                                      double*, int64_t, int64_t, int64_t, cudaStream_t);
-
-}  // namespace lra_cuda
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                       \
+  template cudaError_t gmmkernels::launch_lowrank_adapter_forward<T>(const T*, const T*, const T*, T*, int64_t,   \
+                                                                     int64_t, int64_t, cudaStream_t);             \
+  template cudaError_t gmmkernels::launch_lowrank_adapter_backward<T>(const T*, const T*, const T*, const T*, T*, \
+                                                                      T*, T*, int64_t, int64_t, int64_t,          \
+                                                                      cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE

@@ -3,15 +3,14 @@
 //
 //   r [P, d]      input vectors (one per pixel)
 //   u [P, L, d]   rank-one factors u_l per pixel and layer
-//   s [L]         raw per-layer scalars; the diagonal is softplus(s_l) (threshold 20, as torch.nn.functional.softplus)
-//   out = W_L ( ... (W_1 r)),  W_l r = u_l (u_l . r) + softplus(s_l) r
+//   s [L]         raw per-layer scalars; the diagonal is softplus(s_l) (gmmkernels/lowrank_adapter.h)
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 namespace gmmkernels {
-namespace lra {
+namespace lowrank_adapter {
 
 struct Sizes {
   int64_t P, L, d;
@@ -50,11 +49,5 @@ inline void check_grad(const Sizes& z, const at::Tensor& grad_out, const at::Ten
               grad_out.sizes());
 }
 
-// softplus(s) with torch's default threshold, and its derivative times g (host helpers, any device).
-inline at::Tensor diag_coeff(const at::Tensor& s) { return at::softplus(s, 1, 20); }
-inline at::Tensor diag_coeff_backward(const at::Tensor& g, const at::Tensor& s) {
-  return at::softplus_backward(g, s, 1, 20);
-}
-
-}  // namespace lra
+}  // namespace lowrank_adapter
 }  // namespace gmmkernels
