@@ -1,6 +1,6 @@
 // CPU kernel of gmmkernels::mixture_dispatch: nearest center (GEMM-form distances + argmin) fused with the
 // gather of the center and the centred forward noising. Semantics: gmmkernels/mixddpm_reference.py and
-// csrc/include/gmmkernels/mixture_dispatch.h.
+// csrc/include/gmmkernels/mixture_dispatch_launch.h.
 //
 // Layout of the work: |c_k|^2 once; then blocks of rows in parallel (at::parallel_for). Inside a block,
 // tiles of kRows rows are scored against every center with kRows simultaneous dot products (each center row

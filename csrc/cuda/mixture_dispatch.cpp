@@ -1,5 +1,5 @@
 // ATen host code of the CUDA gmmkernels::mixture_dispatch: checks, allocation, |c_k|^2, launch on the current
-// stream. The kernel is in mixture_dispatch_kernel.cu (no torch headers there).
+// stream. The kernel is in mixture_dispatch_kernels.cu (no torch headers there).
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -7,7 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "gmmkernels/mixture_dispatch.h"
+#include "gmmkernels/mixture_dispatch_launch.h"
 #include "gmmkernels/mixture_dispatch_checks.h"
 
 namespace {

@@ -1,5 +1,5 @@
 // CUDA kernel of gmmkernels::mixture_dispatch (no torch headers here; the ATen host code is in
-// csrc/cuda/mixture_dispatch.cpp). Semantics: csrc/include/gmmkernels/mixture_dispatch.h and
+// csrc/cuda/mixture_dispatch.cpp). Semantics: csrc/include/gmmkernels/mixture_dispatch_launch.h and
 // gmmkernels/mixddpm_reference.py.
 //
 // One block of 256 threads owns kTN = 64 rows. Thread (g = tid / 16, lane = tid % 16) owns rows
@@ -10,7 +10,7 @@
 // of a row reduce (min, argmin) with shuffles, ordering ties by the lower index, so the result is the
 // lowest minimising index, as in the CPU kernel and the reference. The same 16 lanes then write
 // x_t = a x0 + (1 - a) c_j + sigma eps and |x0 - c_j|^2 (direct difference) over D.
-#include "gmmkernels/mixture_dispatch.h"
+#include "gmmkernels/mixture_dispatch_launch.h"
 
 #include <cuda_runtime.h>
 
