@@ -16,8 +16,10 @@
 #include <limits>
 #include <vector>
 
+#include "gmmkernels/aten_utils.h"
 #include "gmmkernels/mixture_dispatch_checks.h"
 
+namespace gmmkernels {
 namespace {
 
 constexpr int64_t kRows = 4;
@@ -137,19 +139,18 @@ void dispatch_rows(const T* x0, const T* c, const T* cn, const T* a, const T* si
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Tensor& x0, const at::Tensor& centers,
                                                                     const at::Tensor& a, const at::Tensor& sigma,
                                                                     const std::optional<at::Tensor>& eps) {
-  const bool has_eps = gmmkernels::check_mixture_dispatch_args(x0, centers, a, sigma, eps);
+  mixture_dispatch::check_inputs(x0, centers, a, sigma, eps);
   const int64_t N = x0.size(0), D = x0.size(1), K = centers.size(0);
-  const auto dt = x0.scalar_type();
   auto xc = x0.contiguous();
   auto cc = centers.contiguous();
   auto ac = a.contiguous();
   auto sc = sigma.contiguous();
-  at::Tensor ec = has_eps ? eps->contiguous() : at::Tensor();
+  auto ec = optional_contiguous(eps);
   auto xt = at::empty({N, D}, x0.options());
   auto assign = at::empty({N}, x0.options().dtype(at::kLong));
   auto dist2 = at::empty({N}, x0.options());
   if (N == 0) return {xt, assign, dist2};
-  AT_DISPATCH_FLOATING_TYPES(dt, "mixture_dispatch_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), "mixture_dispatch_cpu", [&] {
     const scalar_t* cp = cc.data_ptr<scalar_t>();
     std::vector<scalar_t> cn(K);
     for (int64_t k = 0; k < K; ++k) {
@@ -158,7 +159,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Te
       cn[k] = s;
     }
     const scalar_t* xp = xc.data_ptr<scalar_t>();
-    const scalar_t* ep = has_eps ? ec.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* ep = optional_data<scalar_t>(ec);
     const scalar_t* apt = ac.data_ptr<scalar_t>();
     const scalar_t* spt = sc.data_ptr<scalar_t>();
     scalar_t* op = xt.data_ptr<scalar_t>();
@@ -176,5 +177,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_dispatch_cpu(const at::Te
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
-TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("mixture_dispatch", &mixture_dispatch_cpu); }
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("mixture_dispatch", &gmmkernels::mixture_dispatch_cpu); }

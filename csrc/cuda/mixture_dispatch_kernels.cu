@@ -10,12 +10,13 @@
 // of a row reduce (min, argmin) with shuffles, ordering ties by the lower index, so the result is the
 // lowest minimising index, as in the CPU kernel and the reference. The same 16 lanes then write
 // x_t = a x0 + (1 - a) c_j + sigma eps and |x0 - c_j|^2 (direct difference) over D.
-#include "gmmkernels/mixture_dispatch_launch.h"
-
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "gmmkernels/mixture_dispatch_launch.h"
+
+namespace gmmkernels {
 namespace {
 
 constexpr int kThreads = 256;
@@ -157,31 +158,27 @@ __global__ void __launch_bounds__(kThreads) dispatch_kernel(const T* __restrict_
   }
 }
 
+}  // namespace
+}  // namespace gmmkernels
+
+// What mixture_dispatch_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
 template <typename T>
-int launch(const T* x0, const T* c, const T* cn, const T* a, const T* sigma, const T* eps, T* xt, int64_t* assign,
-           T* dist2, int64_t N, int64_t K, int64_t D, cudaStream_t stream) {
-  if (N == 0) return 0;
+cudaError_t gmmkernels::launch_mixture_dispatch(const T* x0, const T* c, const T* cn, const T* a, const T* sigma,
+                                                const T* eps, T* xt, int64_t* assign, T* dist2, int64_t N, int64_t K,
+                                                int64_t D, cudaStream_t stream) {
+  if (N == 0) return cudaSuccess;
   const int64_t blocks = (N + kTN - 1) / kTN;
-  if (blocks > 0x7fffffffLL) return static_cast<int>(cudaErrorInvalidConfiguration);
+  if (blocks > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   dispatch_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(x0, c, cn, a, sigma, eps, xt, assign,
                                                                             dist2, N, K, D);
-  return static_cast<int>(cudaGetLastError());
+  return cudaGetLastError();
 }
 
-}  // namespace
-
-namespace gmmkernels {
-
-int mixture_dispatch_cuda_f32(const float* x0, const float* centers, const float* cnorm, const float* a,
-                              const float* sigma, const float* eps, float* x_t, int64_t* assign, float* dist2,
-                              int64_t N, int64_t K, int64_t D, cudaStream_t stream) {
-  return launch<float>(x0, centers, cnorm, a, sigma, eps, x_t, assign, dist2, N, K, D, stream);
-}
-
-int mixture_dispatch_cuda_f64(const double* x0, const double* centers, const double* cnorm, const double* a,
-                              const double* sigma, const double* eps, double* x_t, int64_t* assign, double* dist2,
-                              int64_t N, int64_t K, int64_t D, cudaStream_t stream) {
-  return launch<double>(x0, centers, cnorm, a, sigma, eps, x_t, assign, dist2, N, K, D, stream);
-}
-
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                          \
+  template cudaError_t gmmkernels::launch_mixture_dispatch<T>(const T*, const T*, const T*, const T*, const T*,      \
+                                                              const T*, T*, int64_t*, T*, int64_t, int64_t, int64_t, \
+                                                              cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE

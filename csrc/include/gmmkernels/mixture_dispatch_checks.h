@@ -5,11 +5,11 @@
 #include <optional>
 
 namespace gmmkernels {
+namespace mixture_dispatch {
 
 // x0 [N, D], centers [K >= 1, D], a and sigma [N], eps (optional) [N, D]; float32/float64, one dtype and device.
-// Returns whether eps is given.
-inline bool check_mixture_dispatch_args(const at::Tensor& x0, const at::Tensor& centers, const at::Tensor& a,
-                                        const at::Tensor& sigma, const std::optional<at::Tensor>& eps) {
+inline void check_inputs(const at::Tensor& x0, const at::Tensor& centers, const at::Tensor& a, const at::Tensor& sigma,
+                         const std::optional<at::Tensor>& eps) {
   TORCH_CHECK(x0.dim() == 2, "mixture_dispatch: x0 must be [N, D], got ", x0.sizes());
   TORCH_CHECK(centers.dim() == 2, "mixture_dispatch: centers must be [K, D], got ", centers.sizes());
   const int64_t N = x0.size(0), D = x0.size(1);
@@ -23,13 +23,12 @@ inline bool check_mixture_dispatch_args(const at::Tensor& x0, const at::Tensor& 
     TORCH_CHECK(t->scalar_type() == dt, "mixture_dispatch: all inputs must share the dtype of x0 (", dt, ")");
     TORCH_CHECK(t->device() == x0.device(), "mixture_dispatch: all inputs must be on x0's device (", x0.device(), ")");
   }
-  const bool has_eps = eps.has_value() && eps->defined();
-  if (has_eps) {
+  if (eps.has_value() && eps->defined()) {
     TORCH_CHECK(eps->sizes() == x0.sizes(), "mixture_dispatch: eps must have the shape of x0 ", x0.sizes(), ", got ",
                 eps->sizes());
     TORCH_CHECK(eps->scalar_type() == dt && eps->device() == x0.device(), "mixture_dispatch: eps must match x0's dtype/device");
   }
-  return has_eps;
 }
 
+}  // namespace mixture_dispatch
 }  // namespace gmmkernels

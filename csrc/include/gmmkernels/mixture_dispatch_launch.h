@@ -1,5 +1,6 @@
-// Nearest-center dispatcher + centred forward noising (mixDDPM, kernel K5 of algorithms.md section 4.5).
-// Plain launchers on raw pointers; no torch headers, so the header can be included from .cu files.
+// Nearest-center dispatcher + centred forward noising (mixDDPM; docs/kernels.md (mixture_dispatch), docs/methods.md
+// (mixDDPM)). Plain CUDA launcher on raw pointers (csrc/cuda/mixture_dispatch_kernels.cu), called by the ATen host
+// code csrc/cuda/mixture_dispatch.cpp; no torch headers, so the header can be included from .cu files.
 //
 // For n < N, with row-major x0 [N, D], centers [K, D], a [N], sigma [N], eps [N, D] (or nullptr):
 //   j[n]     = argmin_k ( |c_k|^2 - 2 x0_n . c_k )     lowest k on ties; a NaN or +-inf distance never
@@ -11,22 +12,15 @@
 
 #include <cstdint>
 
-#ifdef __CUDACC__
-#include <cuda_runtime.h>
-#else
-struct CUstream_st;
-typedef struct CUstream_st* cudaStream_t;
-#endif
+#include <cuda_runtime_api.h>
 
 namespace gmmkernels {
 
-// cnorm [K] = |c_k|^2, computed by the caller. All pointers are device pointers of contiguous arrays.
-// Returns 0 on success, otherwise a cudaError_t value (the caller raises). K >= 1, N, D >= 0.
-int mixture_dispatch_cuda_f32(const float* x0, const float* centers, const float* cnorm, const float* a,
-                              const float* sigma, const float* eps, float* x_t, int64_t* assign, float* dist2,
-                              int64_t N, int64_t K, int64_t D, cudaStream_t stream);
-int mixture_dispatch_cuda_f64(const double* x0, const double* centers, const double* cnorm, const double* a,
-                              const double* sigma, const double* eps, double* x_t, int64_t* assign, double* dist2,
-                              int64_t N, int64_t K, int64_t D, cudaStream_t stream);
+// cnorm [K] = |c_k|^2, computed by the caller. All pointers are device pointers of contiguous arrays; T is float or
+// double. Returns the launch error (cudaSuccess when fine). K >= 1, N, D >= 0.
+template <typename T>
+cudaError_t launch_mixture_dispatch(const T* x0, const T* centers, const T* cnorm, const T* a, const T* sigma,
+                                    const T* eps, T* x_t, int64_t* assign, T* dist2, int64_t N, int64_t K, int64_t D,
+                                    cudaStream_t stream);
 
 }  // namespace gmmkernels
