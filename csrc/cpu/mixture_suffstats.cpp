@@ -9,6 +9,9 @@
 
 #include <vector>
 
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/mixture_suffstats_checks.h"
+
 namespace gmmkernels {
 namespace {
 
@@ -64,25 +67,17 @@ void suffstats_impl(const scalar_t* x, const scalar_t* r, scalar_t* nk, scalar_t
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cpu(const at::Tensor& x, const at::Tensor& resp, bool full) {
-  TORCH_CHECK(x.dim() == 3, "mixture_suffstats: x must be [B, N, D], got ", x.sizes());
-  TORCH_CHECK(resp.dim() == 3, "mixture_suffstats: resp must be [B, N, K], got ", resp.sizes());
-  TORCH_CHECK(x.scalar_type() == resp.scalar_type(), "mixture_suffstats: x and resp must have one dtype, got ",
-              x.scalar_type(), " and ", resp.scalar_type());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-              "mixture_suffstats: float32 or float64 expected, got ", x.scalar_type());
+  const auto s = mixture_suffstats::check_inputs(x, resp);
   TORCH_CHECK(x.device().is_cpu() && resp.device().is_cpu(), "mixture_suffstats: CPU tensors expected");
-  const int64_t B = resp.size(0), N = resp.size(1), K = resp.size(2), D = x.size(2);
-  TORCH_CHECK(x.size(0) == B || x.size(0) == 1, "mixture_suffstats: x has batch ", x.size(0), " but resp has ", B);
-  TORCH_CHECK(x.size(1) == N, "mixture_suffstats: x has N=", x.size(1), " but resp has N=", N);
+  const int64_t B = s.B, N = s.N, K = s.K, D = s.D;
   auto xc = x.contiguous();
   auto rc = resp.contiguous();
   auto nk = at::empty({B, K}, x.options());
   auto sx = at::empty({B, K, D}, x.options());
   auto sxx = full ? at::empty({B, K, D, D}, x.options()) : at::empty({B, K, D}, x.options());
-  const int64_t xbs = x.size(0) == 1 ? 0 : N * D;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_suffstats_cpu", [&] {
     suffstats_impl<scalar_t>(xc.data_ptr<scalar_t>(), rc.data_ptr<scalar_t>(), nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(),
-                             sxx.data_ptr<scalar_t>(), B, N, K, D, xbs, full);
+                             sxx.data_ptr<scalar_t>(), B, N, K, D, batch_stride(xc), full);
   });
   return {nk, sx, sxx};
 }

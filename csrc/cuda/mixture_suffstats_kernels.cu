@@ -1,10 +1,14 @@
-// CUDA kernels of mixture_suffstats (no torch headers; launched from mixture_suffstats_cuda.cpp).
+// CUDA kernels of mixture_suffstats (no torch headers; launched from mixture_suffstats.cpp, launchers declared in
+// gmmkernels/mixture_suffstats_launch.h).
 // Deterministic (no atomics): N is cut into S chunks whose count depends on the shapes only (not on the GPU); each
 // output of a chunk is accumulated by one thread in a fixed order, then the S partial sums are added in chunk order.
 // Without the split a small problem (B = 1, K = 16, D = 8: one block) would run serially over N on one SM.
 #include <cuda_runtime.h>
+
 #include <algorithm>
 #include <cstdint>
+
+#include "gmmkernels/mixture_suffstats_launch.h"
 
 namespace gmmkernels {
 namespace {
@@ -125,10 +129,11 @@ constexpr int64_t kMinChunk = 512;       // rows per chunk at least: partial sum
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
+}  // namespace gmmkernels
 
-// The split of N used by launch_mixture_suffstats; a function of the shapes only, so results are bitwise reproducible
-// across runs and GPUs. Returns S >= 1 and sets *chunk (rows per chunk, a multiple of 64).
-int64_t mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk) {
+// What mixture_suffstats_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
+int64_t gmmkernels::mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk) {
   const int64_t base = full ? B * K * ceil_div(D, 16) * (ceil_div(D, 16) + 1) / 2 : ceil_div(D, TD) * ceil_div(K, TK) * B;
   int64_t S = base >= kTargetBlocks ? 1 : ceil_div(kTargetBlocks, std::max<int64_t>(base, 1));
   S = std::max<int64_t>(1, std::min(S, N / kMinChunk));
@@ -139,8 +144,8 @@ int64_t mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, boo
   return S;
 }
 
-// Workspace (elements of T) that launch_mixture_suffstats needs for S > 1: the S partial sums of every output.
-int64_t mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full) {
+// Workspace for S > 1: the S partial sums of every output.
+int64_t gmmkernels::mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full) {
   int64_t chunk = 0;
   const int64_t Sd = mixture_suffstats_splits(B, N, K, D, false, &chunk);
   const int64_t Sf = full ? mixture_suffstats_splits(B, N, K, D, true, &chunk) : 1;
@@ -150,8 +155,9 @@ int64_t mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, 
 }
 
 template <typename T>
-cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sxx, int64_t B, int64_t N, int64_t K, int64_t D,
-                                     int64_t x_bstride, bool full, T* diag_tmp, T* workspace, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sxx, int64_t B, int64_t N,
+                                                 int64_t K, int64_t D, int64_t x_bstride, bool full, T* diag_tmp,
+                                                 T* workspace, cudaStream_t stream) {
   if (B == 0 || K == 0) return cudaSuccess;
   int64_t chunk = 0;
   const int64_t S = mixture_suffstats_splits(B, N, K, D, false, &chunk);
@@ -183,9 +189,9 @@ cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sx
   return cudaGetLastError();
 }
 
-template cudaError_t launch_mixture_suffstats<float>(const float*, const float*, float*, float*, float*, int64_t, int64_t, int64_t,
-                                                     int64_t, int64_t, bool, float*, float*, cudaStream_t);
-template cudaError_t launch_mixture_suffstats<double>(const double*, const double*, double*, double*, double*, int64_t, int64_t,
-                                                      int64_t, int64_t, int64_t, bool, double*, double*, cudaStream_t);
-
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                            \
+  template cudaError_t gmmkernels::launch_mixture_suffstats<T>(const T*, const T*, T*, T*, T*, int64_t, int64_t,       \
+                                                               int64_t, int64_t, int64_t, bool, T*, T*, cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE
