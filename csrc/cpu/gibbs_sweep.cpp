@@ -1,5 +1,5 @@
 // gibbs_sweep on CPU: one Gibbs sweep of B independent chains of a conjugate Bayesian Gaussian mixture
-// (diagonal covariances; model and random streams in csrc/include/gmmkernels/gibbs.h). Chains run in
+// (diagonal covariances; model and random streams in csrc/include/gmmkernels/gibbs_sweep.h). Chains run in
 // parallel; within a chain every sum is taken in the order n = 0..N-1, so results do not depend on threads.
 #include <ATen/Parallel.h>
 #include <torch/all.h>
@@ -8,8 +8,9 @@
 #include <cmath>
 #include <vector>
 
-#include "gmmkernels/gibbs.h"
-#include "gmmkernels/gibbs_checks.h"
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/gibbs_sweep.h"
+#include "gmmkernels/gibbs_sweep_checks.h"
 
 namespace gmmkernels {
 namespace {
@@ -36,9 +37,10 @@ void gibbs_impl(const scalar_t* x, int64_t x_bstride, const scalar_t* logw, cons
       std::fill(nk.begin(), nk.end(), 0.0);
       const scalar_t* xb = x + b * x_bstride;
       for (int64_t n = 0; n < N; ++n) {
-        rng::Stream st(seed, static_cast<uint64_t>(b * N + n), step, gibbs::kTagAssign);
+        rng::Stream st(seed, static_cast<uint64_t>(b * N + n), step, gibbs_sweep::kTagAssign);
         const scalar_t* xn = xb + n * D;
-        const int k = gibbs::draw_assignment<scalar_t, double>(xn, (int)D, (int)K, logc.data(), mub, ivar.data(), st.uniform());
+        const int k = gibbs_sweep::draw_assignment<scalar_t, double>(xn, (int)D, (int)K, logc.data(), mub, ivar.data(),
+                                                                     st.uniform());
         z[b * N + n] = k;
         nk[k] += 1.0;
         for (int64_t d = 0; d < D; ++d) {
@@ -49,16 +51,17 @@ void gibbs_impl(const scalar_t* x, int64_t x_bstride, const scalar_t* logw, cons
       }
       double gs = 0;
       for (int64_t k = 0; k < K; ++k) {
-        rng::Stream st(seed, static_cast<uint64_t>(b * K + k), step, gibbs::kTagWeight);
+        rng::Stream st(seed, static_cast<uint64_t>(b * K + k), step, gibbs_sweep::kTagWeight);
         g[k] = st.gamma(alpha + nk[k]);
         gs += g[k];
       }
       for (int64_t k = 0; k < K; ++k) logw_o[b * K + k] = static_cast<scalar_t>(std::log(g[k]) - std::log(gs));
       for (int64_t k = 0; k < K; ++k)
         for (int64_t d = 0; d < D; ++d) {
-          rng::Stream st(seed, static_cast<uint64_t>((b * K + k) * D + d), step, gibbs::kTagParam);
+          rng::Stream st(seed, static_cast<uint64_t>((b * K + k) * D + d), step, gibbs_sweep::kTagParam);
           double m, v;
-          gibbs::draw_param(nk[k], s1[k * D + d], s2[k * D + d], static_cast<double>(m0[d]), kappa0, a0, b0, st, &m, &v);
+          gibbs_sweep::draw_param(nk[k], s1[k * D + d], s2[k * D + d], static_cast<double>(m0[d]), kappa0, a0, b0, st, &m,
+                                  &v);
           mu_o[(b * K + k) * D + d] = static_cast<scalar_t>(m);
           var_o[(b * K + k) * D + d] = static_cast<scalar_t>(v);
         }
@@ -70,17 +73,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gibbs_sweep_cpu(const
                                                                            const at::Tensor& means, const at::Tensor& var,
                                                                            const at::Tensor& m0, double alpha, double kappa0,
                                                                            double a0, double b0, int64_t seed, int64_t step) {
-  gibbs::check_sweep_args(x, logw, means, var, m0, alpha, kappa0, a0, b0);
+  gibbs_sweep::check_sweep_args(x, logw, means, var, m0, alpha, kappa0, a0, b0);
   const int64_t B = logw.size(0), K = logw.size(1), N = x.size(1), D = x.size(2);
   auto xc = x.contiguous(), lc = logw.contiguous(), mc = means.contiguous(), vc = var.contiguous(), m0c = m0.contiguous();
   auto z = at::empty({B, N}, x.options().dtype(at::kInt));
   auto lo = at::empty_like(lc), mo = at::empty_like(mc), vo = at::empty_like(vc);
-  const int64_t xbs = x.size(0) == 1 ? 0 : N * D;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gibbs_sweep_cpu", [&] {
-    gibbs_impl<scalar_t>(xc.data_ptr<scalar_t>(), xbs, lc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(),
-                         m0c.data_ptr<scalar_t>(), z.data_ptr<int32_t>(), lo.data_ptr<scalar_t>(), mo.data_ptr<scalar_t>(),
-                         vo.data_ptr<scalar_t>(), B, N, K, D, alpha, kappa0, a0, b0, static_cast<uint64_t>(seed),
-                         static_cast<uint32_t>(step));
+    gibbs_impl<scalar_t>(xc.data_ptr<scalar_t>(), batch_stride(xc), lc.data_ptr<scalar_t>(), mc.data_ptr<scalar_t>(),
+                         vc.data_ptr<scalar_t>(), m0c.data_ptr<scalar_t>(), z.data_ptr<int32_t>(), lo.data_ptr<scalar_t>(),
+                         mo.data_ptr<scalar_t>(), vo.data_ptr<scalar_t>(), B, N, K, D, alpha, kappa0, a0, b0,
+                         static_cast<uint64_t>(seed), static_cast<uint32_t>(step));
   });
   return {z, lo, mo, vo};
 }

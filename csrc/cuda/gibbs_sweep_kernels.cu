@@ -2,11 +2,14 @@
 // Phases: (1) per-component constants to shared memory; (2) one thread per point draws z_n (one Philox uniform,
 // two passes over K, nothing of size N x K stored); (3) sufficient statistics with a fixed split of the points
 // into segments and a fixed-order combine (deterministic, no atomics); (4) conjugate draws (Dirichlet via gamma,
-// Normal-Inverse-Gamma per (k, d)). Shared math and random streams: csrc/include/gmmkernels/gibbs.h.
+// Normal-Inverse-Gamma per (k, d)). Shared math and random streams: csrc/include/gmmkernels/gibbs_sweep.h; launcher
+// declared in gmmkernels/gibbs_sweep_launch.h.
 #include <cuda_runtime.h>
+
 #include <cstdint>
 
-#include "gmmkernels/gibbs.h"
+#include "gmmkernels/gibbs_sweep.h"
+#include "gmmkernels/gibbs_sweep_launch.h"
 
 namespace gmmkernels {
 namespace {
@@ -40,8 +43,8 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   __syncthreads();
 
   for (int n = tid; n < N; n += nt) {
-    rng::Stream s(seed, static_cast<uint64_t>(b * N + n), step, gibbs::kTagAssign);
-    z[b * N + n] = gibbs::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
+    rng::Stream s(seed, static_cast<uint64_t>(b * N + n), step, gibbs_sweep::kTagAssign);
+    z[b * N + n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
   }
   __syncthreads();  // z (global) visible to the block
 
@@ -81,7 +84,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   }
 
   for (int k = tid; k < K; k += nt) {
-    rng::Stream s(seed, static_cast<uint64_t>(b * K + k), step, gibbs::kTagWeight);
+    rng::Stream s(seed, static_cast<uint64_t>(b * K + k), step, gibbs_sweep::kTagWeight);
     g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
   }
   __syncthreads();
@@ -93,21 +96,26 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   }
   for (int e = tid; e < K * D; e += nt) {
     const int k = e / D, d = e % D;
-    rng::Stream s(seed, static_cast<uint64_t>(b * K * D + e), step, gibbs::kTagParam);
+    rng::Stream s(seed, static_cast<uint64_t>(b * K * D + e), step, gibbs_sweep::kTagParam);
     double mm, vv;
-    gibbs::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
-                      static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s, &mm, &vv);
+    gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
+                            static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
+                            &mm, &vv);
     mu_o[b * K * D + e] = static_cast<T>(mm);
     var_o[b * K * D + e] = static_cast<T>(vv);
   }
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
+// What gibbs_sweep_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
 template <typename T>
-cudaError_t launch_gibbs_sweep(const T* x, int64_t x_bstride, const T* logw, const T* mu, const T* var, const T* m0, int32_t* z,
-                               T* logw_o, T* mu_o, T* var_o, int64_t B, int64_t N, int64_t K, int64_t D, double alpha, double kappa0,
-                               double a0, double b0, uint64_t seed, uint32_t step, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const T* logw, const T* mu, const T* var,
+                                           const T* m0, int32_t* z, T* logw_o, T* mu_o, T* var_o, int64_t B, int64_t N,
+                                           int64_t K, int64_t D, double alpha, double kappa0, double a0, double b0,
+                                           uint64_t seed, uint32_t step, cudaStream_t stream) {
   using Acc = T;  // float chains accumulate in float (sums over one chain's points), double in double
   if (B == 0) return cudaSuccess;
   const int threads = 128;
@@ -122,12 +130,11 @@ cudaError_t launch_gibbs_sweep(const T* x, int64_t x_bstride, const T* logw, con
   return cudaGetLastError();
 }
 
-#define GMMK_INST(T)                                                                                                           \
-  template cudaError_t launch_gibbs_sweep<T>(const T*, int64_t, const T*, const T*, const T*, const T*, int32_t*, T*, T*, T*,  \
-                                             int64_t, int64_t, int64_t, int64_t, double, double, double, double, uint64_t,    \
-                                             uint32_t, cudaStream_t);
-GMMK_INST(float)
-GMMK_INST(double)
-#undef GMMK_INST
-
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                         \
+  template cudaError_t gmmkernels::launch_gibbs_sweep<T>(const T*, int64_t, const T*, const T*, const T*, const T*, \
+                                                         int32_t*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,  \
+                                                         double, double, double, double, uint64_t, uint32_t,        \
+                                                         cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE

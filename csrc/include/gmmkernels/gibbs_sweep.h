@@ -9,10 +9,11 @@
 // Random-number streams (rng.h): assignment of point n in chain b: index b*N+n, tag 1; Dirichlet gamma of
 // (b, k): index b*K+k, tag 2; (var, mu) of (b, k, d): index (b*K+k)*D+d, tag 3. step = the sweep number.
 #pragma once
+#include "gmmkernels/common.h"
 #include "gmmkernels/rng.h"
 
 namespace gmmkernels {
-namespace gibbs {
+namespace gibbs_sweep {
 
 constexpr uint32_t kTagAssign = 1, kTagWeight = 2, kTagParam = 3;
 constexpr double kLog2Pi = 1.8378770664093453;
@@ -75,5 +76,5 @@ GMMK_HD void draw_param(double n, double s1, double s2, double m0, double kappa0
   *mu_out = mn + sqrt(var / kn) * st.normal();
 }
 
-}  // namespace gibbs
+}  // namespace gibbs_sweep
 }  // namespace gmmkernels

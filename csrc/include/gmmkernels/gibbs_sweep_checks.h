@@ -3,7 +3,7 @@
 #include <torch/all.h>
 
 namespace gmmkernels {
-namespace gibbs {
+namespace gibbs_sweep {
 
 // x [B or 1, N, D], logw [B, K], means and var [B, K, D], m0 [D]; one dtype and device; positive hyperparameters.
 inline void check_sweep_args(const at::Tensor& x, const at::Tensor& logw, const at::Tensor& means, const at::Tensor& var,
@@ -25,5 +25,5 @@ inline void check_sweep_args(const at::Tensor& x, const at::Tensor& logw, const 
   TORCH_CHECK(alpha > 0 && kappa0 > 0 && a0 > 0 && b0 > 0, "gibbs_sweep: alpha, kappa0, a0, b0 must be positive");
 }
 
-}  // namespace gibbs
+}  // namespace gibbs_sweep
 }  // namespace gmmkernels
