@@ -1,4 +1,4 @@
-// GMS per-element two-component fit and fused sampling step on CPU (math in csrc/include/gmmkernels/gms.h).
+// GMS per-element two-component fit and fused sampling step on CPU (math in csrc/include/gmmkernels/gms_fit.h).
 //   gms_fit:  closed form (double) or the official 70-iteration Adan solver, elementwise over any shape.
 //   gms_step: moments from (x_t, e1, e2, e3) with the official clamps -> fit -> component -> x_s.
 // The Adan solver runs blocks of kBlock elements with the iteration loop outside, so the element loop vectorises; the
@@ -10,9 +10,10 @@
 #include <cmath>
 #include <vector>
 
-#include "gmmkernels/gms.h"
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/gms_fit.h"
+#include "gmmkernels/gms_fit_checks.h"
 #include "gmmkernels/rng_block.h"
-#include "gmmkernels/gms_checks.h"
 
 namespace gmmkernels {
 namespace {
@@ -21,7 +22,7 @@ constexpr int64_t kBlock = 64;
 
 std::vector<double> adan_schedule(int64_t iters, double lr) {
   std::vector<double> s(3 * iters);
-  gms::AdanSchedule sch;
+  gms_fit::AdanSchedule sch;
   for (int64_t k = 0; k < iters; ++k) {
     sch.next(lr);
     s[3 * k] = sch.c1;
@@ -42,8 +43,8 @@ void adan_block(const T* M1, const T* V, const T* M3, int64_t nb, T w, T scale, 
     b[j] = V[j];
     c[j] = M3[j];
     th0[j] = a[j];
-    th1[j] = a[j] - T(gms::kMu2Offset);
-    th2[j] = T(gms::kBetaInit);
+    th1[j] = a[j] - T(gms_fit::kMu2Offset);
+    th2[j] = T(gms_fit::kBetaInit);
     m0[j] = m1[j] = m2[j] = d0[j] = d1[j] = d2[j] = n0[j] = n1[j] = n2[j] = T(0);
   }
   const int64_t iters = static_cast<int64_t>(sched.size() / 3);
@@ -53,18 +54,18 @@ void adan_block(const T* M1, const T* V, const T* M3, int64_t nb, T w, T scale, 
 #pragma omp simd
     for (int64_t j = 0; j < nb; ++j) {
       T g0, g1, g2;
-      gms::objective_grad<T>(w, a[j], b[j], c[j], th0[j], th1[j], th2[j], scale, &g0, &g1, &g2);
+      gms_fit::objective_grad<T>(w, a[j], b[j], c[j], th0[j], th1[j], th2[j], scale, &g0, &g1, &g2);
       if (first) {
         p0[j] = -g0;
         p1[j] = -g1;
         p2[j] = -g2;
       }
-      gms::adan_update<T>(th0[j], m0[j], d0[j], n0[j], p0[j], g0, c1, c2, s3);
-      gms::adan_update<T>(th1[j], m1[j], d1[j], n1[j], p1[j], g1, c1, c2, s3);
-      gms::adan_update<T>(th2[j], m2[j], d2[j], n2[j], p2[j], g2, c1, c2, s3);
+      gms_fit::adan_update<T>(th0[j], m0[j], d0[j], n0[j], p0[j], g0, c1, c2, s3);
+      gms_fit::adan_update<T>(th1[j], m1[j], d1[j], n1[j], p1[j], g1, c1, c2, s3);
+      gms_fit::adan_update<T>(th2[j], m2[j], d2[j], n2[j], p2[j], g2, c1, c2, s3);
     }
   }
-  const T lo = T(gms::kBetaMin), hi = T(gms::kBetaMax);
+  const T lo = T(gms_fit::kBetaMin), hi = T(gms_fit::kBetaMax);
   for (int64_t j = 0; j < nb; ++j) {
     const T bc = th2[j] < lo ? lo : (th2[j] > hi ? hi : th2[j]);
     o1[j] = th0[j];
@@ -76,19 +77,18 @@ void adan_block(const T* M1, const T* V, const T* M3, int64_t nb, T w, T scale, 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gms_fit_cpu(const at::Tensor& mean, const at::Tensor& var, const at::Tensor& m3,
                                                            double weight, int64_t method, int64_t iters, double lr, double var_floor,
                                                            int64_t n_el) {
-  gms::check_fit_args(mean, var, m3, weight, method, iters, var_floor, n_el);
+  gms_fit::check_fit_args(mean, var, m3, weight, method, iters, var_floor, n_el);
   auto M1 = mean.contiguous(), V = var.contiguous(), M3 = m3.contiguous();
   auto mu1 = at::empty_like(M1), mu2 = at::empty_like(M1), v = at::empty_like(M1);
   const int64_t n = M1.numel();
   if (n == 0) return {mu1, mu2, v};
-  const double count = n_el > 0 ? static_cast<double>(n_el) : static_cast<double>(n);
   AT_DISPATCH_FLOATING_TYPES(M1.scalar_type(), "gms_fit_cpu", [&] {
     const scalar_t *pm = M1.data_ptr<scalar_t>(), *pv = V.data_ptr<scalar_t>(), *p3 = M3.data_ptr<scalar_t>();
     scalar_t *o1 = mu1.data_ptr<scalar_t>(), *o2 = mu2.data_ptr<scalar_t>(), *ov = v.data_ptr<scalar_t>();
-    if (method == gms::kClosed) {
+    if (method == gms_fit::kClosed) {
       at::parallel_for(0, n, 4096, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) {
-          const gms::Fit f = gms::closed_fit(pm[i], pv[i], p3[i], weight, var_floor);
+          const gms_fit::Fit f = gms_fit::closed_fit(pm[i], pv[i], p3[i], weight, var_floor);
           o1[i] = static_cast<scalar_t>(f.mu1);
           o2[i] = static_cast<scalar_t>(f.mu2);
           ov[i] = static_cast<scalar_t>(f.v);
@@ -96,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gms_fit_cpu(const at::Tensor& mea
       });
     } else {
       const auto sched = adan_schedule(iters, lr);
-      const scalar_t w = static_cast<scalar_t>(weight), scale = static_cast<scalar_t>(2.0 / count);
+      const scalar_t w = static_cast<scalar_t>(weight), scale = static_cast<scalar_t>(gms_fit::adan_scale(n_el, n));
       at::parallel_for(0, (n + kBlock - 1) / kBlock, 16, [&](int64_t lo, int64_t hi) {
         for (int64_t blk = lo; blk < hi; ++blk) {
           const int64_t s = blk * kBlock, nb = std::min(kBlock, n - s);
@@ -111,24 +111,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gms_fit_cpu(const at::Tensor& mea
 // The random numbers of the fused step for a run of elements, 16 at a time (rng_block.h): z from the element's
 // stream (tag 7), u from the component stream (tag 6) of the element or, per image, one uniform per image.
 struct StepRandom {
-  const gms::StepParams& P;
+  const gms_fit::StepParams& P;
   uint64_t last_ci = ~uint64_t(0);
   double last_u = 0.0;
-  explicit StepRandom(const gms::StepParams& p) : P(p) {}
+  explicit StepRandom(const gms_fit::StepParams& p) : P(p) {}
   void fill(int64_t i0, int64_t n, double* u, double* z) {
     for (int64_t t = 0; t < n; t += rng::kBlock) {
       const int nb = static_cast<int>(std::min<int64_t>(rng::kBlock, n - t));
       const uint64_t i = static_cast<uint64_t>(i0 + t);
-      rng::normals_block(P.seed, i, P.offset, gms::kTagNoise, nb, z + t);
+      rng::normals_block(P.seed, i, P.offset, gms_fit::kTagNoise, nb, z + t);
       if (!P.per_image) {
-        rng::uniforms_block(P.seed, i, P.offset, gms::kTagComponent, nb, u + t);
+        rng::uniforms_block(P.seed, i, P.offset, gms_fit::kTagComponent, nb, u + t);
         continue;
       }
       for (int l = 0; l < nb; ++l) {
-        const uint64_t ci = gms::component_index(i0 + t + l, P);
+        const uint64_t ci = gms_fit::component_index(i0 + t + l, P);
         if (ci != last_ci) {
           last_ci = ci;
-          last_u = rng::Stream(P.seed, ci, P.offset, gms::kTagComponent).uniform();
+          last_u = rng::Stream(P.seed, ci, P.offset, gms_fit::kTagComponent).uniform();
         }
         u[t + l] = last_u;
       }
@@ -140,16 +140,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gms_step_cpu(
     const at::Tensor& x_t, const at::Tensor& e1, const at::Tensor& e2, const at::Tensor& e3, double a_t, double sigma_t, double A,
     double B, double lam2, double weight, int64_t method, int64_t iters, double lr, double var_floor, int64_t n_el, bool per_image,
     double var_clip, int64_t seed, int64_t offset, bool with_params) {
-  gms::check_step_args(x_t, e1, e2, e3, weight, method, iters, var_floor, n_el, offset);
+  gms_fit::check_step_args(x_t, e1, e2, e3, weight, method, iters, var_floor, n_el, offset);
   auto X = x_t.contiguous(), E1 = e1.contiguous(), E2 = e2.contiguous(), E3 = e3.contiguous();
   auto out = at::empty_like(X);
-  auto mu1 = with_params ? at::empty_like(X) : X.new_empty({0});
-  auto mu2 = with_params ? at::empty_like(X) : X.new_empty({0});
-  auto v = with_params ? at::empty_like(X) : X.new_empty({0});
+  auto mu1 = optional_output(with_params, X.sizes(), X.options());
+  auto mu2 = optional_output(with_params, X.sizes(), X.options());
+  auto v = optional_output(with_params, X.sizes(), X.options());
   const int64_t n = X.numel();
   if (n == 0) return {out, mu1, mu2, v};
-  const gms::StepParams P = gms::make_step_params(X, a_t, sigma_t, A, B, lam2, weight, method, iters, lr, var_floor, n_el,
-                                                   per_image, var_clip, seed, offset);
+  const gms_fit::StepParams P = gms_fit::make_step_params(X, a_t, sigma_t, A, B, lam2, weight, method, iters, lr, var_floor,
+                                                          n_el, per_image, var_clip, seed, offset);
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "gms_step_cpu", [&] {
     const scalar_t *px = X.data_ptr<scalar_t>(), *p1 = E1.data_ptr<scalar_t>(), *p2 = E2.data_ptr<scalar_t>(),
                    *p3 = E3.data_ptr<scalar_t>();
@@ -157,7 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gms_step_cpu(
     scalar_t* q1 = with_params ? mu1.data_ptr<scalar_t>() : nullptr;
     scalar_t* q2 = with_params ? mu2.data_ptr<scalar_t>() : nullptr;
     scalar_t* qv = with_params ? v.data_ptr<scalar_t>() : nullptr;
-    const bool adan = P.method == gms::kAdan;
+    const bool adan = P.method == gms_fit::kAdan;
     const auto sched = adan ? adan_schedule(P.iters, P.lr) : std::vector<double>();
     const scalar_t w = static_cast<scalar_t>(P.w), scale = static_cast<scalar_t>(P.scale);
     at::parallel_for(0, n, adan ? kBlock : 2048, [&](int64_t lo, int64_t hi) {
@@ -170,18 +170,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gms_step_cpu(
         if (adan) {  // moments, then the vectorised Adan solve of the whole block, then the draws
           for (int64_t j = 0; j < nb; ++j) {
             double a, b, c;
-            gms::step_moments_nan(px[s + j], p1[s + j], p2[s + j], p3[s + j], P.coef, &a, &b, &c);
+            gms_fit::step_moments_nan(px[s + j], p1[s + j], p2[s + j], p3[s + j], P.coef, &a, &b, &c);
             m1[j] = static_cast<scalar_t>(a);
             vv[j] = static_cast<scalar_t>(b);
             m3[j] = static_cast<scalar_t>(c);
           }
           adan_block<scalar_t>(m1, vv, m3, nb, w, scale, sched, f1, f2, fv);
-          for (int64_t j = 0; j < nb; ++j) po[s + j] = static_cast<scalar_t>(gms::draw_from_fit(f1[j], f2[j], fv[j], P.w, u[j], z[j]));
+          for (int64_t j = 0; j < nb; ++j)
+            po[s + j] = static_cast<scalar_t>(gms_fit::draw_from_fit(f1[j], f2[j], fv[j], P.w, u[j], z[j]));
         } else {
           for (int64_t j = 0; j < nb; ++j) {
             double a, b, c;
             po[s + j] = static_cast<scalar_t>(
-                gms::step_element_draw<scalar_t>(px[s + j], p1[s + j], p2[s + j], p3[s + j], P, u[j], z[j], &a, &b, &c));
+                gms_fit::step_element_draw<scalar_t>(px[s + j], p1[s + j], p2[s + j], p3[s + j], P, u[j], z[j], &a, &b,
+                                                     &c));
             f1[j] = static_cast<scalar_t>(a);
             f2[j] = static_cast<scalar_t>(b);
             fv[j] = static_cast<scalar_t>(c);

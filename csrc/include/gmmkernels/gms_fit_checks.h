@@ -2,10 +2,10 @@
 #pragma once
 #include <torch/all.h>
 
-#include "gmmkernels/gms.h"
+#include "gmmkernels/gms_fit.h"
 
 namespace gmmkernels {
-namespace gms {
+namespace gms_fit {
 
 inline void check_like(const char* fn, const at::Tensor& ref, const at::Tensor& t, const char* name, const char* ref_name) {
   TORCH_CHECK(t.sizes() == ref.sizes(), fn, ": ", name, " must have the shape of ", ref_name, " ", ref.sizes(), ", got ", t.sizes());
@@ -54,7 +54,7 @@ inline StepParams make_step_params(const at::Tensor& X, double a_t, double sigma
   P.lr = lr;
   P.floor_frac = var_floor;
   P.var_clip = var_clip;
-  P.scale = 2.0 / (n_el > 0 ? static_cast<double>(n_el) : static_cast<double>(n > 0 ? n : 1));
+  P.scale = adan_scale(n_el, n);
   P.method = static_cast<int>(method);
   P.iters = static_cast<int>(iters);
   P.per_image = per_image ? 1 : 0;
@@ -64,5 +64,5 @@ inline StepParams make_step_params(const at::Tensor& X, double a_t, double sigma
   return P;
 }
 
-}  // namespace gms
+}  // namespace gms_fit
 }  // namespace gmmkernels

@@ -15,10 +15,11 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gmmkernels/common.h"
 #include "gmmkernels/rng.h"
 
 namespace gmmkernels {
-namespace gms {
+namespace gms_fit {
 
 using std::cbrt;
 using std::copysign;
@@ -58,6 +59,11 @@ GMMK_HD Fit closed_fit(double M1, double V, double M3, double w, double floor_fr
     delta = copysign(sqrt((V - v) / pq), delta);
   }
   return Fit{M1 + q * delta, M1 - w * delta, v};
+}
+
+// The gradient scale of the Adan objective J: 2 / n_el, where n_el = 0 means the number n of fitted elements.
+inline double adan_scale(int64_t n_el, int64_t n) {
+  return 2.0 / (n_el > 0 ? static_cast<double>(n_el) : static_cast<double>(n > 0 ? n : 1));
 }
 
 // Adan step sizes of iteration k (1-based), from running powers of the betas (the official code uses beta**k).
@@ -133,7 +139,7 @@ GMMK_HD void adan_fit(T M1, T V, T M3, T w, T scale, int iters, double lr, T* mu
   *v_out = V * bc;
 }
 
-// Scalar coefficients of one GMS step (algorithms.md section 1.3).
+// Scalar coefficients of one GMS step (docs/methods.md (GMS)).
 struct StepCoef {
   double a_t, sigma_t, A, B, lam2;
 };
@@ -221,5 +227,5 @@ GMMK_HD double step_element(double xt, double e1, double e2, double e3, int64_t 
   return step_element_draw<T>(xt, e1, e2, e3, P, u, z, mu1, mu2, v);
 }
 
-}  // namespace gms
+}  // namespace gms_fit
 }  // namespace gmmkernels
