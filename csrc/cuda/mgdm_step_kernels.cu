@@ -1,4 +1,4 @@
-// CUDA kernels of the fused MGDM steps (no torch headers; host side in mgdm_step_cuda.cpp). Math shared with the
+// CUDA kernels of the fused MGDM steps (no torch headers; host side in mgdm_step.cpp). Math shared with the
 // CPU kernels: csrc/include/gmmkernels/mgdm.h. One thread per element, counter-based normals keyed by element index.
 #include <cuda_runtime.h>
 #include <cstdint>
