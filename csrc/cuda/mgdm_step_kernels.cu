@@ -1,21 +1,24 @@
-// CUDA kernels of the fused MGDM steps (no torch headers; host side in mgdm_step.cpp). Math shared with the
-// CPU kernels: csrc/include/gmmkernels/mgdm.h. One thread per element, counter-based normals keyed by element index.
+// CUDA kernels of the fused MGDM steps (no torch headers; host side in mgdm_step.cpp, launchers declared in
+// gmmkernels/mgdm_step_launch.h). Math shared with the CPU kernels: csrc/include/gmmkernels/mgdm_step.h. One thread per
+// element, counter-based normals keyed by element index.
 #include <cuda_runtime.h>
+
 #include <cstdint>
 
-#include "gmmkernels/mgdm.h"
+#include "gmmkernels/mgdm_step.h"
+#include "gmmkernels/mgdm_step_launch.h"
 
 namespace gmmkernels {
 namespace {
 
 template <typename T>
 __global__ void vi_step_kernel(T* __restrict__ state, const T* __restrict__ g, const T* __restrict__ eps, const T* __restrict__ m,
-                               const T* __restrict__ inv_s2, int64_t n, int64_t P, mgdm::AdamCoef a, uint64_t seed, uint32_t draw,
-                               T* __restrict__ v_out, T* __restrict__ e_out) {
+                               const T* __restrict__ inv_s2, int64_t n, int64_t P, mgdm_step::AdamCoef a, uint64_t seed,
+                               uint32_t draw, T* __restrict__ v_out, T* __restrict__ e_out) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-    rng::Stream st(seed, static_cast<uint64_t>(i), draw, mgdm::kTagVI);
-    mgdm::vi_update<T>(state + i, state + n + i, state + 2 * n + i, state + 3 * n + i, state + 4 * n + i, state + 5 * n + i, g[i],
-                       eps[i], m[i], inv_s2[i / P], a, st.normal(), v_out + i, e_out + i);
+    rng::Stream st(seed, static_cast<uint64_t>(i), draw, mgdm_step::kTagVI);
+    mgdm_step::vi_update<T>(state + i, state + n + i, state + 2 * n + i, state + 3 * n + i, state + 4 * n + i,
+                            state + 5 * n + i, g[i], eps[i], m[i], inv_s2[i / P], a, st.normal(), v_out + i, e_out + i);
   }
 }
 
@@ -25,7 +28,7 @@ __global__ void bridge_kernel(const T* __restrict__ u, const T* __restrict__ w, 
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     double z = 0;
     if (sd != 0) {
-      rng::Stream st(seed, static_cast<uint64_t>(i), draw, mgdm::kTagBridge);
+      rng::Stream st(seed, static_cast<uint64_t>(i), draw, mgdm_step::kTagBridge);
       z = st.normal();
     }
     out[i] = static_cast<T>(cu * static_cast<double>(u[i]) + cw * static_cast<double>(w[i]) + sd * z);
@@ -38,10 +41,14 @@ unsigned grid_for(int64_t n) {
 }
 
 }  // namespace
+}  // namespace gmmkernels
 
+// What mgdm_step_launch.h declares, defined with qualified names: a definition that drifts from its
+// declaration does not compile.
 template <typename T>
-cudaError_t launch_mgdm_vi_step(T* state, const T* g, const T* eps, const T* m, const T* inv_s2, int64_t B, int64_t P,
-                                const mgdm::AdamCoef& a, uint64_t seed, uint32_t draw, T* v_out, T* e_out, cudaStream_t stream) {
+cudaError_t gmmkernels::launch_mgdm_vi_step(T* state, const T* g, const T* eps, const T* m, const T* inv_s2, int64_t B,
+                                            int64_t P, const mgdm_step::AdamCoef& a, uint64_t seed, uint32_t draw,
+                                            T* v_out, T* e_out, cudaStream_t stream) {
   const int64_t n = B * P;
   if (n == 0) return cudaSuccess;
   vi_step_kernel<T><<<grid_for(n), 256, 0, stream>>>(state, g, eps, m, inv_s2, n, P, a, seed, draw, v_out, e_out);
@@ -49,20 +56,19 @@ cudaError_t launch_mgdm_vi_step(T* state, const T* g, const T* eps, const T* m, 
 }
 
 template <typename T>
-cudaError_t launch_mgdm_bridge(const T* u, const T* w, T* out, int64_t n, double cu, double cw, double sd, uint64_t seed, uint32_t draw,
-                               cudaStream_t stream) {
+cudaError_t gmmkernels::launch_mgdm_bridge(const T* u, const T* w, T* out, int64_t n, double cu, double cw, double sd,
+                                           uint64_t seed, uint32_t draw, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   bridge_kernel<T><<<grid_for(n), 256, 0, stream>>>(u, w, out, n, cu, cw, sd, seed, draw);
   return cudaGetLastError();
 }
 
-template cudaError_t launch_mgdm_vi_step<float>(float*, const float*, const float*, const float*, const float*, int64_t, int64_t,
-                                                const mgdm::AdamCoef&, uint64_t, uint32_t, float*, float*, cudaStream_t);
-template cudaError_t launch_mgdm_vi_step<double>(double*, const double*, const double*, const double*, const double*, int64_t, int64_t,
-                                                 const mgdm::AdamCoef&, uint64_t, uint32_t, double*, double*, cudaStream_t);
-template cudaError_t launch_mgdm_bridge<float>(const float*, const float*, float*, int64_t, double, double, double, uint64_t, uint32_t,
-                                               cudaStream_t);
-template cudaError_t launch_mgdm_bridge<double>(const double*, const double*, double*, int64_t, double, double, double, uint64_t,
-                                                uint32_t, cudaStream_t);
-
-}  // namespace gmmkernels
+#define GMMK_INSTANTIATE(T)                                                                                             \
+  template cudaError_t gmmkernels::launch_mgdm_vi_step<T>(T*, const T*, const T*, const T*, const T*, int64_t, int64_t, \
+                                                          const gmmkernels::mgdm_step::AdamCoef&, uint64_t, uint32_t,   \
+                                                          T*, T*, cudaStream_t);                                        \
+  template cudaError_t gmmkernels::launch_mgdm_bridge<T>(const T*, const T*, T*, int64_t, double, double, double,       \
+                                                         uint64_t, uint32_t, cudaStream_t);
+GMMK_INSTANTIATE(float)
+GMMK_INSTANTIATE(double)
+#undef GMMK_INSTANTIATE

@@ -1,16 +1,21 @@
-// Per-element math of the fused MGDM steps, shared by the CPU and CUDA kernels (algorithms.md section 3).
+// Per-element math of the fused MGDM steps, shared by the CPU and CUDA kernels (docs/kernels.md (mgdm_step); the
+// method, with its Gauss_VI step and bridge draw: docs/methods.md (MGDM)).
 //
-// Gauss_VI step (section 3.2): variational family N(mu, diag(exp(2 rho))), prior N(m, sigma2), sample v = mu + exp(rho) eps.
+// Gauss_VI step: variational family N(mu, diag(exp(2 rho))), prior N(m, sigma2), sample v = mu + exp(rho) eps.
 // With gamma = -grad_v log_pot(D_s(v)) (from the VJP) and delta = (v - m) / sigma2:
 //   g_mu = gamma + delta,   g_rho = (gamma + delta) * exp(rho) * eps - 1,
 // then one Adam step (torch.optim.Adam arithmetic, bias-corrected, no weight decay) on (mu, rho) and a fresh
 // reparameterised sample v' = mu' + exp(rho') eps' with eps' from the counter-based stream (tag 5).
-// Bridge draw (section 3.3): out = cu * u + cw * w + std * z, z from the counter-based stream (tag 4).
+// Bridge draw: out = cu * u + cw * w + std * z, z from the counter-based stream (tag 4).
 #pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "gmmkernels/common.h"
 #include "gmmkernels/rng.h"
 
 namespace gmmkernels {
-namespace mgdm {
+namespace mgdm_step {
 
 constexpr uint32_t kTagBridge = 4, kTagVI = 5;
 
@@ -50,5 +55,5 @@ GMMK_HD void vi_update(T* mu, T* rho, T* m_mu, T* m_rho, T* v_mu, T* v_rho, T ga
   *v_out = static_cast<T>(new_mu + exp(new_rho) * z_next);
 }
 
-}  // namespace mgdm
+}  // namespace mgdm_step
 }  // namespace gmmkernels

@@ -4,7 +4,7 @@
 #include <torch/all.h>
 
 namespace gmmkernels {
-namespace mgdm {
+namespace mgdm_step {
 
 inline void check_same(const char* fn, const at::Tensor& ref, const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.sizes() == ref.sizes(), fn, ": ", name, " must have shape ", ref.sizes(), ", got ", t.sizes());
@@ -36,5 +36,5 @@ inline void check_bridge_args(const at::Tensor& u, const at::Tensor& w) {
               u.scalar_type());
 }
 
-}  // namespace mgdm
+}  // namespace mgdm_step
 }  // namespace gmmkernels
