@@ -73,13 +73,14 @@ TORCH_LIBRARY(gmmkernels, m) {
   //   nk [B,K] = sum_n r,  sx [B,K,D] = sum_n r x,  sxx = sum_n r x^2 [B,K,D] (!full) or sum_n r x x^T [B,K,D,D] (full).
   //   Deterministic (fixed summation order, no atomics).
   m.def("mixture_suffstats(Tensor x, Tensor resp, bool full) -> (Tensor, Tensor, Tensor)");
-  // One Gibbs sweep over B independent chains of a conjugate diagonal Bayesian GMM (csrc/include/gmmkernels/gibbs.h).
+  // One Gibbs sweep over B independent chains of a conjugate diagonal Bayesian GMM
+  //   (csrc/include/gmmkernels/gibbs_sweep.h).
   //   x [B or 1,N,D], logw [B,K], means/var [B,K,D], m0 [D] -> (z [B,N] int32, logw, means, var) of the next state.
   m.def(
       "gibbs_sweep(Tensor x, Tensor logw, Tensor means, Tensor var, Tensor m0, float alpha, float kappa0, float a0, "
       "float b0, int seed, int step) -> (Tensor, Tensor, Tensor, Tensor)");
-  // Fused MGDM Gauss_VI step (csrc/include/gmmkernels/mgdm.h): state [6,B,P] = (mu, rho, Adam m_mu, m_rho, v_mu, v_rho),
-  //   updated in place; grad_v, eps, m [B,P]; inv_sigma2 [B]. Returns (v_next, eps_next) [B,P].
+  // Fused MGDM Gauss_VI step (csrc/include/gmmkernels/mgdm_step.h): state [6,B,P] = (mu, rho, Adam m_mu, m_rho, v_mu,
+  //   v_rho), updated in place; grad_v, eps, m [B,P]; inv_sigma2 [B]. Returns (v_next, eps_next) [B,P].
   m.def(
       "mgdm_vi_step(Tensor(a!) state, Tensor grad_v, Tensor eps, Tensor m, Tensor inv_sigma2, float lr, float beta1, "
       "float beta2, float adam_eps, int step, int seed, int draw) -> (Tensor, Tensor)");
@@ -90,9 +91,10 @@ TORCH_LIBRARY(gmmkernels, m) {
   //   j = argmin_k |c_k|^2 - 2 x0.c_k (lowest index on ties, NaN/inf never win); x_t = a x0 + (1-a) c_j + sigma eps
   //   returns (x_t [N,D], assignment [N] int64, dist2 = |x0 - c_j|^2 [N])
   m.def("mixture_dispatch(Tensor x0, Tensor centers, Tensor a, Tensor sigma, Tensor? eps) -> (Tensor, Tensor, Tensor)");
-  // GMS per-element two-component fit (csrc/include/gmmkernels/gms.h; gmmkernels/gms_reference.py). mean, var, m3 same shape:
-  //   w N(mu1, v) + (1-w) N(mu2, v) matching E[x], Var[x], E[x^3]. method 0 = closed form (v >= var_floor * var),
-  //   1 = the official Adan solver (iters, lr; gradient scale 2 / n_el, n_el = 0 means numel). Returns (mu1, mu2, v).
+  // GMS per-element two-component fit (csrc/include/gmmkernels/gms_fit.h; gmmkernels/gms_reference.py). mean, var, m3
+  //   same shape: w N(mu1, v) + (1-w) N(mu2, v) matching E[x], Var[x], E[x^3]. method 0 = closed form
+  //   (v >= var_floor * var), 1 = the official Adan solver (iters, lr; gradient scale 2 / n_el, n_el = 0 means numel).
+  //   Returns (mu1, mu2, v).
   m.def(
       "gms_fit(Tensor mean, Tensor var, Tensor m3, float weight, int method, int iters, float lr, float var_floor, "
       "int n_el) -> (Tensor, Tensor, Tensor)");

@@ -3,7 +3,7 @@ and the eager baselines of the benchmarks.
 
   mixture_suffstats_ref  M-step sufficient statistics (what ``torch.ops.gmmkernels.mixture_suffstats`` computes)
   em_step_ref            one materialising EM iteration (E-step over N x K x D, then M-step), scikit-learn's arithmetic
-  gibbs_sweep_ref        one Gibbs sweep of the conjugate diagonal Bayesian GMM of ``csrc/include/gmmkernels/gibbs.h``,
+  gibbs_sweep_ref        one Gibbs sweep of the conjugate diagonal Bayesian GMM of ``csrc/include/gmmkernels/gibbs_sweep.h``,
                          drawn with torch's generator (same law as the kernel, different random numbers)
   mgdm_vi_step_ref       the fused Gauss_VI step of MGDM (algorithms.md section 3.2) written with torch ops
   mgdm_bridge_ref        cu * u + cw * w + std * z

@@ -1,6 +1,6 @@
 """Pure-PyTorch references of the GMS kernels (Gaussian Mixture Solvers, Guo et al., arXiv 2311.00941).
 
-The native kernels (csrc/include/gmmkernels/gms.h) and the Triton kernels are tested against these functions;
+The native kernels (csrc/include/gmmkernels/gms_fit.h) and the Triton kernels are tested against these functions;
 the public ops live in :mod:`gmmkernels.gms`, whose docstrings describe the conventions.
 
   closed_fit_ref      exact method-of-moments fit with the documented fallbacks (float64)

@@ -119,7 +119,7 @@ def _gms_fit_kernel(M1P, VP, M3P, O1, O2, OV, SCHED, n, iters,
             p0 = tl.where(first, -g0, p0)
             p1 = tl.where(first, -g1, p1)
             p2 = tl.where(first, -g2, p2)
-            # Adan (see csrc/include/gmmkernels/gms.h::adan_update), three parameters
+            # Adan (see csrc/include/gmmkernels/gms_fit.h::adan_update), three parameters
             p0 = p0 + g0
             p1 = p1 + g1
             p2 = p2 + g2
@@ -153,7 +153,7 @@ def _gms_fit_kernel(M1P, VP, M3P, O1, O2, OV, SCHED, n, iters,
 
 
 def adan_schedule(iters: int, lr: float) -> list[float]:
-    """Flat [c1, c2, s3] * iters of the Adan step sizes, running powers in float64 (as gms.h::AdanSchedule)."""
+    """Flat [c1, c2, s3] * iters of the Adan step sizes, running powers in float64 (as gms_fit.h::AdanSchedule)."""
     b1, b2, b3 = _BETAS
     b1k = b2k = b3k = 1.0
     out = []
