@@ -82,6 +82,12 @@ def get_extensions():
         args = {"cxx": cxx}
         Ext = cpp_extension.CppExtension
     macros += [("GMMKERNELS_CUDA_ARCHS", f'"{archs}"')]
+    # An object file is named after its source path without the suffix (csrc/cpu/<op>.o, csrc/cuda/<op>.o,
+    # csrc/cuda/<op>_kernels.o): two sources that differ only in their suffix would overwrite each other's object.
+    stems = [os.path.splitext(s)[0] for s in srcs]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise RuntimeError(f"gmmkernels: sources that would share an object file: {clash}")
     _say(f"building {reason}" + (" [debug]" if debug else ""))
     ext = Ext(
         "gmmkernels._C",
