@@ -109,8 +109,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
 }  // namespace
 }  // namespace gmmkernels
 
-// What gibbs_sweep_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of gibbs_sweep_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 template <typename T>
 cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const T* logw, const T* mu, const T* var,
                                            const T* m0, int32_t* z, T* logw_o, T* mu_o, T* var_o, int64_t B, int64_t N,
@@ -130,11 +129,4 @@ cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const 
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                         \
-  template cudaError_t gmmkernels::launch_gibbs_sweep<T>(const T*, int64_t, const T*, const T*, const T*, const T*, \
-                                                         int32_t*, T*, T*, T*, int64_t, int64_t, int64_t, int64_t,  \
-                                                         double, double, double, double, uint64_t, uint32_t,        \
-                                                         cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_gibbs_sweep)

@@ -61,8 +61,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const T* __restrict__ X,
 }  // namespace
 }  // namespace gmmkernels
 
-// What gms_fit_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of gms_fit_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 template <typename T>
 cudaError_t gmmkernels::launch_gms_fit(const T* M1, const T* V, const T* M3, T* o1, T* o2, T* ov, int64_t n, int method,
                                        double w, int iters, double lr, double floor_frac, double scale,
@@ -84,11 +83,5 @@ cudaError_t gmmkernels::launch_gms_step(const T* X, const T* E1, const T* E2, co
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                            \
-  template cudaError_t gmmkernels::launch_gms_fit<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int, double,   \
-                                                     int, double, double, double, cudaStream_t);                       \
-  template cudaError_t gmmkernels::launch_gms_step<T>(const T*, const T*, const T*, const T*, T*, T*, T*, T*, int64_t, \
-                                                      const gmmkernels::gms_fit::StepParams&, cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_gms_fit)
+GMMK_INSTANTIATE_LAUNCHER(launch_gms_step)

@@ -228,8 +228,7 @@ inline dim3 grid_for(int64_t P) { return dim3(static_cast<unsigned>((P + kWarpsP
 }  // namespace
 }  // namespace gmmkernels
 
-// What lowrank_adapter_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of lowrank_adapter_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 template <typename T>
 cudaError_t gmmkernels::launch_lowrank_adapter_forward(const T* r, const T* u, const T* c, T* out, int64_t P, int64_t L,
                                                        int64_t d, cudaStream_t stream) {
@@ -269,12 +268,5 @@ cudaError_t gmmkernels::launch_lowrank_adapter_backward(const T* g, const T* r, 
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                       \
-  template cudaError_t gmmkernels::launch_lowrank_adapter_forward<T>(const T*, const T*, const T*, T*, int64_t,   \
-                                                                     int64_t, int64_t, cudaStream_t);             \
-  template cudaError_t gmmkernels::launch_lowrank_adapter_backward<T>(const T*, const T*, const T*, const T*, T*, \
-                                                                      T*, T*, int64_t, int64_t, int64_t,          \
-                                                                      cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_lowrank_adapter_forward)
+GMMK_INSTANTIATE_LAUNCHER(launch_lowrank_adapter_backward)

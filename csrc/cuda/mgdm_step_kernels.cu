@@ -43,8 +43,7 @@ unsigned grid_for(int64_t n) {
 }  // namespace
 }  // namespace gmmkernels
 
-// What mgdm_step_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of mgdm_step_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 template <typename T>
 cudaError_t gmmkernels::launch_mgdm_vi_step(T* state, const T* g, const T* eps, const T* m, const T* inv_s2, int64_t B,
                                             int64_t P, const mgdm_step::AdamCoef& a, uint64_t seed, uint32_t draw,
@@ -63,12 +62,5 @@ cudaError_t gmmkernels::launch_mgdm_bridge(const T* u, const T* w, T* out, int64
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                             \
-  template cudaError_t gmmkernels::launch_mgdm_vi_step<T>(T*, const T*, const T*, const T*, const T*, int64_t, int64_t, \
-                                                          const gmmkernels::mgdm_step::AdamCoef&, uint64_t, uint32_t,   \
-                                                          T*, T*, cudaStream_t);                                        \
-  template cudaError_t gmmkernels::launch_mgdm_bridge<T>(const T*, const T*, T*, int64_t, double, double, double,       \
-                                                         uint64_t, uint32_t, cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_mgdm_vi_step)
+GMMK_INSTANTIATE_LAUNCHER(launch_mgdm_bridge)

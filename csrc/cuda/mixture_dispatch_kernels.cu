@@ -161,8 +161,7 @@ __global__ void __launch_bounds__(kThreads) dispatch_kernel(const T* __restrict_
 }  // namespace
 }  // namespace gmmkernels
 
-// What mixture_dispatch_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of mixture_dispatch_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 template <typename T>
 cudaError_t gmmkernels::launch_mixture_dispatch(const T* x0, const T* c, const T* cn, const T* a, const T* sigma,
                                                 const T* eps, T* xt, int64_t* assign, T* dist2, int64_t N, int64_t K,
@@ -175,10 +174,4 @@ cudaError_t gmmkernels::launch_mixture_dispatch(const T* x0, const T* c, const T
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                          \
-  template cudaError_t gmmkernels::launch_mixture_dispatch<T>(const T*, const T*, const T*, const T*, const T*,      \
-                                                              const T*, T*, int64_t*, T*, int64_t, int64_t, int64_t, \
-                                                              cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_mixture_dispatch)

@@ -480,8 +480,7 @@ cudaError_t launch_fwd_regs(const T* x, const T* means, const T* prec, const T* 
 }  // namespace
 }  // namespace gmmkernels
 
-// What mixture_stats_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of mixture_stats_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 int64_t gmmkernels::mixture_stats_forward_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full,
                                                     int elem_size) {
   if (!full || B == 0 || N == 0) return 0;
@@ -548,14 +547,5 @@ cudaError_t gmmkernels::launch_mixture_stats_backward(const T* g, const T* G, co
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                            \
-  template cudaError_t gmmkernels::launch_mixture_stats_forward<T>(const T*, const T*, const T*, const T*, T*, T*, T*, \
-                                                                   int64_t, int64_t, int64_t, int64_t, bool, T*,       \
-                                                                   cudaStream_t);                                      \
-  template cudaError_t gmmkernels::launch_mixture_stats_backward<T>(const T*, const T*, const T*, const T*, const T*,  \
-                                                                    const T*, const T*, const T*, T*, T*, T*, T*,      \
-                                                                    int64_t, int64_t, int64_t, int64_t, bool, T*,      \
-                                                                    cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_mixture_stats_forward)
+GMMK_INSTANTIATE_LAUNCHER(launch_mixture_stats_backward)

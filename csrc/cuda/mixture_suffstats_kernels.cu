@@ -131,8 +131,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 }  // namespace gmmkernels
 
-// What mixture_suffstats_launch.h declares, defined with qualified names: a definition that drifts from its
-// declaration does not compile.
+// The launchers of mixture_suffstats_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
 int64_t gmmkernels::mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk) {
   const int64_t base = full ? B * K * ceil_div(D, 16) * (ceil_div(D, 16) + 1) / 2 : ceil_div(D, TD) * ceil_div(K, TK) * B;
   int64_t S = base >= kTargetBlocks ? 1 : ceil_div(kTargetBlocks, std::max<int64_t>(base, 1));
@@ -189,9 +188,4 @@ cudaError_t gmmkernels::launch_mixture_suffstats(const T* x, const T* r, T* nk, 
   return cudaGetLastError();
 }
 
-#define GMMK_INSTANTIATE(T)                                                                                            \
-  template cudaError_t gmmkernels::launch_mixture_suffstats<T>(const T*, const T*, T*, T*, T*, int64_t, int64_t,       \
-                                                               int64_t, int64_t, int64_t, bool, T*, T*, cudaStream_t);
-GMMK_INSTANTIATE(float)
-GMMK_INSTANTIATE(double)
-#undef GMMK_INSTANTIATE
+GMMK_INSTANTIATE_LAUNCHER(launch_mixture_suffstats)

@@ -9,3 +9,13 @@
 #else
 #define GMMK_HD inline
 #endif
+
+// GMMK_INSTANTIATE_LAUNCHER(launch_x): the float and double instantiations of the launcher template
+// gmmkernels::launch_x, written at the end of the csrc/cuda/<op>_kernels.cu that defines it. The .cu files define the
+// launchers of their <op>_launch.h with qualified names (gmmkernels::launch_x) and instantiate them with the types of
+// those declarations (decltype): a definition that drifts from its declaration is a second overload, decltype of the
+// name then does not compile, and a drifting non-template function does not compile either. So a mismatch between
+// csrc/cuda/<op>.cpp and csrc/cuda/<op>_kernels.cu is a compile error rather than a symbol missing at import.
+#define GMMK_INSTANTIATE_LAUNCHER(launch_x)                                    \
+  template decltype(gmmkernels::launch_x<float>) gmmkernels::launch_x<float>; \
+  template decltype(gmmkernels::launch_x<double>) gmmkernels::launch_x<double>;

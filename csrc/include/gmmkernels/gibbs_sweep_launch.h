@@ -7,6 +7,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "gmmkernels/common.h"
+
 namespace gmmkernels {
 
 // One sweep of B chains (model and random streams: gmmkernels/gibbs_sweep.h): x [B or 1, N, D] (x_bstride elements

@@ -12,6 +12,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "gmmkernels/common.h"
+
 namespace gmmkernels {
 
 template <typename T>

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "gmmkernels/common.h"
 #include "gmmkernels/mgdm_step.h"
 
 namespace gmmkernels {

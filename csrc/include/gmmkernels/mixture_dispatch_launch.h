@@ -14,6 +14,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "gmmkernels/common.h"
+
 namespace gmmkernels {
 
 // cnorm [K] = |c_k|^2, computed by the caller. All pointers are device pointers of contiguous arrays; T is float or

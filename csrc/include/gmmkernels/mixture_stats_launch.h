@@ -4,9 +4,11 @@
 // No torch header here either: both files include it. T is float or double.
 #pragma once
 
+#include <cstdint>
+
 #include <cuda_runtime_api.h>
 
-#include <cstdint>
+#include "gmmkernels/common.h"
 
 namespace gmmkernels {
 

@@ -7,6 +7,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "gmmkernels/common.h"
+
 namespace gmmkernels {
 
 // The split of N used by launch_mixture_suffstats (full: the split of the x x^T kernel); a function of the shapes
