@@ -1,4 +1,4 @@
-"""Datasets, metrics against closed forms, the digits Frechet distance, PNG output."""
+"""Metrics against closed forms and the digits Frechet distance."""
 import math
 
 import numpy as np
@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from gmmkernels import GaussianMixture
-from gmmkernels.diffusion import DATASETS, get_dataset, load_digits
+from gmmkernels.diffusion import load_digits
 from gmmkernels.diffusion import metrics as M
-from gmmkernels.diffusion.data import gmm25, gmm2d, grid7x7
-from gmmkernels.diffusion.plotting import data_vs_samples, image_grid, save_png
+from gmmkernels.diffusion.data import gmm2d
 
 F64 = torch.float64
 
@@ -20,47 +19,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.mark.parametrize("name", DATASETS)
-def test_datasets(name):
-    ds = get_dataset(name, n=500, seed=1)
-    assert ds.x.dtype == torch.float32 and tuple(ds.x.shape[1:]) == ds.data_shape
-    assert torch.isfinite(ds.x).all()
-    if name.startswith("digits"):
-        assert len(ds) == 1797 and ds.x.min() >= -1 and ds.x.max() <= 1 and ds.num_classes == 10
-        assert ds.x.min() == -1 and ds.x.max() == 1
-        assert sorted(ds.labels.unique().tolist()) == list(range(10))
-        assert "CC BY 4.0" in ds.info["license"]
-    else:
-        assert len(ds) == 500
-    # same seed, same data
-    assert torch.equal(ds.x, get_dataset(name, n=500, seed=1).x)
-
-
-def test_toy_laws():
-    g = gmm25(4, seed=0)
-    assert g.K == 25 and g.D == 4
-    mu = g.means
-    assert torch.equal(mu[:, :2], mu[:, 2:])  # (8i, 8j) repeated dim/2 times
-    assert sorted(set(mu[:, 0].tolist())) == [-16.0, -8.0, 0.0, 8.0, 16.0]
-    assert torch.allclose(g.weights.sum(), torch.tensor(1.0, dtype=F64))
-    grid = grid7x7()
-    assert grid.K == 49 and float(grid.scale[0]) == 0.25
-    d = torch.cdist(grid.means, grid.means) + 100 * torch.eye(49, dtype=F64)
-    assert float(d.min()) == pytest.approx(1.0)  # spacing = 4 sigma
-    with pytest.raises(ValueError, match="even"):
-        gmm25(3)
-    with pytest.raises(ValueError, match="unknown dataset"):
-        get_dataset("cifar10")
-
-
-def test_digits_scaling():
-    x, y = load_digits()
-    raw = np.load(__import__("importlib.resources").resources.files("gmmkernels").joinpath("data/digits.npz").open("rb"))
-    np.testing.assert_allclose(x.squeeze(1).numpy(), raw["images"] / 8.0 - 1.0, rtol=0, atol=1e-7)
-    x16, _ = load_digits(16)
-    assert x16.shape == (1797, 1, 16, 16)
 
 
 def test_sliced_wasserstein_closed_forms():
@@ -139,18 +97,3 @@ def test_digits_fd(tmp_path, monkeypatch):
     assert len(hist) == 10 and min(hist) > 0.07
 
 
-def test_png_writer(tmp_path):
-    import matplotlib.image as mpimg
-
-    img = (np.arange(12 * 7).reshape(12, 7) % 256).astype(np.uint8)
-    save_png(tmp_path / "a.png", img)
-    back = mpimg.imread(tmp_path / "a.png")
-    np.testing.assert_allclose(back * 255, img, atol=0.5)
-    rgb = np.stack([img, 255 - img, img // 2], -1)
-    save_png(tmp_path / "b.png", rgb)
-    np.testing.assert_allclose(mpimg.imread(tmp_path / "b.png")[..., :3] * 255, rgb, atol=0.5)
-    x, _ = load_digits()
-    assert image_grid(x[:23], nrow=10, scale=2).shape == (3 * 17 + 1, 10 * 17 + 1)
-    for data in (x[:50], torch.randn(500, 2), torch.randn(500, 1), torch.randn(100, 5)):
-        p = data_vs_samples(data, data + 0.1, tmp_path / "c.png")
-        assert mpimg.imread(p).ndim == 2
