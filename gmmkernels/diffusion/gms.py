@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from ..gms import GMSCoeffs, gms_step
 from ..mixture import GaussianMixture
 from . import samplers as _samplers
-from .models import MLPEps, ResBlock, UNetEps, _groups, default_model
+from .models import MLPEps, ResBlock, UNetEps, default_model, norm_groups
 from .oracle import MixtureOracle, heads_dict
 from .schedules import Schedule, make_schedule
 from .trainer import TrainConfig, Trainer
@@ -193,10 +193,10 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
     if x_T is not None and tuple(x_T.shape) != shape:
         raise ValueError(f"{fn}: argument 'x_T' has shape {tuple(x_T.shape)} but shape is {shape}")
     ts = schedule.grid(K, spacing)
-    x = _samplers._start(shape, x_T, generator, device, dtype)
+    x = _samplers.start_noise(shape, x_T, generator, device, dtype)
     seed = _kernel_seed(generator)
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
-    for i in _samplers._progress(range(K), progress, f"gms K={K}"):
+    for i in _samplers.progress_bar(range(K), progress, f"gms K={K}"):
         t, s, c = _step_coeffs(schedule, ts, i)
         h = _heads(fn, model, x, t, cond)
         if s == 0.0:  # the last transition: Gaussian, variance clipped (official `t - ratio <= 0` branch)
@@ -230,7 +230,7 @@ def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, var
     K = _check_K(fn, schedule, K)
     shape = tuple(int(v) for v in shape)
     ts = schedule.grid(K, "uniform")
-    x = _samplers._start(shape, None, generator, device, dtype)
+    x = _samplers.start_noise(shape, None, generator, device, dtype)
     seed = _kernel_seed(generator)
     for i in range(K):
         t, s, co = _step_coeffs(schedule, ts, i)
@@ -242,7 +242,7 @@ def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, var
         st = gms_step(x, h["eps"], h["eps2"], h["eps3"], co, method=fit, weight=weight, seed=seed, offset=i,
                       return_params=True, backend=backend)
         m = weight * st.mu1 + (1.0 - weight) * st.mu2 if merge else st.mu1
-        x = m + (c * st.var).clamp_min(0.0).sqrt() * _samplers._noise(x, generator)
+        x = m + (c * st.var).clamp_min(0.0).sqrt() * _samplers.step_noise(x, generator)
     return x
 
 
@@ -322,7 +322,7 @@ class GMSHeads(nn.Module):
         if self.is_image:
             if self.mode == "complex":
                 m["block"] = ResBlock(ch, ch, emb, 0.0)
-            m["norm"] = nn.GroupNorm(_groups(ch), ch)
+            m["norm"] = nn.GroupNorm(norm_groups(ch), ch)
             m["out"] = nn.Conv2d(ch, C, 3, padding=1)
         else:
             if self.mode == "complex":

@@ -118,7 +118,8 @@ class MLPEps(nn.Module):
         return {k: self.out[k](h).reshape(x.shape) for k in self.heads}
 
 
-def _groups(ch: int) -> int:
+def norm_groups(ch: int) -> int:
+    """Number of GroupNorm groups for ``ch`` channels: the largest of 8, 4, 2, 1 that divides it."""
     for g in (8, 4, 2, 1):
         if ch % g == 0:
             return g
@@ -128,10 +129,10 @@ def _groups(ch: int) -> int:
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float):
         super().__init__()
-        self.n1 = nn.GroupNorm(_groups(cin), cin)
+        self.n1 = nn.GroupNorm(norm_groups(cin), cin)
         self.c1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
-        self.n2 = nn.GroupNorm(_groups(cout), cout)
+        self.n2 = nn.GroupNorm(norm_groups(cout), cout)
         self.drop = nn.Dropout(dropout)
         self.c2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -145,7 +146,7 @@ class ResBlock(nn.Module):
 class SelfAttention(nn.Module):
     def __init__(self, ch: int, n_heads: int = 4):
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.norm = nn.GroupNorm(norm_groups(ch), ch)
         self.attn = nn.MultiheadAttention(ch, n_heads if ch % n_heads == 0 else 1, batch_first=True)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -203,7 +204,7 @@ class UNetEps(nn.Module):
                 cur = c
             if i > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
-        self.out_norm = nn.GroupNorm(_groups(cur), cur)
+        self.out_norm = nn.GroupNorm(norm_groups(cur), cur)
         self.out = nn.ModuleDict({h: nn.Conv2d(cur, C, 3, padding=1) for h in self.heads})
         for h in self.heads[1:]:
             nn.init.zeros_(self.out[h].weight)

@@ -45,7 +45,9 @@ def _call(model, x: Tensor, t: float, cond, heads: bool = False):
     return out["eps"] if isinstance(out, dict) else out
 
 
-def _start(shape, x_T, generator, device, dtype) -> Tensor:
+def start_noise(shape, x_T, generator, device, dtype) -> Tensor:
+    """The start of a reverse process: a copy of ``x_T`` in ``dtype`` (on ``device`` when given), or fresh
+    N(0, I) noise of ``shape`` from ``generator`` (on ``device``, else the generator's device)."""
     if x_T is not None:
         return x_T.to(device=device if device is not None else x_T.device, dtype=dtype).clone()
     if device is None:
@@ -53,11 +55,13 @@ def _start(shape, x_T, generator, device, dtype) -> Tensor:
     return torch.randn(*shape, generator=generator, device=device, dtype=dtype)
 
 
-def _noise(x: Tensor, generator) -> Tensor:
+def step_noise(x: Tensor, generator) -> Tensor:
+    """N(0, I) noise like ``x`` (shape, device, dtype) from ``generator``."""
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _progress(it, progress: bool, desc: str):
+def progress_bar(it, progress: bool, desc: str):
+    """``it`` itself, or wrapped in a tqdm progress bar when ``progress``."""
     if not progress:
         return it
     from tqdm.auto import tqdm
@@ -102,7 +106,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
     ts = schedule.grid(K, spacing)
     if clip_x0 is not None and not clip_x0 > 0:
         raise ValueError(f"sample: clip_x0 must be positive, got {clip_x0}")
-    x = _start(shape, x_T, generator, device, dtype)
+    x = start_noise(shape, x_T, generator, device, dtype)
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
     desc = f"{method} K={K}"
 
@@ -116,7 +120,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             raise ValueError(f"sample: gamma must hold one value per step (K={K}), got {gamma.numel()}")
 
     if method == "euler_maruyama":
-        for i in _progress(range(K), progress, desc):
+        for i in progress_bar(range(K), progress, desc):
             t, s = float(ts[i]), float(ts[i + 1])
             a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
             eps = _call(model, x, t, cond)
@@ -126,12 +130,12 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
                 beta = float(schedule.beta(t))
                 dt = t - s  # > 0, integrating backwards in time
                 score = -eps / sig_t
-                x = x + (0.5 * beta * x + beta * score) * dt + (beta * dt) ** 0.5 * _noise(x, generator)
+                x = x + (0.5 * beta * x + beta * score) * dt + (beta * dt) ** 0.5 * step_noise(x, generator)
             if return_trajectory:
                 traj.append(x.clone())
         return (x, traj) if return_trajectory else x
 
-    for i in _progress(range(K), progress, desc):
+    for i in progress_bar(range(K), progress, desc):
         t, s = float(ts[i]), float(ts[i + 1])
         a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
         A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
@@ -144,7 +148,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
                 var = lam2
             else:
                 var = 0.0 if last else float(schedule.transition(t, s)[1])
-            x = mean + var**0.5 * _noise(x, generator) if var > 0 else mean
+            x = mean + var**0.5 * step_noise(x, generator) if var > 0 else mean
         elif method == "ddim":
             eps = _call(model, x, t, cond)
             x0 = _x0(x, eps, a_t, sig_t, clip_x0)
@@ -153,7 +157,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             a_s, c_eps, std = (float(v) for v in schedule.ddim(t, s, eta))
             x = a_s * x0 + c_eps * eps
             if std > 0:
-                x = x + std * _noise(x, generator)
+                x = x + std * step_noise(x, generator)
         elif method == "sn_ddpm":
             h = _call(model, x, t, cond, heads=True)
             if "eps2" not in h:
@@ -165,7 +169,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             var = lam2 + B * B * var0
             if last and last_var_max is not None:
                 var = var.clamp(max=last_var_max)
-            x = A * x + B * x0 + var.sqrt() * _noise(x, generator)
+            x = A * x + B * x0 + var.sqrt() * step_noise(x, generator)
         elif method == "analytic_dpm":
             eps = _call(model, x, t, cond)
             x0 = _x0(x, eps, a_t, sig_t, clip_x0)
@@ -173,7 +177,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             var = lam2 + B * B * (sig_t**2 / a_t**2) * (1.0 - g)
             if last and last_var_max is not None:
                 var = min(var, last_var_max)
-            x = A * x + B * x0 + var**0.5 * _noise(x, generator)
+            x = A * x + B * x0 + var**0.5 * step_noise(x, generator)
         if return_trajectory:
             traj.append(x.clone())
     return (x, traj) if return_trajectory else x
