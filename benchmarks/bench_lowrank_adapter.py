@@ -222,7 +222,7 @@ def train_step_overhead(device: str, quick: bool, log=print) -> list:
         cfgs.append(("unet-32x32", (3, 32, 32), 64, 100))
     n_iter = 3 if quick else 20
     for name, shape, batch, dz in cfgs:
-        sch = S.make_schedule("sigmoid", 1000)
+        sch = S.make_smd_schedule("sigmoid", 1000)
         res = {}
         for method in ("vanilla", "smd"):
             for backend in (("auto", "reference") if method == "smd" else ("auto",)):

@@ -4,7 +4,9 @@ Notation (``shared`` spec, top of algorithms.md): x_t = a_t x_0 + sigma_t eps wi
 sigma_t = sqrt(1 - abar_t). Time ``t = 0`` is the clean data (a_0 = 1, sigma_0 = 0) for every schedule.
 
 * :class:`DiscreteSchedule` -- DDPM with integer times t = 1..T and betas beta_1..beta_T
-  (``linear``, ``cosine``, ``sigmoid`` constructors).
+  (``linear``, ``cosine``, ``sigmoid`` constructors, the names of :func:`make_schedule`; and the two schedules of
+  SMD's settings: ``sigmoid_abar``, a sigmoid in abar rather than in beta, and ``linear_rescaled``, linear betas
+  rescaled by 1000 / T).
 * :class:`VPSDE` -- the continuous VP-SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw on t in [0, 1]
   with a linear beta(t) (Song et al. 2021).
 
@@ -167,6 +169,29 @@ class DiscreteSchedule(_Schedule):
         x = torch.linspace(-span, span, T, dtype=_F64)
         return cls(beta_start + (beta_end - beta_start) * torch.sigmoid(x), "sigmoid",
                    {"T": T, "beta_start": beta_start, "beta_end": beta_end, "span": span})
+
+    @classmethod
+    def sigmoid_abar(cls, T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> "DiscreteSchedule":
+        """A sigmoid in abar, not in beta (Chen 2023; the SMD code's default, inherited from lucidrains'
+        denoising-diffusion-pytorch ``sigmoid_beta_schedule``): abar(t) = (sigmoid(end / tau) -
+        sigmoid(((t / T) (end - start) + start) / tau)) / (sigmoid(end/tau) - sigmoid(start/tau)), normalised to
+        abar(0) = 1, betas = 1 - abar_t / abar_{t-1} clipped to [1e-8, 0.999]. Named "custom" (its spec lists the
+        betas)."""
+        t = torch.linspace(0, T, T + 1, dtype=_F64) / T
+        v0, v1 = torch.sigmoid(torch.tensor(start / tau, dtype=_F64)), torch.sigmoid(torch.tensor(end / tau, dtype=_F64))
+        ab = (-torch.sigmoid((t * (end - start) + start) / tau) + v1) / (v1 - v0)
+        ab = ab / ab[0]
+        betas = (1 - ab[1:] / ab[:-1]).clamp(1e-8, 0.999)
+        return cls(betas, "custom")
+
+    @classmethod
+    def linear_rescaled(cls, T: int) -> "DiscreteSchedule":
+        """DDPM linear betas 1e-4 .. 0.02 for T = 1000, rescaled by 1000 / T for other T (clipped to 0.999); the
+        schedule of SMD's paper setting. Unlike :meth:`linear`, few steps still reach abar_T ~ 0. Named "custom"
+        (its spec lists the betas)."""
+        scale = 1000.0 / T
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=_F64).clamp(max=0.999)
+        return cls(betas, "custom")
 
     # -- interface ----------------------------------------------------------------------------
     def _index(self, t: TimeLike) -> Tensor:

@@ -55,30 +55,15 @@ SETTINGS = {
 # schedules
 
 
-def sigmoid_schedule(T: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> DiscreteSchedule:
-    """abar(t) = (sigmoid(end / tau) - sigmoid(((t / T) (end - start) + start) / tau)) / (sigmoid(end/tau) - sigmoid(start/tau)),
-    normalised to abar(0) = 1, betas = 1 - abar_t / abar_{t-1} clipped to [1e-8, 0.999] (the SMD code's default,
-    inherited from lucidrains' denoising-diffusion-pytorch; the sigmoid schedule of Chen 2023)."""
-    t = torch.linspace(0, T, T + 1, dtype=torch.float64) / T
-    v0, v1 = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64)), torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
-    ab = (-torch.sigmoid((t * (end - start) + start) / tau) + v1) / (v1 - v0)
-    ab = ab / ab[0]
-    betas = (1 - ab[1:] / ab[:-1]).clamp(1e-8, 0.999)
-    return DiscreteSchedule(betas, "custom")
-
-
-def linear_schedule(T: int) -> DiscreteSchedule:
-    """DDPM linear betas 1e-4 .. 0.02 for T = 1000, rescaled by 1000 / T for other T (clipped to 0.999)."""
-    scale = 1000.0 / T
-    betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64).clamp(max=0.999)
-    return DiscreteSchedule(betas, "custom")
-
-
-def make_schedule(name: str, T: int) -> DiscreteSchedule:
+def make_smd_schedule(name: str, T: int) -> DiscreteSchedule:
+    """The schedule of an SMD setting (:data:`SETTINGS`): ``"sigmoid"`` is the code's sigmoid in abar
+    (:meth:`DiscreteSchedule.sigmoid_abar`, start -3, end 3, tau 1), ``"linear"`` the paper's linear betas rescaled by
+    1000 / T (:meth:`DiscreteSchedule.linear_rescaled`). Not the schedules of the same names in
+    :func:`gmmkernels.diffusion.schedules.make_schedule` (a sigmoid in beta; linear betas without rescaling)."""
     if name == "sigmoid":
-        return sigmoid_schedule(T)
+        return DiscreteSchedule.sigmoid_abar(T)
     if name == "linear":
-        return linear_schedule(T)
+        return DiscreteSchedule.linear_rescaled(T)
     raise ValueError(f"smd: schedule must be 'sigmoid' or 'linear', got {name!r}")
 
 
@@ -447,7 +432,7 @@ def _toy_experiment(out: Path, quick: bool, device, settings: Sequence[str], Ts:
         setting_seeds = seeds[setting]
         x_plot = {}
         for T in Ts:
-            sch = make_schedule(cfg["schedule"], T)
+            sch = make_smd_schedule(cfg["schedule"], T)
             for method in ("vanilla", "smd"):
                 for seed in setting_seeds:
                     torch.manual_seed(seed)
@@ -482,7 +467,7 @@ def _digits_experiment(out: Path, quick: bool, device, steps: int, n_samples: in
     x, _ = load_digits(8)
     cfg = SETTINGS["code"]
     T = 1000
-    sch = make_schedule(cfg["schedule"], T)
+    sch = make_smd_schedule(cfg["schedule"], T)
     res: Dict = {"dataset": "digits 8x8 (1797 images)", "T": T, "setting": "code", "steps": steps,
                  "n_samples": n_samples, "latent_dim": latent_dim, "runs": []}
     imgs = {}
@@ -609,7 +594,7 @@ def demo_section(out: Path, quick: bool = True) -> dict:
     from .data import get_dataset
 
     ds = get_dataset("grid7x7", n=20000, seed=0)
-    sch = make_schedule("sigmoid", 10)
+    sch = make_smd_schedule("sigmoid", 10)
     steps = 250 if quick else 1500
     toy = {}
     xs = {}

@@ -183,3 +183,15 @@ def test_spec_roundtrip():
 def test_bad_configs(fn, match):
     with pytest.raises(ValueError, match=match):
         fn()
+
+
+def test_sigmoid_abar_and_linear_rescaled():
+    """The two schedules of SMD's settings: a sigmoid in abar, and linear betas rescaled by 1000 / T."""
+    for T in (10, 50, 1000):
+        sch = DiscreteSchedule.sigmoid_abar(T)
+        ab = sch.abar_all
+        assert ab[0] == 1 and bool((ab[1:] < ab[:-1]).all()) and ab[-1] < 1e-2
+        lin = DiscreteSchedule.linear_rescaled(T)
+        assert lin.abar_all[-1] < 1e-2
+    lin = DiscreteSchedule.linear_rescaled(1000)
+    torch.testing.assert_close(lin.betas[[0, -1]], torch.tensor([1e-4, 0.02], dtype=torch.float64))

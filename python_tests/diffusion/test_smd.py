@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from gmmkernels.diffusion import smd as S
+from gmmkernels.diffusion.schedules import DiscreteSchedule
 from gmmkernels.smd_ops import available_adapter_backends
 
 
 def _pair(shape, T=20, objective="v", dz=8):
-    sch = S.make_schedule("sigmoid", T)
+    sch = S.make_smd_schedule("sigmoid", T)
     torch.manual_seed(1)
     vanilla = S.build_smd_model(shape, sch, smd=False, objective=objective, size="tiny")
     torch.manual_seed(2)
@@ -43,7 +44,7 @@ def test_latent_ignored_reduces_to_vanilla(shape, objective):
 
 
 def test_default_init_uses_the_latent():
-    sch = S.make_schedule("sigmoid", 20)
+    sch = S.make_smd_schedule("sigmoid", 20)
     torch.manual_seed(0)
     m = S.build_smd_model((2,), sch, latent_dim=8, size="tiny")
     x, t = torch.randn(4, 2), torch.full((4,), 10.0)
@@ -59,7 +60,7 @@ def test_default_init_uses_the_latent():
 
 @pytest.mark.parametrize("shape", [(2,), (1, 8, 8)], ids=str)
 def test_fused_adapter_matches_materialised_inside_the_model(shape):
-    sch = S.make_schedule("sigmoid", 20)
+    sch = S.make_smd_schedule("sigmoid", 20)
     torch.manual_seed(3)
     fused = S.build_smd_model(shape, sch, latent_dim=6, size="tiny", backend="auto")
     ref = S.build_smd_model(shape, sch, latent_dim=6, size="tiny", backend="reference")
@@ -87,7 +88,7 @@ def test_hyper_adapter_backends_agree(backend):
 
 
 def test_loss_matches_formula():
-    sch = S.make_schedule("sigmoid", 50)
+    sch = S.make_smd_schedule("sigmoid", 50)
     torch.manual_seed(0)
     m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny", objective="v")
     x0, eps, eta = torch.randn(8, 2), torch.randn(8, 2), torch.randn(8, 2)
@@ -106,21 +107,16 @@ def test_loss_matches_formula():
 
 def test_schedules():
     for T in (10, 50, 1000):
-        sch = S.sigmoid_schedule(T)
-        ab = sch.abar_all
-        assert ab[0] == 1 and bool((ab[1:] < ab[:-1]).all()) and ab[-1] < 1e-2
-        lin = S.linear_schedule(T)
-        assert lin.abar_all[-1] < 1e-2
-    lin = S.linear_schedule(1000)
-    torch.testing.assert_close(lin.betas[[0, -1]], torch.tensor([1e-4, 0.02], dtype=torch.float64))
+        assert torch.equal(S.make_smd_schedule("sigmoid", T).betas, DiscreteSchedule.sigmoid_abar(T).betas)
+        assert torch.equal(S.make_smd_schedule("linear", T).betas, DiscreteSchedule.linear_rescaled(T).betas)
     with pytest.raises(ValueError, match="schedule must be 'sigmoid' or 'linear'"):
-        S.make_schedule("cosine", 10)
+        S.make_smd_schedule("cosine", 10)
 
 
 @pytest.mark.parametrize("shape,method,K", [((2,), "ddpm", None), ((2,), "ddim", 5), ((1, 8, 8), "ddim", 3),
                                             ((1, 8, 8), "ddpm", 4)], ids=str)
 def test_sampling_is_seeded(shape, method, K):
-    sch = S.make_schedule("sigmoid", 10)
+    sch = S.make_smd_schedule("sigmoid", 10)
     torch.manual_seed(0)
     m = S.build_smd_model(shape, sch, latent_dim=4, size="tiny")
     kw = dict(method=method, K=K, clip_x0=1.0 if len(shape) == 3 else None)
@@ -136,7 +132,7 @@ def test_sampling_is_seeded(shape, method, K):
 
 def test_fresh_eta_per_step():
     """DDIM(eta=0) of an SMD model is still random: the latent is redrawn at every step."""
-    sch = S.make_schedule("sigmoid", 10)
+    sch = S.make_smd_schedule("sigmoid", 10)
     torch.manual_seed(0)
     m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny")
     calls = []
@@ -155,7 +151,7 @@ def test_short_training_lowers_loss():
     from gmmkernels.diffusion.data import get_dataset
 
     ds = get_dataset("grid7x7", n=2000, seed=0)
-    sch = S.make_schedule("sigmoid", 10)
+    sch = S.make_smd_schedule("sigmoid", 10)
     torch.manual_seed(0)
     m = S.build_smd_model((2,), sch, latent_dim=8, size="tiny")
     tr = S.train(m, ds.x, steps=60, batch_size=128, lr=3e-3)
@@ -181,7 +177,7 @@ def test_toy_metrics_count_diverged_samples():
 
 
 def test_bad_arguments():
-    sch = S.make_schedule("sigmoid", 10)
+    sch = S.make_smd_schedule("sigmoid", 10)
     with pytest.raises(ValueError, match="objective must be one of"):
         S.build_smd_model((2,), sch, objective="x0")
     m = S.build_smd_model((2,), sch, latent_dim=4, size="tiny")
