@@ -1,8 +1,9 @@
 """Sample-quality metrics: exact NLL under a known mixture, sliced Wasserstein, MMD, mode coverage,
-and the Frechet distance in the feature space of a small digits classifier (an FID analogue).
+the Frechet distance in the feature space of a small digits classifier (an FID analogue), and PSNR / SSIM of
+reconstructions against the truth (per image).
 
 All functions take samples as [N, ...] tensors (flattened to [N, D] inside) and return Python floats or
-small dicts, so they go straight into metrics.json.
+small dicts, so they go straight into metrics.json; PSNR and SSIM return one value per image (a tensor).
 """
 from __future__ import annotations
 
@@ -151,3 +152,20 @@ def digits_class_histogram(samples: Tensor) -> list:
     with torch.no_grad():
         pred = net(to_classifier_input(samples)).argmax(1)
     return (torch.bincount(pred, minlength=10).double() / max(len(pred), 1)).tolist()
+
+
+def psnr(x: Tensor, ref: Tensor, data_range: float = 2.0) -> Tensor:
+    """Peak signal-to-noise ratio in dB, 10 log10(data_range^2 / MSE), per image; x, ref [B, ...]."""
+    mse = ((x - ref) ** 2).flatten(1).mean(-1)
+    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
+
+
+def ssim(x: Tensor, ref: Tensor, data_range: float = 2.0, win: int = 3) -> Tensor:
+    """Mean SSIM (Wang et al. 2004) with a uniform win x win window, per image; x, ref [B, C, H, W]."""
+    C1, C2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    pool = lambda t: torch.nn.functional.avg_pool2d(t, win, 1)  # noqa: E731
+    mx, my = pool(x), pool(ref)
+    vx, vy = pool(x * x) - mx * mx, pool(ref * ref) - my * my
+    cxy = pool(x * ref) - mx * my
+    s = ((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx * mx + my * my + C1) * (vx + vy + C2))
+    return s.flatten(1).mean(-1)

@@ -491,26 +491,6 @@ def run_toy(dim: int, n: int = 500, seed: int = 0, R: int = 1, K: int = 100, dps
 
 
 # ----------------------------------------------------------------------------------------------
-# digits (needs a trained digits prior from gmmkernels.diffusion.trainer)
-
-
-def psnr(x: Tensor, ref: Tensor, data_range: float = 2.0) -> Tensor:
-    mse = ((x - ref) ** 2).flatten(1).mean(-1)
-    return 10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
-
-
-def ssim(x: Tensor, ref: Tensor, data_range: float = 2.0, win: int = 3) -> Tensor:
-    """Mean SSIM (Wang et al. 2004) with a uniform win x win window, per image; x, ref [B, C, H, W]."""
-    C1, C2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    pool = lambda t: torch.nn.functional.avg_pool2d(t, win, 1)  # noqa: E731
-    mx, my = pool(x), pool(ref)
-    vx, vy = pool(x * x) - mx * mx, pool(ref * ref) - my * my
-    cxy = pool(x * ref) - mx * my
-    s = ((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx * mx + my * my + C1) * (vx + vy + C2))
-    return s.flatten(1).mean(-1)
-
-
-# ----------------------------------------------------------------------------------------------
 # reproduce / demo
 
 
@@ -640,7 +620,7 @@ def _save_grid(path: Path, rows: list, labels: list) -> None:
 def _digits_experiment(out: Path, quick: bool, device, log) -> dict:
     """Half-image inpainting and denoising on held-out digits: MGDM (image defaults) vs DPS at equal network calls."""
     from .data import load_digits
-    from .metrics import digits_fd
+    from .metrics import digits_fd, psnr, ssim
 
     model, sched = _digits_prior(out, quick, device, log)
     eps_net, acp = _digits_eps_net(model, sched)

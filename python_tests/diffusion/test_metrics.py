@@ -97,3 +97,9 @@ def test_digits_fd(tmp_path, monkeypatch):
     assert len(hist) == 10 and min(hist) > 0.07
 
 
+def test_psnr_ssim():
+    x = torch.rand(3, 1, 8, 8, dtype=F64) * 2 - 1
+    torch.testing.assert_close(M.ssim(x, x), torch.ones(3, dtype=F64))
+    torch.testing.assert_close(M.psnr(x, x + 0.1), torch.full((3,), 10 * math.log10(4 / 0.01), dtype=F64))
+    noisy = x + 0.5 * torch.randn(x.shape, dtype=F64)
+    assert bool((M.ssim(noisy, x) < 1).all()) and bool((M.psnr(noisy, x) < M.psnr(x + 0.1, x)).all())
