@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..mixture import GaussianMixture
+from .. import GaussianMixture
 
 DATASETS = ("gmm1d", "gmm2d", "grid7x7", "gmm25", "moons", "digits", "digits16")
 _F64 = torch.float64

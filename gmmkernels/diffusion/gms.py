@@ -56,8 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gms import GMSCoeffs, gms_step
-from ..mixture import GaussianMixture
+from .. import GaussianMixture, GMSCoeffs, gms_step
 from . import samplers as _samplers
 from .models import MLPEps, ResBlock, UNetEps, default_model, norm_groups
 from .oracle import MixtureOracle, heads_dict

@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from ..mixture import GaussianMixture
+from .. import GaussianMixture
 
 
 def _flat(x: Tensor) -> Tensor:

@@ -384,7 +384,7 @@ def toy_acp(T: int = 1000) -> Tensor:
 
 def toy_problem(dim: int, d_y: int = 1, sigma_y: float = 0.1, seed: int = 0):
     """(prior GaussianMixture, LinearObservation with y, exact posterior GaussianMixture) for gmm_25(dim)."""
-    from ..mixture import GaussianMixture
+    from .. import GaussianMixture
     from .data import gmm25
 
     prior = gmm25(dim, seed=seed)

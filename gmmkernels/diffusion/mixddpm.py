@@ -51,8 +51,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..mixddpm_ops import kmeans, mixture_dispatch, nearest_center
-from ..mixddpm_reference import mixture_dispatch_ref
+from .. import kmeans, mixture_dispatch, nearest_center
 from . import samplers as _samplers
 from .schedules import DiscreteSchedule, VPSDE
 from .trainer import TrainConfig, Trainer
@@ -197,11 +196,13 @@ class MixTrainer(Trainer):
         sig = s * p.scales[j_pre]
         if p.dispatch == "nearest" and p.K > 1:
             xt, j, _ = mixture_dispatch(x0, p.centers, a, sig, eps, backend=self.backend)
-        else:
-            N = x0.shape[0]
-            xt = mixture_dispatch_ref(x0.reshape(N, -1), p.centers.reshape(p.K, -1), a, sig, eps.reshape(N, -1),
-                                      assignment=j_pre).x_t.reshape(x0.shape)
+        else:  # the given assignment (labels, or the one center): x_t = a x0 + (1 - a) c_j + sigma eps directly
             j = j_pre
+            shape = (-1,) + (1,) * (x0.dim() - 1)
+            a_ = a.to(dtype=x0.dtype, device=x0.device).view(shape)
+            s_ = sig.to(dtype=x0.dtype, device=x0.device).view(shape)
+            xt = a_ * x0 + (1 - a_) * p.centers[j]
+            xt = xt + s_ * eps
         out = self.net(xt, t, cond=j) if self.cluster_cond else self.net(xt, t)
         return (out - eps).pow(2).mean()
 

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import mixture_stats
+from .. import mixture_stats
 
 FEATURES = ("odd", "loop", "straight", "large")
 _LOOP = (0, 6, 8, 9)
@@ -206,7 +206,7 @@ class FeatureGMM(nn.Module):
 
     def log_prob(self, z: Tensor, feats: Tensor, backend: str = "auto") -> Tensor:
         """sum_f log p_{f, v_f}(z_f) [N], through the fused mixture kernel (differentiable in the parameters)."""
-        from ..ops import mixture_log_prob
+        from .. import mixture_log_prob
 
         lg, mu, sd = self._params(feats)
         N = z.shape[0]

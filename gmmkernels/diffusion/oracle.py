@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..mixture import GaussianMixture
+from .. import GaussianMixture
 from .schedules import Schedule
 
 
