@@ -214,7 +214,7 @@ def _cases(device: str, quick: bool, dtypes) -> list:
 
 
 def train_step_overhead(device: str, quick: bool, log=print) -> list:
-    from gmmkernels.diffusion import smd as S
+    from gmmkernels.diffusion.methods import smd as S
 
     rows = []
     cfgs = [("toy-mlp-2d", (2,), 512, 16), ("digits-unet-8x8", (1, 8, 8), 128, 32)]

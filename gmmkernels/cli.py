@@ -38,11 +38,11 @@ def _cmd_bench(args) -> int:
 
 # name -> (module, function): function(out: Path, quick: bool, device: torch.device) -> dict
 REPRODUCTIONS = {
-    "gms": ("gmmkernels.diffusion.gms", "reproduce_gms"),
-    "mgdm": ("gmmkernels.diffusion.mgdm", "reproduce_mgdm"),
-    "mixddpm": ("gmmkernels.diffusion.mixddpm", "reproduce_mixddpm"),
-    "ngmg": ("gmmkernels.diffusion.ngmg", "reproduce_ngmg"),
-    "smd": ("gmmkernels.diffusion.smd", "reproduce_smd"),
+    "gms": ("gmmkernels.diffusion.experiments.gms", "reproduce_gms"),
+    "mgdm": ("gmmkernels.diffusion.experiments.mgdm", "reproduce_mgdm"),
+    "mixddpm": ("gmmkernels.diffusion.experiments.mixddpm", "reproduce_mixddpm"),
+    "ngmg": ("gmmkernels.diffusion.experiments.ngmg", "reproduce_ngmg"),
+    "smd": ("gmmkernels.diffusion.experiments.smd", "reproduce_smd"),
 }
 
 

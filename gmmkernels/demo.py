@@ -103,13 +103,11 @@ def op_section(out: Path, device: torch.device, quick: bool, seed: int) -> dict:
 
 
 def _plot(path: Path, flower, grid, st, n, samples):
-    try:
-        import matplotlib
+    from .diffusion.experiments._plots import MISSING, pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "skipped: matplotlib is not installed"
+    plt = pyplot()
+    if plt is None:
+        return MISSING
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     ext = (-4, 4, -4, 4)
     lp = st.log_prob.reshape(n, n).cpu()
@@ -137,7 +135,7 @@ def _plot(path: Path, flower, grid, st, n, samples):
     return str(path)
 
 
-# method -> module in gmmkernels.diffusion with demo_section(out: Path, quick: bool) -> dict
+# method -> module in gmmkernels.diffusion.experiments with demo_section(out: Path, quick: bool) -> dict
 METHODS = ("gms", "mgdm", "mixddpm", "ngmg", "smd")
 
 
@@ -158,7 +156,7 @@ def _method_section(name: str, out: Path, quick: bool) -> dict:
     import importlib
 
     t0 = time.perf_counter()
-    mod = importlib.import_module(f"gmmkernels.diffusion.{name}")
+    mod = importlib.import_module(f"gmmkernels.diffusion.experiments.{name}")
     print(f"[{name}] running its demo section{' (quick)' if quick else ''} ...", flush=True)
     res = mod.demo_section(out / name, quick)
     res = dict(res) if isinstance(res, dict) else {"result": res}

@@ -9,8 +9,14 @@ datasets and metrics that the mixture diffusion methods (GMS, MGDM, mixDDPM/mixS
   models      MLPEps, UNetEps, default_model, build_model
   trainer     TrainConfig, Trainer (AdamW/Adam, EMA, clipping, exact-resume checkpoints, DDP), load_checkpoint
   data        get_dataset, DATASETS (gmm1d, gmm2d, grid7x7, gmm25, moons, digits, digits16), load_digits
-  metrics     mixture_nll, sliced_wasserstein, mmd, mode_coverage, frechet_distance, digits_fd
+  metrics     mixture_nll, sliced_wasserstein, mmd, mode_coverage, frechet_distance, digits_fd, psnr, ssim
+  plotting    PNG output without matplotlib: save_png, image_grid, data_vs_samples
   commands    the `gmmkernels train` / `gmmkernels sample` subcommands and the demo section
+
+The methods themselves are in :mod:`.methods` (one module each: gms, smd, mixddpm, ngmg, mgdm; the algorithms)
+and their reproductions and demo sections in :mod:`.experiments` (one module each, and the registry
+``EXPERIMENTS`` that ``gmmkernels reproduce`` and ``gmmkernels demo`` read). Imports go one way:
+experiments -> methods -> this core.
 """
 from .data import DATASETS, Dataset, get_dataset, load_digits
 from .metrics import digits_fd, frechet_distance, mixture_nll, mmd, mode_coverage, sliced_wasserstein

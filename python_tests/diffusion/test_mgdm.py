@@ -1,4 +1,4 @@
-"""MGDM (gmmkernels.diffusion.mgdm): the fused VI / bridge ops against their references and the eager formulation,
+"""MGDM (gmmkernels.diffusion.methods.mgdm): the fused VI / bridge ops against their references and the eager formulation,
 determinism, the bridge coefficients, and the exact toy (MGDM vs DPS at equal network calls)."""
 import math
 
@@ -9,7 +9,8 @@ import gmmkernels  # noqa: F401
 from gmmkernels import _backend
 from gmmkernels import _registrations_fit  # noqa: F401
 from gmmkernels import fit_reference as fref
-from gmmkernels.diffusion import mgdm as M
+from gmmkernels.diffusion.experiments import mgdm as MX
+from gmmkernels.diffusion.methods import mgdm as M
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_ops = pytest.mark.skipif(not _backend.has_kernel("mgdm_vi_step", "CPU"), reason="native mgdm ops not built")
@@ -102,7 +103,7 @@ def test_bridge_and_vi_noise_are_the_documented_stream(device):
 
 
 def test_bridge_coefficients_match_schedule_formula():
-    acp = M.toy_acp()
+    acp = MX.toy_acp()
     dif = M._Diffusion(lambda x, t: x, acp, "fixed", M.CallCounter(), torch.float64, "cpu")
     cs, cl, std = dif.bridge(10, 50, 90)
     a = dif.acp
@@ -117,18 +118,18 @@ def test_time_index_flag():
     net = lambda x, t: (seen.append(t), torch.zeros_like(x))[1]  # noqa: E731
     for ti, want in (("fixed", 41), ("official", 42)):
         seen.clear()
-        dif = M._Diffusion(net, M.toy_acp(), ti, M.CallCounter(), torch.float64, "cpu")
+        dif = M._Diffusion(net, MX.toy_acp(), ti, M.CallCounter(), torch.float64, "cpu")
         dif.denoise(torch.zeros(1, 2), 42)
         assert seen == [want]
     with pytest.raises(ValueError, match="time_index"):
-        M._Diffusion(net, M.toy_acp(), "other", M.CallCounter(), torch.float64, "cpu")
+        M._Diffusion(net, MX.toy_acp(), "other", M.CallCounter(), torch.float64, "cpu")
 
 
 @needs_ops
 def test_mgdm_same_seed_same_samples_and_observation_plugins():
-    prior, obs, _ = M.toy_problem(4, seed=1)
-    acp = M.toy_acp()
-    net = M.exact_eps_net(prior, acp)
+    prior, obs, _ = MX.toy_problem(4, seed=1)
+    acp = MX.toy_acp()
+    net = MX.exact_eps_net(prior, acp)
     ob = M.LinearObservation(obs.A, obs.y.expand(8, -1), obs.sigma_y)
     cfg = M.MGDMConfig(K=8, M=3, lr=lambda i: 1.0)
     a = M.mgdm(net, acp, ob.log_pot, (8, 4), cfg, seed=3, dtype=torch.float64)
@@ -151,12 +152,12 @@ def test_gauss_vi_reaches_the_exact_conditional_mean_at_the_data_scale(fused):
     g = torch.Generator().manual_seed(0)
     mu0 = torch.randn(1, D, generator=g, dtype=torch.float64) * scale
     prior = GaussianMixture(torch.zeros(1, dtype=torch.float64), mu0, torch.full((1,), scale, dtype=torch.float64), "spherical")
-    acp = M.toy_acp()
+    acp = MX.toy_acp()
     A = torch.randn(1, D, generator=g, dtype=torch.float64)
     y = (A[0] @ mu0[0] + 10.0 * scale * A.norm()).reshape(1, 1)
     ob = M.LinearObservation(A, y.expand(B, -1), 1.0)
     x0 = (mu0 + scale * torch.randn(1, D, generator=g, dtype=torch.float64)).expand(B, -1)
-    dif = M._Diffusion(M.exact_eps_net(prior, acp), acp, "fixed", M.CallCounter(), torch.float64, "cpu")
+    dif = M._Diffusion(MX.exact_eps_net(prior, acp), acp, "fixed", M.CallCounter(), torch.float64, "cpu")
     xt = math.sqrt(dif.acp[t]) * x0 + math.sqrt(1 - dif.acp[t]) * torch.randn(1, D, generator=g, dtype=torch.float64).expand(B, -1)
     c0, ct, sig = dif.bridge(0, s, t, 1.0)
     m = ct * xt[0] + c0 * x0[0]
@@ -182,7 +183,7 @@ def test_mgdm_toy_beats_dps_at_equal_calls():
     # MGDM: toy_config (paper settings + Gauss_VI at the toy's scale); DPS: zeta 1 with as many network evaluations,
     # capped at 999 steps (its grid cannot repeat times). Measured (n=200, K=100, ~3600 MGDM calls, 1998 DPS calls):
     # MGDM 2.30 / 0.13 / 0.33 vs DPS 4.86 / 0.41 / 4.49; exact-vs-exact 0.49 / 0.12 / 0.24.
-    rs = [M.run_toy(10, n=200, seed=seed, R=1, K=100) for seed in (0, 1, 2)]
+    rs = [MX.run_toy(10, n=200, seed=seed, R=1, K=100) for seed in (0, 1, 2)]
     for r in rs:
         assert r["dps_calls"] == 2 * min(r["mgdm_calls"] // 2, 999), r
     sw_m = sum(r["sw_mgdm"] for r in rs) / 3

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from gmmkernels.diffusion.mixddpm import (CentredModel, MixPrior, MixTrainer, reverse_effort, sample_mix,
-                                          single_thread)
+from gmmkernels.diffusion.experiments.mixddpm import single_thread
+from gmmkernels.diffusion.methods.mixddpm import CentredModel, MixPrior, MixTrainer, reverse_effort, sample_mix
 from gmmkernels.diffusion.schedules import VPSDE, DiscreteSchedule
 from gmmkernels.diffusion.trainer import TrainConfig
 from gmmkernels.mixddpm_reference import mixture_dispatch_ref

@@ -1,11 +1,12 @@
-"""SMD method (gmmkernels.diffusion.smd): the latent-free limit is the vanilla model, the fused adapter path equals
+"""SMD method (gmmkernels.diffusion.methods.smd): the latent-free limit is the vanilla model, the fused adapter path equals
 the materialised one inside the model, the loss and schedules follow their formulas, sampling is seeded."""
 import math
 
 import pytest
 import torch
 
-from gmmkernels.diffusion import smd as S
+from gmmkernels.diffusion.experiments import smd as SX
+from gmmkernels.diffusion.methods import smd as S
 from gmmkernels.diffusion.schedules import DiscreteSchedule
 from gmmkernels.smd_ops import available_adapter_backends
 
@@ -158,7 +159,7 @@ def test_short_training_lowers_loss():
     first, last = sum(tr["losses"][:10]) / 10, sum(tr["losses"][-10:]) / 10
     assert math.isfinite(last) and last < first
     x = S.sample(tr["ema"], 200, generator=torch.Generator().manual_seed(0))
-    m_ = S._toy_metrics(x, ds)
+    m_ = SX._toy_metrics(x, ds)
     assert 0 <= m_["within_2sigma"] <= 1 and m_["n_modes"] == 49
 
 
@@ -167,11 +168,11 @@ def test_toy_metrics_count_diverged_samples():
 
     ds = get_dataset("grid7x7", n=2000, seed=0)
     x = ds.x[:400].clone()
-    clean = S._toy_metrics(x, ds)
+    clean = SX._toy_metrics(x, ds)
     assert clean["diverged_fraction"] == 0.0
     x[:10] = float("nan")
     x[10:20] = 1e6
-    m = S._toy_metrics(x, ds)
+    m = SX._toy_metrics(x, ds)
     assert m["diverged_fraction"] == pytest.approx(20 / 400)
     assert math.isfinite(m["sliced_w1"]) and m["sliced_w1"] < 0.5
 

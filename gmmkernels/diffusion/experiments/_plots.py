@@ -1,0 +1,19 @@
+"""The one optional matplotlib import of the figures (the experiments' and the demo's): matplotlib is not a
+dependency of the package, so every figure is skipped when it is missing."""
+from __future__ import annotations
+
+#: what a figure's entry in a summary says when it was skipped
+MISSING = "skipped: matplotlib is not installed"
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (figures go to files only), or None when
+    matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
