@@ -36,27 +36,13 @@ def _cmd_bench(args) -> int:
     return subprocess.call(cmd, cwd=root)
 
 
-# name -> (module, function): function(out: Path, quick: bool, device: torch.device) -> dict
-REPRODUCTIONS = {
-    "gms": ("gmmkernels.diffusion.experiments.gms", "reproduce_gms"),
-    "mgdm": ("gmmkernels.diffusion.experiments.mgdm", "reproduce_mgdm"),
-    "mixddpm": ("gmmkernels.diffusion.experiments.mixddpm", "reproduce_mixddpm"),
-    "ngmg": ("gmmkernels.diffusion.experiments.ngmg", "reproduce_ngmg"),
-    "smd": ("gmmkernels.diffusion.experiments.smd", "reproduce_smd"),
-}
-
-
-def _available_reproductions() -> list[str]:
-    import importlib.util
-
-    out = []
-    for name, (mod, _) in REPRODUCTIONS.items():
-        try:
-            if importlib.util.find_spec(mod) is not None:
-                out.append(name)
-        except ModuleNotFoundError:
-            pass
-    return out
+def _experiments():
+    """The registry of the methods' experiments (``gmmkernels.diffusion.experiments``), or None without it."""
+    try:
+        from .diffusion import experiments
+    except ImportError:
+        return None
+    return experiments
 
 
 def _resolve_device(name: str):
@@ -71,7 +57,6 @@ def _resolve_device(name: str):
 
 
 def _cmd_reproduce(args) -> int:
-    import importlib
     import json
 
     try:
@@ -79,17 +64,18 @@ def _cmd_reproduce(args) -> int:
     except (RuntimeError, ValueError) as e:
         print(f"gmmkernels reproduce: {e}", file=sys.stderr)
         return 2
-    mod, fn = REPRODUCTIONS[args.experiment]
-    out = Path(args.out or f"gmmkernels_out/reproduce_{args.experiment}")
+    exps = _experiments()
+    name = exps.resolve(args.experiment)
+    out = Path(args.out or f"gmmkernels_out/reproduce_{name}")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"gmmkernels reproduce {args.experiment}: writing to {out.resolve()} (device {device}{', quick' if args.quick else ''})",
+    print(f"gmmkernels reproduce {name}: writing to {out.resolve()} (device {device}{', quick' if args.quick else ''})",
           flush=True)
     import torch
 
     torch.manual_seed(args.seed)
-    result = getattr(importlib.import_module(mod), fn)(out, args.quick, device)
+    result = exps.EXPERIMENTS[name].reproduce(out, args.quick, device)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"gmmkernels reproduce {args.experiment}: done; results in {out / 'result.json'}")
+    print(f"gmmkernels reproduce {name}: done; results in {out / 'result.json'}")
     return 0
 
 
@@ -113,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     s.add_argument("--skip-diffusion", action="store_true", help="only the fused-op part")
+    exps = _experiments()
+    methods = "".join(f"{m}, " for m in (exps.EXPERIMENTS if exps else ()))
     s.add_argument("--methods", default="all",
-                   help="comma-separated method sections after the diffusion core: "
-                        "gms, mgdm, mixddpm, ngmg, smd, 'all' or 'none' (default: %(default)s)")
+                   help=f"comma-separated method sections after the diffusion core: {methods}'all' or 'none' "
+                        "(default: %(default)s)")
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("bench", help="run the benchmark suite (source checkout); arguments go to benchmarks/run_all.py",
@@ -123,10 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --quick --device cpu --out DIR (try: bench --help)")
     s.set_defaults(func=_cmd_bench)
 
-    repro = _available_reproductions()
-    if repro:
-        s = sub.add_parser("reproduce", help="re-run a paper's experiment at small scale: " + ", ".join(repro))
-        s.add_argument("experiment", choices=repro, help="which method")
+    if exps and exps.EXPERIMENTS:
+        s = sub.add_parser("reproduce", help="re-run a paper's experiment at small scale: " + ", ".join(exps.EXPERIMENTS))
+        s.add_argument("experiment", choices=exps.names(), help="which method")
         s.add_argument("--out", default=None, help="output folder (default: gmmkernels_out/reproduce_EXPERIMENT)")
         s.add_argument("--quick", action="store_true", help="a fast, smaller version (minutes on a CPU)")
         s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")

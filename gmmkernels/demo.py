@@ -135,8 +135,12 @@ def _plot(path: Path, flower, grid, st, n, samples):
     return str(path)
 
 
-# method -> module in gmmkernels.diffusion.experiments with demo_section(out: Path, quick: bool) -> dict
-METHODS = ("gms", "mgdm", "mixddpm", "ngmg", "smd")
+# the method sections: the registry of the methods' experiments, each with demo_section(out: Path, quick: bool) -> dict
+try:
+    from .diffusion import experiments as _experiments
+except ImportError:  # the package without its diffusion layer: the op part only
+    _experiments = None
+METHODS = tuple(_experiments.EXPERIMENTS) if _experiments is not None else ()
 
 
 def _methods(args) -> list:
@@ -146,19 +150,18 @@ def _methods(args) -> list:
     if spec in ("none", ""):
         return []
     names = [m.strip() for m in spec.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
+    accepted = _experiments.names() if _experiments is not None else ()
+    bad = [m for m in names if m not in accepted]
     if bad:
         raise ValueError(f"unknown --methods entry {bad[0]!r}; choose from {', '.join(METHODS)}, 'all' or 'none'")
-    return names
+    return [_experiments.resolve(m) for m in names]
 
 
 def _method_section(name: str, out: Path, quick: bool) -> dict:
-    import importlib
-
     t0 = time.perf_counter()
-    mod = importlib.import_module(f"gmmkernels.diffusion.experiments.{name}")
+    section = _experiments.EXPERIMENTS[name].demo_section
     print(f"[{name}] running its demo section{' (quick)' if quick else ''} ...", flush=True)
-    res = mod.demo_section(out / name, quick)
+    res = section(out / name, quick)
     res = dict(res) if isinstance(res, dict) else {"result": res}
     res["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"[{name}] done in {res['seconds']} s: {_brief(res)}", flush=True)
