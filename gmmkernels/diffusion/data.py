@@ -7,8 +7,8 @@ and ``mode_std`` for the mode-coverage metric. Nothing is downloaded.
 Toy laws (all as :class:`gmmkernels.GaussianMixture`, float64):
   gmm1d     1-D, 3 components (weights .3/.5/.2, means -1.5/0.2/1.6, stds .2/.3/.15)
   gmm2d     2-D, 8 components evenly on a circle of radius 2, std 0.2, equal weights
-  grid7x7   2-D, 49 components on a 7x7 grid (algorithms.md 2.4); spacing 1, std 0.25 (= spacing / 4)
-  gmm25     gmm_25(dim) of algorithms.md 3.6: means (8i, 8j) repeated dim/2 times, i, j in -2..2,
+  grid7x7   2-D, 49 components on a 7x7 grid (docs/methods.md (SMD)); spacing 1, std 0.25 (= spacing / 4)
+  gmm25     gmm_25(dim) of docs/methods.md (MGDM): means (8i, 8j) repeated dim/2 times, i, j in -2..2,
             identity covariance, weights U(0, 1) normalised (drawn from ``seed``)
   moons     two interleaved half circles with N(0, 0.05^2) noise, centred (no exact density)
   digits    scikit-learn's 1797 8x8 digits (UCI, CC BY 4.0), scaled to [-1, 1], shape [1, 8, 8]

@@ -85,7 +85,7 @@ def mode_coverage(x: Tensor, means: Tensor, std: float, weights: Optional[Tensor
     """Mode statistics for samples x [N, D] of a mixture with well-separated modes ``means`` [K, D].
 
     Each sample goes to its nearest mode; it is *on mode* when within ``radius * std`` of it
-    (algorithms.md section 2.4 uses 2 sigma). Returns
+    (docs/methods.md (SMD) uses 2 sigma). Returns
       ``on_mode``        fraction of samples on a mode
       ``occupancy``      per-mode fraction of the on-mode samples (list of K floats)
       ``modes_covered``  number of modes holding at least ``min_frac`` of the samples (default 1/(5K))

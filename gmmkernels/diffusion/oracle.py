@@ -1,7 +1,7 @@
 """The exact epsilon-network of a Gaussian-mixture data law: every sampler measured with no training.
 
 If x_0 ~ sum_k w_k N(mu_k, Sigma_k) and x_t = a_t x_0 + sigma_t eps, then x_t is a Gaussian mixture and
-x_0 | x_t is a Gaussian mixture too (algorithms.md section 1.7, written there in 1-D; per dimension
+x_0 | x_t is a Gaussian mixture too (docs/methods.md (GMS), written there in 1-D; per dimension
 for diagonal covariances):
 
   r_k  proportional to w_k N(x_t; a_t mu_k, a_t^2 Sigma_k + sigma_t^2 I)

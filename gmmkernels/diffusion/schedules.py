@@ -1,6 +1,6 @@
 """Noise schedules of the variance-preserving (VP) forward process, computed in float64.
 
-Notation (``shared`` spec, top of algorithms.md): x_t = a_t x_0 + sigma_t eps with a_t = sqrt(abar_t),
+Notation (docs/methods.md (Shared core)): x_t = a_t x_0 + sigma_t eps with a_t = sqrt(abar_t),
 sigma_t = sqrt(1 - abar_t). Time ``t = 0`` is the clean data (a_0 = 1, sigma_0 = 0) for every schedule.
 
 * :class:`DiscreteSchedule` -- DDPM with integer times t = 1..T and betas beta_1..beta_T
@@ -18,7 +18,7 @@ Both expose the same interface, so every sampler in :mod:`gmmkernels.diffusion.s
   A = alpha_{t|s} sigma_s^2 / sigma_t^2,  B = a_s beta_{t|s} / sigma_t^2,  lambda^2 = sigma_s^2 beta_{t|s} / sigma_t^2,
   alpha_{t|s} = a_t / a_s, beta_{t|s} = sigma_t^2 - alpha_{t|s}^2 sigma_s^2.
 * ``bridge(s, t, ell, eta)``: the DDIM(eta) bridge q(x_t | x_s, x_ell) between a cleaner state s and a
-  noisier state ell (s < t < ell), algorithms.md section 3.3; eta = 1 is the exact Markov bridge
+  noisier state ell (s < t < ell), docs/methods.md (MGDM); eta = 1 is the exact Markov bridge
   (the DDPM posterior when s = 0), eta = 0 the deterministic DDIM map.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class _Schedule:
 
         std = eta sqrt((1 - abar_ell/abar_t)(1 - abar_t/abar_s) / (1 - abar_ell/abar_s)),
         coeff_ell = sqrt((1 - abar_t/abar_s - std^2) / (1 - abar_ell/abar_s)),
-        coeff_s = sqrt(abar_t/abar_s) - coeff_ell sqrt(abar_ell/abar_s)       (algorithms.md section 3.3).
+        coeff_s = sqrt(abar_t/abar_s) - coeff_ell sqrt(abar_ell/abar_s)       (docs/methods.md (MGDM)).
         """
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"bridge: eta must lie in [0, 1], got {eta}")

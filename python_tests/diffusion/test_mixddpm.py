@@ -77,7 +77,7 @@ def test_prior_constructors():
     torch.testing.assert_close(sc.scales, V.sqrt(), rtol=0.1, atol=0)
     st = MixPrior.standard(x)
     assert st.K == 1 and float(st.centers.abs().sum()) == 0
-    # Reverse Effort of the data (algorithms.md 4.2): E|x0 - c_j|^2 + D is far below E|x0|^2 + D
+    # Reverse Effort of the data (docs/methods.md (mixDDPM)): E|x0 - c_j|^2 + D is far below E|x0|^2 + D
     assert km.reverse_effort_data(x) < 0.2 * st.reverse_effort_data(x)
     assert abs(st.reverse_effort_data(x) - float((x**2).sum(1).mean() + 2)) < 1e-3
 

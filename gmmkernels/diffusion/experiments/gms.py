@@ -21,7 +21,7 @@ from ..schedules import Schedule, make_schedule
 from ._plots import pyplot
 
 
-#: GMS paper, CIFAR10 linear schedule, FID vs K (algorithms.md 1.7, via GMFlow's Table 5)
+#: GMS paper, CIFAR10 linear schedule, FID vs K (docs/methods.md (GMS), via GMFlow's Table 5)
 PAPER_CIFAR10_FID = {
     "K": [10, 25, 50, 100],
     "DDPM (small var)": [34.76, 16.18, 11.11, 8.38],
@@ -224,10 +224,10 @@ def _tables(res: Dict) -> str:
             ab = [a for a in ("sn_ddpm", "gms", *ABLATIONS) if any(r["sampler"] == a for r in ar)]
             aK = sorted({r["K"] for r in ar})
             parts.append(f"Ablation, {len(ar[0]['fd_per_seed'])} seeds (seed s gives every sampler the same x_T; see "
-                         "gms.ablation_sample): which part of a GMS step helps?\n")
+                         "ablation_sample in methods/gms.py): which part of a GMS step helps?\n")
             parts.append(_md_table(ar, [("fd", "digits FD, mean over seeds", ".3f")], aK, ab))
             parts.append(_ablation_summary(ar, aK) + "\n")
-    parts.append("### Paper (CIFAR10 FID, linear schedule; algorithms.md 1.7)\n")
+    parts.append("### Paper (CIFAR10 FID, linear schedule; docs/methods.md (GMS))\n")
     p = PAPER_CIFAR10_FID
     parts.append("| sampler | " + " | ".join(f"K={K}" for K in p["K"]) + " |\n|---|" + "---|" * len(p["K"]))
     for k in ("DDPM (small var)", "SN-DDPM", "GMS"):

@@ -19,7 +19,7 @@ from ._plots import pyplot
 
 
 # ----------------------------------------------------------------------------------------------
-# the exact toy (algorithms.md section 3.6): gmm_25(dim) prior, linear A with d_y = 1
+# the exact toy (docs/methods.md (MGDM)): gmm_25(dim) prior, linear A with d_y = 1
 
 
 def toy_acp(T: int = 1000) -> Tensor:

@@ -235,7 +235,7 @@ def _reproduce_mixddpm(out: Path, quick: bool, device) -> dict:
     result = {"toy": toy_rows, "digits": digit_rows, "reverse_effort_data": re_data, "plots": plots,
               "verdict": verdict, "quick": quick, "seconds": round(time.time() - t_start, 1),
               "notes": "budgets are checkpoints of one constant-learning-rate run per method (EMA weights); "
-                       "equations are reconstructions (algorithms.md 4)"}
+                       "equations are reconstructions (docs/methods.md (mixDDPM))"}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     return result

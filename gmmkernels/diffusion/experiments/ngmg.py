@@ -211,7 +211,7 @@ def _reproduce_ngmg(out: Path, quick: bool, device) -> dict:
               "quick": quick, "seconds": round(time.time() - t0, 1), "train_steps_generation": gen_steps,
               "features": {"names": list(FEATURES), "table": FEATURE_TABLE.tolist()},
               "notes": "NGMG, the latent GMMs, the features and the defect rate are reconstructions/definitions "
-                       "documented in gmmkernels/diffusion/ngmg.py (algorithms.md 5)"}
+                       "documented in gmmkernels/diffusion/methods/ngmg.py (docs/methods.md (NGMG))"}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text("\n".join(lines) + "\n")
     return result

@@ -1,7 +1,7 @@
 """GMS: Gaussian Mixture Solvers (Guo, Lu, Bao, Pang, Yan, Du, Li; NeurIPS 2023, arXiv 2311.00941), end to end.
 
 The sampler and head training follow the official code (``Guohanzhong/GMS``, ``sample.py`` / ``diffusion.py``) as
-written down in algorithms.md section 1, not the paper where the two differ:
+written down in docs/methods.md (GMS), not the paper where the two differ:
 
 * Every reverse transition t -> s is a two-component mixture per element, w N(mu1, v) + (1 - w) N(mu2, v) with
   w = 1/3 fixed and one shared variance v = V clamp(beta, 0.1, 1.2), whose (mu1, mu2, beta) match the first three
@@ -27,7 +27,7 @@ t_1 > t_0 = 0), the same grid as DDPM / SN-DDPM in :mod:`.samplers`, so the thre
 The official loop also ends with a clipped Gaussian step and a final x0 prediction; here the last Gaussian step goes
 straight to s = 0, where its mean is the clipped x0 prediction and its variance Var[x0 | x_t] (clipped).
 
-Training (algorithms.md 1.2): head n >= 2 is trained with mse(h_n(x_t, t), eps^n) on a FROZEN eps-backbone
+Training (docs/methods.md (GMS)): head n >= 2 is trained with mse(h_n(x_t, t), eps^n) on a FROZEN eps-backbone
 (:class:`GMSHeads`, :func:`train_gms_heads`; ``mode='complex'``: a time-conditioned residual block then norm, SiLU and
 a zero-initialised output layer, as the official eps2/eps3 heads; ``'simple'``: norm, SiLU, zero-initialised output).
 The official code trains eps2 first, then eps3 with eps2 frozen; the two heads have disjoint parameters and separate
@@ -146,7 +146,7 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
                var_floor: float = 0.1, n_el: Optional[int] = None, last_var_max: Optional[float] = None,
                spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float32, backend: str = "auto",
                progress: bool = False, return_trajectory: bool = False):
-    """Draw ``shape[0]`` samples with the GMS sampler in K steps (algorithms.md 1.5).
+    """Draw ``shape[0]`` samples with the GMS sampler in K steps (docs/methods.md (GMS)).
 
     Args:
       model: callable ``model(x, t, heads=True[, cond=])`` returning a dict with 'eps', 'eps2', 'eps3' of x's shape
@@ -363,7 +363,7 @@ class GMSHeads(nn.Module):
 
 class _HeadTrainer(Trainer):
     """The diffusion-core trainer with the loss restricted to the trainable heads:
-    L = sum_{n in heads} w_n mean |h_n(x_t, t) - eps^n|^2 (algorithms.md 1.2; the frozen eps term is left out)."""
+    L = sum_{n in heads} w_n mean |h_n(x_t, t) - eps^n|^2 (docs/methods.md (GMS); the frozen eps term is left out)."""
 
     def loss(self, x0: Tensor, t: Tensor, eps: Tensor, cond=None) -> Tensor:
         kw = {"cond": cond} if cond is not None else {}

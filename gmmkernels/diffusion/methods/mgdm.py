@@ -1,8 +1,8 @@
 """MGDM (mixture-guided diffusion for inverse problems, Janati et al., arXiv 2502.03332) and DPS, on any epsilon-network.
 
-The sampler follows the official implementation as specified in algorithms.md section 3.3 (outer loop over K grid
+The sampler follows the official implementation as specified in docs/methods.md (MGDM) (outer loop over K grid
 times, R Gibbs sweeps per step, each sweep = Gauss_VI for x_s | x_0, x_t (G Adam steps), M-step DDIM(eta=1) from s
-to 0 for x_0, and a DDPM bridge draw for x_t), with the defaults of section 3.4 (the "images, default block" column:
+to 0 for x_0, and a DDPM bridge draw for x_t), with the defaults given there (the "images, default block" column:
 K=100, R=1, M=20, G = 20 for the last 10 steps else 3, lr = 0.01 for the first 11 steps else 0.03, index sampling
 'mix' with threshold 70 and min_tau 10, eta=1).
 
@@ -11,7 +11,7 @@ the sampler works in the official code's extended index space acp_ext = [1, clip
 clean data. Two choices the official code makes implicitly are flags here:
 
 * ``time_index``: the official code queries the network at integer t while using acp_ext[t] = abar_{t-1} as its
-  noise level (algorithms.md section 3.5.1, an off-by-one). ``"fixed"`` (default) queries the network at t-1, the time
+  noise level (docs/methods.md (MGDM), an off-by-one). ``"fixed"`` (default) queries the network at t-1, the time
   whose noise level is actually used; ``"official"`` reproduces the code.
 * ``settings``: ``"default"`` (default) uses the default block, which is what the official image runs actually apply
   (``test_images.py`` never calls ``update_sampler_cfg``); ``"ffhq"`` applies the per-dataset context block that the
@@ -199,7 +199,7 @@ class _Diffusion:
         return (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
 
     def bridge(self, s: int, t: int, ell: int, eta: float = 1.0):
-        """(coeff_s, coeff_ell, std) of q_{t|s,ell} (algorithms.md section 3.3)."""
+        """(coeff_s, coeff_ell, std) of q_{t|s,ell} (docs/methods.md (MGDM))."""
         a_s, a_t, a_l = (float(self.acp[i]) for i in (s, t, ell))
         r_ts, r_ls, r_lt = a_t / a_s, a_l / a_s, a_l / a_t
         std = eta * math.sqrt(max((1 - r_lt) * (1 - r_ts) / (1 - r_ls), 0.0))
@@ -246,7 +246,7 @@ def fused_available(device) -> bool:
 
 def _gauss_vi(dif: _Diffusion, noise: _Noise, log_pot, x0: Tensor, xt: Tensor, s: int, t: int, G: int, lr: float,
               adam: tuple, fused: bool, scale: float = 1.0) -> Tensor:
-    """x_s | x_0, x_t by Gauss_VI (algorithms.md section 3.2): G Adam steps on (mu, rho), then a fresh sample.
+    """x_s | x_0, x_t by Gauss_VI (docs/methods.md (MGDM)): G Adam steps on (mu, rho), then a fresh sample.
 
     ``scale`` = c runs the optimisation in units of c: u = x / c, so the variational mean moves by about c * lr per
     Adam step while the log-std rho keeps its scale-free steps. The loss is the same function of x (the quadratic

@@ -1,6 +1,6 @@
 """mixDDPM and mixSGM: diffusion models with a Gaussian-mixture prior (Jia, Zhu, Liu, Zheng; arXiv 2410.19149).
 
-What is from the paper and what is reconstructed (algorithms.md section 4; no code of the paper is public
+What is from the paper and what is reconstructed (docs/methods.md (mixDDPM); no code of the paper is public
 and only its abstract and reviews could be read):
 
 [PAPER] The prior is a Gaussian mixture with data-driven centers (clustering, or class structure); a
@@ -27,9 +27,9 @@ and only its abstract and reviews could be read):
           marginals with abar(t) = exp(-int beta); eps-parametrised score s = -eps / (sigma_t s_j); reverse SDE
           by Euler-Maruyama or predictor-corrector (reverse-diffusion predictor + Langevin corrector of
           Song et al. 2021, signal-to-noise ratio 0.16). If the paper's SGM is a VE SDE this family is wrong
-          (algorithms.md 4.3): a centred prior changes nothing for VE.
+          (docs/methods.md (mixDDPM)): a centred prior changes nothing for VE.
         * Reverse Effort: mean_n |x_T^(n) - x_0^(n)|_2 over generated pairs (the paper's eqs. 14-15 are not
-          available; also reported squared, and the data-side value E|x0 - c_D(x0)|^2 + D of algorithms.md 4.2).
+          available; also reported squared, and the data-side value E|x0 - c_D(x0)|^2 + D of docs/methods.md (mixDDPM)).
 
 DDPM and SGM are the same code with one center at the origin and unit scale, so every comparison runs one
 training loop and one sampler. Training uses the fused dispatcher :func:`gmmkernels.mixture_dispatch`
@@ -141,7 +141,7 @@ class MixPrior:
         return self.centers[j] + self.scales[j].view(shape) * z, z, j
 
     def reverse_effort_data(self, x: Tensor) -> float:
-        """E|x0 - c_D(x0)|^2 / s^2 + D over the training data (independent prior and data; algorithms.md 4.2)."""
+        """E|x0 - c_D(x0)|^2 / s^2 + D over the training data (independent prior and data; docs/methods.md (mixDDPM))."""
         xf = x.float().reshape(x.shape[0], -1)
         cf = self.centers.reshape(self.K, -1).to(xf)
         j = self.assignment.to(xf.device)

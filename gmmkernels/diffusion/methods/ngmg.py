@@ -1,7 +1,7 @@
 """GMM conditioning and the Negative Gaussian Mixture Gradient (NGMG) (Lu, Wu, Ding, Duan, Zhuang, Yuan;
 arXiv 2401.11261, Neurocomputing 614:128764, 2025).
 
-What is from the paper and what is reconstructed (algorithms.md section 5; no code is public and only the
+What is from the paper and what is reconstructed (docs/methods.md (NGMG); no code is public and only the
 abstracts and TL;DRs could be read, so almost everything here is a documented placeholder design):
 
 [PAPER] Conditioning inputs are treated as distributions: a GMM per feature defines the conditioning latent,
@@ -15,7 +15,7 @@ abstracts and TL;DRs could be read, so almost everything here is a documented pl
           weights only. "general" form: means, scales and weights all learned. Weights are learned by maximum
           likelihood (Adam on -log p through the fused mixture kernel) to a target latent law, by default
           N(-1, 0.35^2) for v = 0 and N(+1, 0.35^2) for v = 1 (our choice; the paper's targets are unknown).
-        * NGMG (:func:`ngmg_loss`, algorithms.md 5.2 read literally): for a prediction x and a target mixture
+        * NGMG (:func:`ngmg_loss`, docs/methods.md (NGMG) read literally): for a prediction x and a target mixture
           {w_k, mu_k, sigma}, U(x) = -sum_k w_k exp(-|x - mu_k|^2 / (2 sigma^2)) (w normalised), the loss value,
           and the NGMG grad_x U = sum_k w_k (x - mu_k) / sigma^2 exp(...), used as d(loss)/dx in backward.
           ``normalize=True`` divides it by sum_k w_k exp(...) (then it equals -grad log p, the mixture score).

@@ -1,4 +1,4 @@
-"""SMD: Soft Mixture Denoising (Li, van Breugel, van der Schaar; arXiv 2309.14068), algorithms.md section 2.
+"""SMD: Soft Mixture Denoising (Li, van Breugel, van der Schaar; arXiv 2309.14068); docs/methods.md (SMD).
 
 The reverse kernel is a continuous mixture over a latent z_t = g_xi(x_t, eta, t), eta ~ N(0, I): the denoiser
 F_{theta, phi}(x_t, t; z_t) is the usual network with two hypernetwork adapters f_phi (after its input layer and
@@ -9,7 +9,7 @@ op :func:`gmmkernels.hypernet_adapter`). Training: one eta per data point,
 
 and sampling draws a fresh eta at every step (DDPM ancestral or DDIM through :mod:`.samplers`).
 
-Two settings (algorithms.md 2.3, item 1):
+Two settings (docs/methods.md (SMD)):
   * ``"code"`` (the official code's defaults): v-prediction, sigmoid schedule (lucidrains' ``sigmoid_beta_schedule``,
     start -3, end 3, tau 1, betas clipped to 0.999), loss weight abar_t = SNR / (SNR + 1);
   * ``"paper"``: epsilon-prediction, linear DDPM betas rescaled by 1000 / T (clipped to 0.999), unit weight.
