@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_bench)
 
     if exps and exps.EXPERIMENTS:
-        s = sub.add_parser("reproduce", help="re-run a paper's experiment at small scale: " + ", ".join(exps.EXPERIMENTS))
+        s = sub.add_parser("reproduce",
+                           help="re-run a paper's experiment at small scale: " + ", ".join(exps.EXPERIMENTS))
         s.add_argument("experiment", choices=exps.names(), help="which method")
         s.add_argument("--out", default=None, help="output folder (default: gmmkernels_out/reproduce_EXPERIMENT)")
         s.add_argument("--quick", action="store_true", help="a fast, smaller version (minutes on a CPU)")

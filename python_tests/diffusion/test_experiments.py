@@ -55,7 +55,8 @@ def test_demo_takes_its_methods_from_the_registry():
 def test_both_commands_call_the_registry_functions(tmp_path, monkeypatch):
     calls = []
     mod = importlib.import_module("gmmkernels.diffusion.experiments.smd")
-    monkeypatch.setattr(mod, "reproduce_smd", lambda out, quick, device: calls.append(("reproduce", out, quick)) or {"x": 1})
+    monkeypatch.setattr(mod, "reproduce_smd",
+                        lambda out, quick, device: calls.append(("reproduce", out, quick)) or {"x": 1})
     monkeypatch.setattr(mod, "demo_section", lambda out, quick: calls.append(("demo", out, quick)) or {"y": 2})
     assert cli.main(["reproduce", "smd", "--quick", "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "result.json").read_text()) == {"x": 1}

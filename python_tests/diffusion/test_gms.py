@@ -1,6 +1,6 @@
-"""GMS sampler end to end (gmmkernels.diffusion.methods.gms): determinism, component-choice modes, exactness on a Gaussian
-law, closeness to a 1-D mixture with the exact oracle and convergence in K, head training on a frozen backbone, the
-merged three-head model, bad inputs, the demo and the quick reproduction."""
+"""GMS sampler end to end (gmmkernels.diffusion.methods.gms and its experiments): determinism, component-choice
+modes, exactness on a Gaussian law, closeness to a 1-D mixture with the exact oracle and convergence in K, head
+training on a frozen backbone, the merged three-head model, bad inputs, the demo and the quick reproduction."""
 import copy
 import json
 import math

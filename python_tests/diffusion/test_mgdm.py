@@ -1,5 +1,5 @@
-"""MGDM (gmmkernels.diffusion.methods.mgdm): the fused VI / bridge ops against their references and the eager formulation,
-determinism, the bridge coefficients, and the exact toy (MGDM vs DPS at equal network calls)."""
+"""MGDM (gmmkernels.diffusion.methods.mgdm): the fused VI / bridge ops against their references and the eager
+formulation, determinism, the bridge coefficients, and the exact toy (MGDM vs DPS at equal network calls)."""
 import math
 
 import pytest

@@ -1,5 +1,5 @@
-"""SMD method (gmmkernels.diffusion.methods.smd): the latent-free limit is the vanilla model, the fused adapter path equals
-the materialised one inside the model, the loss and schedules follow their formulas, sampling is seeded."""
+"""SMD method (gmmkernels.diffusion.methods.smd): the latent-free limit is the vanilla model, the fused adapter path
+equals the materialised one inside the model, the loss and schedules follow their formulas, sampling is seeded."""
 import math
 
 import pytest

@@ -111,8 +111,8 @@ def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps
                       ablations: Sequence[str] = (), ablation_Ks: Sequence[int] = (), ablation_seeds: Sequence[int] = (),
                       log=print) -> Dict:
     """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD (``rows``);
-    then SN-DDPM, GMS and the :data:`~gmmkernels.diffusion.methods.gms.ABLATIONS` at ``ablation_Ks`` over ``ablation_seeds`` (``ablation_rows``; seed
-    s gives every sampler the same x_T)."""
+    then SN-DDPM, GMS and the :data:`~gmmkernels.diffusion.methods.gms.ABLATIONS` at ``ablation_Ks`` over
+    ``ablation_seeds`` (``ablation_rows``; seed s gives every sampler the same x_T)."""
     from ..data import load_digits
     from ..metrics import digits_fd, frechet_distance, gaussian_stats
 

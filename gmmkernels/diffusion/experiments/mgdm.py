@@ -80,7 +80,8 @@ def toy_vi_scale(prior) -> float:
 
     Adam moves each parameter by about lr per step whatever the gradient's size, so the image learning rates
     (0.01 / 0.03, data in [-1, 1]) barely move the variational means of gmm_25 data (modes 8 apart, std 11.4 per
-    coordinate). Running Gauss_VI in units of this scale transfers them (see ``_gauss_vi`` in :mod:`gmmkernels.diffusion.methods.mgdm`)."""
+    coordinate). Running Gauss_VI in units of this scale transfers them (see ``_gauss_vi`` in
+    :mod:`gmmkernels.diffusion.methods.mgdm`)."""
     w = torch.softmax(prior.logits.double(), -1)
     mu = prior.means.double()
     m = (w[:, None] * mu).sum(0)

@@ -29,7 +29,8 @@ and only its abstract and reviews could be read):
           Song et al. 2021, signal-to-noise ratio 0.16). If the paper's SGM is a VE SDE this family is wrong
           (docs/methods.md (mixDDPM)): a centred prior changes nothing for VE.
         * Reverse Effort: mean_n |x_T^(n) - x_0^(n)|_2 over generated pairs (the paper's eqs. 14-15 are not
-          available; also reported squared, and the data-side value E|x0 - c_D(x0)|^2 + D of docs/methods.md (mixDDPM)).
+          available; also reported squared, and the data-side value E|x0 - c_D(x0)|^2 + D of
+          docs/methods.md (mixDDPM)).
 
 DDPM and SGM are the same code with one center at the origin and unit scale, so every comparison runs one
 training loop and one sampler. Training uses the fused dispatcher :func:`gmmkernels.mixture_dispatch`
@@ -141,7 +142,8 @@ class MixPrior:
         return self.centers[j] + self.scales[j].view(shape) * z, z, j
 
     def reverse_effort_data(self, x: Tensor) -> float:
-        """E|x0 - c_D(x0)|^2 / s^2 + D over the training data (independent prior and data; docs/methods.md (mixDDPM))."""
+        """E|x0 - c_D(x0)|^2 / s^2 + D over the training data (independent prior and data;
+        docs/methods.md (mixDDPM))."""
         xf = x.float().reshape(x.shape[0], -1)
         cf = self.centers.reshape(self.K, -1).to(xf)
         j = self.assignment.to(xf.device)
