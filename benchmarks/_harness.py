@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
 # ----------------------------------------------------------------------------------------------
-# peak rates (kernel-anchors §6); nothing here is measured
+# peak rates (docs/kernels.md (mixture_stats), with their sources); nothing here is measured
 
 
 @dataclass(frozen=True)

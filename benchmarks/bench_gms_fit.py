@@ -5,7 +5,7 @@ eager PyTorch Adan loop (70 autograd iterations over the whole tensor), on CIFAR
     python benchmarks/bench_gms_fit.py [--quick] [--device cpu|cuda] [--out DIR] [--threads N] [--no-write]
 
 Providers (row "provider"):
-  torch-eager-adan        gmmkernels.gms_reference.adan_fit_ref in float32: the official solve_gmm loop (autograd on
+  torch-eager-adan        gmmkernels.reference.gms_fit.adan_fit_ref in float32: the official solve_gmm loop (autograd on
                           J = mean(g0^2+g1^2+g2^2), Adan written with in-place tensor ops), the speedup baseline
   gmmkernels-<be>-adan    gms_fit(method="adan"), the same solver fused in registers (be = cpu / cuda / triton)
   gmmkernels-<be>-closed  gms_fit(method="closed"), the exact solution
@@ -28,9 +28,8 @@ if __package__ in (None, ""):
 import torch
 
 import gmmkernels  # noqa: F401
-from gmmkernels import _registrations_gms  # noqa: F401
-from gmmkernels import gms_reference as R
-from gmmkernels.gms import GMSCoeffs, available_gms_backends, gms_fit, gms_step
+from gmmkernels import GMSCoeffs, available_gms_backends, gms_fit, gms_step
+from gmmkernels.reference import gms_fit as R
 
 try:
     from benchmarks import _harness as H

@@ -1,4 +1,4 @@
-"""Benchmark of gmmkernels.lowrank_adapter (the SMD hypernetwork adapter chain, algorithms.md section 2.5 K2).
+"""Benchmark of gmmkernels.lowrank_adapter (the SMD hypernetwork adapter chain, docs/kernels.md (lowrank_adapter)).
 
 Modes
   fwd      out = W_L(...(W_1 r)), W_l = u_l u_l^T + softplus(s_l) I, for r [P, d], u [P, L, d], s [L].
@@ -82,15 +82,15 @@ def _wrap(case, inputs, f):
 
 def _gmm_provider(backend):
     def setup(case, inputs):
-        from gmmkernels.smd_ops import lowrank_adapter
+        from gmmkernels import lowrank_adapter
 
         return _wrap(case, inputs, lambda r, u, s: lowrank_adapter(r, u, s, backend=backend))
 
     def available(device):
         try:
-            from gmmkernels.smd_ops import available_adapter_backends
+            from gmmkernels import available_adapter_backends
         except Exception as e:
-            return f"gmmkernels.smd_ops does not import: {e}"
+            return f"gmmkernels.ops.lowrank_adapter does not import: {e}"
         if backend == "triton" and device != "cuda":
             return "Triton kernels are timed on CUDA only (on CPU they would run in the interpreter)"
         backs = available_adapter_backends(device)

@@ -4,7 +4,7 @@
 
 Op: j = argmin_k |x0 - c_k|^2, x_t = a x0 + (1 - a) c_j + sigma eps, dist2 = |x0 - c_j|^2, for x0 [N, D],
 centers [K, D], per-row a, sigma. Shapes: EMNIST-like (D = 784, K = 47), CIFAR-like (D = 3072, K = 10) and a
-2-D toy (K = 25), the K5 entries of algorithms.md section 4.5.
+2-D toy (K = 25), the shapes of docs/kernels.md (mixture_dispatch).
 
 Providers: gmmkernels-{cpu,cuda,triton} (``mixture_dispatch(backend=...)``), torch-eager (GEMM distances with
 addmm, argmin, index_select, elementwise noising: what one writes without the fused op) and torch-compile (the
@@ -25,8 +25,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _harness  # noqa: E402
-from gmmkernels.mixddpm_ops import dispatch_backends, mixture_dispatch  # noqa: E402
-from gmmkernels.mixddpm_reference import mixture_dispatch_ref  # noqa: E402
+from gmmkernels import mixture_dispatch  # noqa: E402
+from gmmkernels.ops.mixture_dispatch import dispatch_backends  # noqa: E402
+from gmmkernels.reference.mixture_dispatch import mixture_dispatch_ref  # noqa: E402
 
 OP = "mixture_dispatch"
 

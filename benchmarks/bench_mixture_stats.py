@@ -346,7 +346,7 @@ def make_inputs(case: H.Case) -> dict:
 
 def reference(case: H.Case, inputs: dict) -> dict:
     """float64 log p, score (and gradients) on the first M rows, by gmmkernels.reference (materialising)."""
-    from gmmkernels.reference import mixture_stats_ref
+    from gmmkernels.reference.mixture_stats import mixture_stats_ref
 
     cov = case.params["cov"]
     M = check_rows(case)
@@ -404,7 +404,7 @@ def compare(case: H.Case, out: dict, expected: dict, precision: str):
 
 
 def counts(case: H.Case) -> H.Counts:
-    """Useful work of one call (kernel-anchors §1/§6 conventions; fp32-sized I/O).
+    """Useful work of one call (the conventions of docs/kernels.md (mixture_stats); fp32-sized I/O).
 
     FLOP fwd: diag 8NKD (logits GEMM, inner 2D, + score GEMM, output 2D); spherical 4NKD; full 4NKD^2.
     fwd+bwd: 3x the forward (backward = 2x forward, the GEMM convention). Bytes: read x, write log p and
@@ -430,7 +430,7 @@ SPEC = H.OpSpec(make_inputs=make_inputs, reference=reference, compare=compare, c
 
 
 # ----------------------------------------------------------------------------------------------
-# workloads (kernel-anchors §7.1)
+# workloads (docs/kernels.md (mixture_stats): cost model and benchmark workloads)
 
 
 def _cases(device: str, quick: bool, covs, dtypes) -> list[H.Case]:

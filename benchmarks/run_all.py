@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     args = H.finalize_args(ap.parse_args(argv))
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     if only:
-        # a module answers to its file stem (bench_fit), the stem without "bench_" (fit) or its OP (fit_em)
+        # a module answers to its file stem (bench_fit_em), the stem without "bench_" (fit_em) or its OP
         names = {n for stem, mod, _ in mods for n in (stem, stem[len("bench_"):], getattr(mod, "OP", None)) if n}
         unknown = [o for o in only if o not in names]
         if unknown:

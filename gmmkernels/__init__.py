@@ -1,46 +1,50 @@
 """gmmkernels: fused Gaussian-mixture kernels (C++ CPU, CUDA, Triton) for mixture diffusion methods.
 
-Public API:
-  mixture_log_prob, mixture_score, mixture_responsibilities, mixture_stats   fused mixture density ops (ops.py)
+Public API (one module per op family under gmmkernels/ops/, algorithms under gmmkernels/fit/):
+  mixture_log_prob, mixture_score, mixture_responsibilities, mixture_stats   fused mixture density ops
   GaussianMixture                                      nn.Module + exact diffusion oracle; GaussianMixture.fit (EM)
-  fit_em, fit_vb, gibbs, mixture_suffstats, kmeans_plusplus                  batched mixture fitting (fit.py)
-  gms_fit, gms_step                                    GMS moment matching and the fused GMS sampler step (gms.py)
-  mixture_dispatch, nearest_center, kmeans             mixDDPM dispatcher and batched k-means (mixddpm_ops.py)
-  lowrank_adapter, hypernet_adapter                    SMD low-rank hypernetwork adapter (smd_ops.py)
+  gms_fit, gms_step                                    GMS moment matching and the fused GMS sampler step
+  mixture_dispatch, nearest_center                     mixDDPM dispatcher
+  lowrank_adapter, hypernet_adapter                    SMD low-rank hypernetwork adapter
+  mixture_suffstats, gibbs_sweep                       M-step statistics, Gibbs sweep
+  mgdm_vi_step, mgdm_bridge                            MGDM Gauss_VI step and bridge draw
+  fit_em, fit_vb, gibbs, kmeans, kmeans_plusplus       batched fitting built on the ops
   available_backends, set_validation, build_info
-Algorithms (training, sampling, ``reproduce`` experiments) live in ``gmmkernels.diffusion``.
+Algorithms of the diffusion methods (training, sampling, ``reproduce`` experiments) live in ``gmmkernels.diffusion``.
+Architecture: docs/architecture.md.
 """
 __version__ = "0.1.0"
 
 from . import _backend  # noqa: F401  (loads the native extension when present)
-from . import _registrations  # noqa: F401  (fake kernels + autograd of the native ops)
-from . import _registrations_fit  # noqa: F401
-from . import _registrations_gms  # noqa: F401
-from . import _registrations_mixddpm  # noqa: F401
-from . import _registrations_smd  # noqa: F401
 from ._backend import build_info
-from .fit import FitResult, GibbsPrior, fit_em, fit_vb, gibbs, kmeans_plusplus, mixture_suffstats
-from .gms import GMSCoeffs, GMSFit, GMSStep, available_gms_backends, gms_fit, gms_step
-from .mixddpm_ops import kmeans, mixture_dispatch, nearest_center
+from ._validate import set_validation
+from .fit import FitResult, GibbsResult, KMeans, fit_em, fit_vb, gibbs, kmeans, kmeans_plusplus
 from .mixture import GaussianMixture
-from .smd_ops import available_adapter_backends, hypernet_adapter, lowrank_adapter
-from .ops import (
+from .ops.gibbs_sweep import GibbsPrior, gibbs_sweep
+from .ops.gms_fit import GMSCoeffs, GMSFit, GMSStep, available_gms_backends, gms_fit, gms_step
+from .ops.lowrank_adapter import available_adapter_backends, hypernet_adapter, lowrank_adapter
+from .ops.mgdm_step import mgdm_bridge, mgdm_vi_step
+from .ops.mixture_dispatch import Dispatch, mixture_dispatch, nearest_center
+from .ops.mixture_stats import (
     MixtureStats,
     available_backends,
     mixture_log_prob,
     mixture_responsibilities,
     mixture_score,
     mixture_stats,
-    set_validation,
 )
+from .ops.mixture_suffstats import mixture_suffstats
 
 __all__ = [
+    "Dispatch",
     "FitResult",
     "GMSCoeffs",
     "GMSFit",
     "GMSStep",
     "GaussianMixture",
     "GibbsPrior",
+    "GibbsResult",
+    "KMeans",
     "MixtureStats",
     "available_adapter_backends",
     "available_backends",
@@ -49,18 +53,21 @@ __all__ = [
     "fit_em",
     "fit_vb",
     "gibbs",
+    "gibbs_sweep",
     "gms_fit",
     "gms_step",
     "hypernet_adapter",
     "kmeans",
     "kmeans_plusplus",
     "lowrank_adapter",
+    "mgdm_bridge",
+    "mgdm_vi_step",
     "mixture_dispatch",
-    "mixture_suffstats",
-    "nearest_center",
     "mixture_log_prob",
     "mixture_responsibilities",
     "mixture_score",
     "mixture_stats",
+    "mixture_suffstats",
+    "nearest_center",
     "set_validation",
 ]

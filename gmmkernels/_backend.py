@@ -27,17 +27,23 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
-def _native_kernels() -> frozenset:
-    """(op, dispatch key) pairs with a native kernel; the extension registers them all when it is imported."""
+def _native_schemas() -> frozenset:
+    """Names of the ops the extension defines (its TORCH_LIBRARY block runs when _C is imported)."""
     if not HAS_C:
         return frozenset()
-    ops = [n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("gmmkernels::")]
-    return frozenset((op, key) for op in ops for key in ("CPU", "CUDA")
-                     if torch._C._dispatch_has_kernel_for_dispatch_key(f"gmmkernels::{op}", key))
+    return frozenset(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("gmmkernels::"))
 
 
 # computed once at import: backend selection then stays plain Python that torch.compile can trace
-NATIVE_KERNELS = _native_kernels()
+NATIVE_SCHEMAS = _native_schemas()
+NATIVE_KERNELS = frozenset((op, key) for op in NATIVE_SCHEMAS for key in ("CPU", "CUDA")
+                           if torch._C._dispatch_has_kernel_for_dispatch_key(f"gmmkernels::{op}", key))
+
+
+def has_schema(op: str) -> bool:
+    """True if the native extension defines ``gmmkernels::<op>`` (then its fake kernel and autograd are registered;
+    an extension built from older sources may lack newer ops)."""
+    return op in NATIVE_SCHEMAS
 
 
 def has_kernel(op: str, key: str) -> bool:

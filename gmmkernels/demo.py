@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import reference
+from .reference.mixture_stats import mixture_stats_ref
 from .mixture import GaussianMixture
-from .ops import available_backends, mixture_stats
+from .ops.mixture_stats import available_backends, mixture_stats
 
 # The embedded data set: an 8-petal "flower" of elongated full-covariance components around a round centre.
 _PETALS = 8
@@ -67,7 +67,7 @@ def op_section(out: Path, device: torch.device, quick: bool, seed: int) -> dict:
     lin = torch.linspace(-4, 4, n, device=device)
     grid = torch.stack(torch.meshgrid(lin, lin, indexing="xy"), -1).reshape(-1, 2)
     st = flower.stats(grid, with_resp=True)
-    ref64 = reference.mixture_stats_ref(grid.double().cpu(), *(t.double().cpu() for t in (flower.logits, flower.means, flower.scale)), "full")
+    ref64 = mixture_stats_ref(grid.double().cpu(), *(t.double().cpu() for t in (flower.logits, flower.means, flower.scale)), "full")
     summary["agreement_vs_float64"] = {
         "points": grid.shape[0],
         "max_abs_err_log_prob": float((st.log_prob.double().cpu() - ref64.log_prob).abs().max()),

@@ -7,36 +7,19 @@ import sys
 
 import torch
 
-from . import __version__, _backend
-from .ops import available_backends
+from . import __version__, _backend, _dispatch
 
-
-
-def _native_only(op: str):
-    def backends(device: torch.device) -> list:
-        key = "CUDA" if device.type == "cuda" else "CPU"
-        return ["reference"] + ([device.type] if _backend.has_kernel(op, key) else [])
-
-    return backends
-
-
-def _op_table() -> list:
-    """(public API, native op behind it, device -> backends usable here)."""
-    from .gms import available_gms_backends
-    from .mixddpm_ops import dispatch_backends
-    from .smd_ops import available_adapter_backends
-
-    return [
-        ("mixture_log_prob / mixture_score / mixture_responsibilities / mixture_stats", "mixture_stats",
-         available_backends),
-        ("gms_fit", "gms_fit", lambda d: available_gms_backends(d, "gms_fit")),
-        ("gms_step", "gms_step", lambda d: available_gms_backends(d, "gms_step")),
-        ("mixture_dispatch / nearest_center / kmeans", "mixture_dispatch", dispatch_backends),
-        ("lowrank_adapter / hypernet_adapter", "lowrank_adapter", available_adapter_backends),
-        ("mixture_suffstats (EM / VB M-step)", "mixture_suffstats", _native_only("mixture_suffstats")),
-        ("gibbs / gibbs_sweep", "gibbs_sweep", _native_only("gibbs_sweep")),
-        ("MGDM VI step / bridge", "mgdm_vi_step", _native_only("mgdm_vi_step")),
-    ]
+# (public API, op family, native op) of each row of the table
+_OPS = [
+    ("mixture_log_prob / mixture_score / mixture_responsibilities / mixture_stats", "mixture_stats", "mixture_stats"),
+    ("gms_fit", "gms_fit", "gms_fit"),
+    ("gms_step", "gms_fit", "gms_step"),
+    ("mixture_dispatch / nearest_center / kmeans", "mixture_dispatch", "mixture_dispatch"),
+    ("lowrank_adapter / hypernet_adapter", "lowrank_adapter", "lowrank_adapter"),
+    ("mixture_suffstats (EM / VB M-step)", "mixture_suffstats", "mixture_suffstats"),
+    ("gibbs_sweep / gibbs", "gibbs_sweep", "gibbs_sweep"),
+    ("mgdm_vi_step / mgdm_bridge (MGDM)", "mgdm_step", "mgdm_vi_step"),
+]
 
 
 def collect() -> dict:
@@ -56,10 +39,10 @@ def collect() -> dict:
         "devices": {d: (torch.cuda.get_device_name(int(d.split(":")[1])) if d.startswith("cuda") else platform.processor() or "cpu") for d in devices},
         "ops": {},
     }
-    for public, native, backends in _op_table():
+    for public, family, native in _OPS:
         info["ops"][public] = {
             "native_kernels": [k for k in ("CPU", "CUDA") if _backend.has_kernel(native, k)],
-            "backends": {d: list(backends(torch.device(d))) for d in devices},
+            "backends": {d: _dispatch.available(family, d, native) for d in devices},
         }
     return info
 

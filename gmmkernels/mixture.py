@@ -12,7 +12,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import _validate as V
+from .ops import mixture_stats as _ms
 
 Scalar = Union[float, Tensor]
 
@@ -28,8 +29,7 @@ class GaussianMixture(nn.Module):
 
     def __init__(self, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str = "diag", *, learnable: bool = False):
         super().__init__()
-        x_probe = means.new_zeros(*means.shape[:-2], 1, means.shape[-1])
-        batch, K, D = ops._check_inputs("GaussianMixture", x_probe, logits, means, scale, cov_type)
+        batch, K, D = V.mixture("GaussianMixture", logits, means, scale, cov_type)
         self.cov_type, self.K, self.D = cov_type, K, D
         self.batch_shape = torch.Size(batch)
         reg = (lambda n, t: self.register_parameter(n, nn.Parameter(t))) if learnable else self.register_buffer
@@ -41,18 +41,18 @@ class GaussianMixture(nn.Module):
         return f"K={self.K}, D={self.D}, cov_type={self.cov_type!r}, batch_shape={tuple(self.batch_shape)}"
 
     # -- densities ------------------------------------------------------------------------------
-    def stats(self, x: Tensor, *, with_score: bool = True, with_resp: bool = False, **kw) -> ops.MixtureStats:
-        return ops.mixture_stats(x, self.logits, self.means, self.scale, self.cov_type, with_score=with_score,
+    def stats(self, x: Tensor, *, with_score: bool = True, with_resp: bool = False, **kw) -> _ms.MixtureStats:
+        return _ms.mixture_stats(x, self.logits, self.means, self.scale, self.cov_type, with_score=with_score,
                                  with_resp=with_resp, **kw)
 
     def log_prob(self, x: Tensor, **kw) -> Tensor:
-        return ops.mixture_log_prob(x, self.logits, self.means, self.scale, self.cov_type, **kw)
+        return _ms.mixture_log_prob(x, self.logits, self.means, self.scale, self.cov_type, **kw)
 
     def score(self, x: Tensor, **kw) -> Tensor:
-        return ops.mixture_score(x, self.logits, self.means, self.scale, self.cov_type, **kw)
+        return _ms.mixture_score(x, self.logits, self.means, self.scale, self.cov_type, **kw)
 
     def responsibilities(self, x: Tensor, **kw) -> Tensor:
-        return ops.mixture_responsibilities(x, self.logits, self.means, self.scale, self.cov_type, **kw)
+        return _ms.mixture_responsibilities(x, self.logits, self.means, self.scale, self.cov_type, **kw)
 
     forward = log_prob
 
@@ -63,7 +63,7 @@ class GaussianMixture(nn.Module):
         Returns the fitted mixture; call ``gmmkernels.fit_em`` directly for the lower bound, iteration count and
         convergence flags.
         """
-        from .fit import fit_em
+        from .fit.em import fit_em  # fit/ builds on this module: imported here, at call time
 
         return fit_em(x, n_components, cov_type, **kw).mixture
 

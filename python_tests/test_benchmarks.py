@@ -71,7 +71,7 @@ def test_unavailable_and_oversized_providers_become_error_rows():
 
 
 def test_roofline_picks_the_binding_limit():
-    # 2-D toy, K=1024 (kernel-anchors §6): exp-bound at ~0.27 ms on an H100
+    # 2-D toy, K=1024 (docs/kernels.md (mixture_stats)): exp-bound at ~0.27 ms on an H100
     c = H.Counts(flops=1.6e10, bytes=20e6, exps=1e6 * 1024)
     rl = H.roofline(c, 1.0, "ieee", "NVIDIA H100 80GB HBM3")
     assert rl["bound"] == "exp" and rl["t_min_ms"] == pytest.approx(0.2626, rel=1e-2)
@@ -87,7 +87,7 @@ def test_run_all_only_names_and_unknown_names(tmp_path, capsys):
     assert e.value.code == 2
     assert "no benchmark named no_such_op" in capsys.readouterr().err
     # short names work and a standalone script's JSON carries the harness metadata
-    assert run_all.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "gibbs", "--no-plots"]) == 0
+    assert run_all.main(["--quick", "--device", "cpu", "--out", str(tmp_path), "--only", "gibbs_sweep", "--no-plots"]) == 0
     files = list(tmp_path.glob("gibbs_sweep__cpu-*__*.json"))
     assert len(files) == 1
     assert META_KEYS <= set(json.loads(files[0].read_text())["meta"])

@@ -1,26 +1,26 @@
-"""Triton kernel of the GMS per-element fit (elementwise; see gmmkernels/gms.py::gms_fit for the math).
+"""Triton kernel of the GMS per-element fit (elementwise; the math: docs/kernels.md (gms_fit) and
+gmmkernels/ops/gms_fit.py::gms_fit).
 
   gms_fit_triton(mean, var, m3, weight, method, iters, lr, var_floor, n_el) -> (mu1, mu2, v)
       method 0: closed form; method 1: the official Adan solver, iterations in registers, one launch.
       Computes in the input dtype (float32 or float64), on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1.
       The Adan step sizes lr / (1 - b1^k), lr b2 / (1 - b2^k), sqrt(1 - b3^k) are computed on the host in float64
       (as the C++/CUDA kernels do) and read from a small table.
+      Registered as ``torch.ops.gmmkernels.gms_fit_triton`` (a ``torch.library.triton_op``, visible to
+      torch.compile on CUDA); like the native op it has no derivative (a sampling-time op).
 """
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.library import triton_op
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-if _INTERPRET:  # the same numpy >= 2.4 shim as the mixture-stats kernels (scalar kernel arguments used as loop bounds)
-    from .mixture_stats import _fix_interpreter_scalar_index
-
-    _fix_interpreter_scalar_index()
+from ._utils import INTERPRET as _INTERPRET
+from ._utils import check_device, launcher
 
 _BETAS = (0.9, 0.92, 0.92)
 
@@ -165,11 +165,12 @@ def adan_schedule(iters: int, lr: float) -> list[float]:
     return out
 
 
-def gms_fit_triton(mean: Tensor, var: Tensor, m3: Tensor, weight: float, method: int, iters: int, lr: float,
-                   var_floor: float, n_el: int = 0):
+def _gms_fit_fwd(mean: Tensor, var: Tensor, m3: Tensor, weight: float, method: int, iters: int, lr: float,
+                 var_floor: float, n_el: int):
     """Launch the elementwise fit; inputs of one shape and dtype (float32 / float64). Returns (mu1, mu2, v)."""
     if mean.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"gms_fit (triton): float32 or float64 expected, got {mean.dtype}")
+    check_device("gms_fit_triton", mean)
     M1, V, M3 = mean.contiguous(), var.contiguous(), m3.contiguous()
     o1, o2, ov = torch.empty_like(M1), torch.empty_like(M1), torch.empty_like(M1)
     n = M1.numel()
@@ -184,6 +185,26 @@ def gms_fit_triton(mean: Tensor, var: Tensor, m3: Tensor, weight: float, method:
     sched = torch.tensor(table, dtype=M1.dtype, device=M1.device)
     BLOCK = 128 if _INTERPRET else 256
     grid = (triton.cdiv(n, BLOCK),)
-    _gms_fit_kernel[grid](M1, V, M3, o1, o2, ov, sched, n, int(iters) if method == 1 else 0,
-                          METHOD=int(method), HALF=(c3 == 0.0), BLOCK=BLOCK)
+    launcher(_gms_fit_kernel, M1)[grid](M1, V, M3, o1, o2, ov, sched, n, int(iters) if method == 1 else 0,
+                                        METHOD=int(method), HALF=(c3 == 0.0), BLOCK=BLOCK)
     return o1, o2, ov
+
+
+@triton_op("gmmkernels::gms_fit_triton", mutates_args=())
+def _gms_fit_triton_op(mean: Tensor, var: Tensor, m3: Tensor, weight: float, method: int, iters: int, lr: float,
+                       var_floor: float, n_el: int) -> tuple[Tensor, Tensor, Tensor]:
+    return _gms_fit_fwd(mean, var, m3, weight, method, iters, lr, var_floor, n_el)
+
+
+def _no_derivative(ctx, *grads):
+    raise RuntimeError("gmmkernels.gms_fit has no derivative: it is a sampling-time op (detach its inputs)")
+
+
+_gms_fit_triton_op.register_autograd(_no_derivative, setup_context=lambda ctx, inputs, output: None)
+
+
+def gms_fit_triton(mean: Tensor, var: Tensor, m3: Tensor, weight: float, method: int, iters: int, lr: float,
+                   var_floor: float, n_el: int = 0):
+    """The fused fit through ``torch.ops.gmmkernels.gms_fit_triton``. Returns (mu1, mu2, v)."""
+    return torch.ops.gmmkernels.gms_fit_triton.default(mean, var, m3, float(weight), int(method), int(iters), float(lr),
+                                                       float(var_floor), int(n_el))

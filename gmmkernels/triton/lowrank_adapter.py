@@ -1,4 +1,4 @@
-"""Triton backend of the SMD low-rank adapter (algorithms.md section 2.5, K2).
+"""Triton backend of the SMD low-rank adapter (docs/kernels.md (lowrank_adapter)).
 
 Semantics are those of ``smd_reference.lowrank_adapter_ref`` on flattened rows::
 
@@ -25,28 +25,15 @@ Entry points:
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-if _INTERPRET:  # same interpreter fix as the mixture-stats kernels (numpy >= 2.4 scalar indexing)
-    from .mixture_stats import _fix_interpreter_scalar_index
-
-    _fix_interpreter_scalar_index()
-
-
-def _wrap(kernel):
-    if isinstance(kernel, triton.runtime.JITFunction):
-        return wrap_triton(kernel)
-    return kernel
-
+from ._utils import INTERPRET as _INTERPRET
+from ._utils import check_device, launcher
 
 @triton.jit
 def _lra_fwd_kernel(r_ptr, u_ptr, c_ptr, out_ptr, P, L, d, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -115,8 +102,7 @@ def _check(fn: str, r: Tensor, u: Tensor, s: Tensor) -> None:
             raise TypeError(f"{fn}: '{name}' must be float32 (Triton computes in fp32), got {t.dtype}")
         if t.device != r.device:
             raise ValueError(f"{fn}: all tensors must be on one device; '{name}' is on {t.device}, r on {r.device}")
-    if r.device.type != "cuda" and not _INTERPRET:
-        raise RuntimeError(f"{fn}: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set before import for CPU)")
+    check_device(fn, r)
 
 
 def _lra_fwd(r: Tensor, u: Tensor, s: Tensor) -> Tensor:
@@ -128,7 +114,7 @@ def _lra_fwd(r: Tensor, u: Tensor, s: Tensor) -> Tensor:
     c = F.softplus(s).contiguous()
     cfg = _config(d, r.device)
     grid = (triton.cdiv(P, cfg["BLOCK_P"]),)
-    _wrap(_lra_fwd_kernel)[grid](r.contiguous(), u.contiguous(), c, out, P, L, d, **cfg)
+    launcher(_lra_fwd_kernel, r)[grid](r.contiguous(), u.contiguous(), c, out, P, L, d, **cfg)
     return out
 
 
@@ -143,7 +129,7 @@ def _lra_bwd(grad_out: Tensor, r: Tensor, u: Tensor, s: Tensor) -> tuple[Tensor,
         c = F.softplus(s).contiguous()
         cfg = _config(d, dev)
         grid = (triton.cdiv(P, cfg["BLOCK_P"]),)
-        _wrap(_lra_bwd_kernel)[grid](grad_out.to(torch.float32).contiguous(), r.contiguous(), u.contiguous(), c,
+        launcher(_lra_bwd_kernel, r)[grid](grad_out.to(torch.float32).contiguous(), r.contiguous(), u.contiguous(), c,
                                      grad_r, grad_u, gc, P, L, d, **cfg)
     elif P > 0:
         grad_r.copy_(grad_out)

@@ -14,33 +14,16 @@ TRITON_INTERPRET=1 (eager only).
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
-from .._registrations_mixddpm import dispatch_vjp
-
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-if _INTERPRET:  # the numpy >= 2.4 scalar-index shim of the interpreter lives with the mixture-stats kernels
-    from .mixture_stats import _fix_interpreter_scalar_index
-
-    _fix_interpreter_scalar_index()
-
-
-def _launcher(kernel, like: Tensor):
-    """Launch directly in plain eager (cheaper); through ``wrap_triton`` when traced (torch.compile, fake or
-    functional tensors) so the launch is recorded. Interpreted kernels are always launched directly."""
-    if not isinstance(kernel, triton.runtime.JITFunction):
-        return kernel
-    if type(like) is torch.Tensor and torch._C._len_torch_dispatch_stack() == 0 and not torch.compiler.is_compiling():
-        return kernel
-    return wrap_triton(kernel)
-
+from ..reference.mixture_dispatch import backward, setup_context
+from ._utils import check_device, launcher
 
 @triton.jit
 def _dispatch_kernel(x_ptr, c_ptr, cn_ptr, a_ptr, s_ptr, e_ptr, xt_ptr, j_ptr, d2_ptr, N, K, D,
@@ -108,6 +91,7 @@ def _check(x0, centers, a, sigma, eps):
     if x0.dim() != 2 or centers.dim() != 2 or centers.shape[1] != x0.shape[1] or centers.shape[0] < 1:
         raise ValueError(f"mixture_dispatch_triton: need x0 [N, D] and centers [K>=1, D], got {tuple(x0.shape)} "
                          f"and {tuple(centers.shape)}")
+    check_device("mixture_dispatch_triton", x0)
 
 
 def _dispatch_fwd(x0: Tensor, centers: Tensor, a: Tensor, sigma: Tensor, eps: Optional[Tensor]):
@@ -124,7 +108,7 @@ def _dispatch_fwd(x0: Tensor, centers: Tensor, a: Tensor, sigma: Tensor, eps: Op
     ec = eps.contiguous() if eps is not None else xc
     cfg = _config(N, K, D, x0.device)
     grid = (triton.cdiv(N, cfg["BLOCK_N"]),)
-    _launcher(_dispatch_kernel, x0)[grid](xc, cc, cn, a.contiguous(), sigma.contiguous(), ec, xt, j, d2, N, K, D,
+    launcher(_dispatch_kernel, x0)[grid](xc, cc, cn, a.contiguous(), sigma.contiguous(), ec, xt, j, d2, N, K, D,
                                   HAS_EPS=eps is not None, **cfg)
     return xt, j, d2
 
@@ -135,19 +119,7 @@ def _mixture_dispatch_triton_op(x0: Tensor, centers: Tensor, a: Tensor, sigma: T
     return _dispatch_fwd(x0, centers, a, sigma, eps)
 
 
-def _setup_context(ctx, inputs, output):
-    x0, centers, a, sigma, eps = inputs
-    ctx.has_eps = eps is not None
-    ctx.save_for_backward(x0, centers, a, sigma, eps if eps is not None else x0.new_empty(0), output[1])
-    ctx.mark_non_differentiable(output[1])
-
-
-def _backward(ctx, g_xt, g_assign, g_d2):
-    x0, centers, a, sigma, eps, assign = ctx.saved_tensors
-    return dispatch_vjp(g_xt, g_d2, x0, centers, a, sigma, eps if ctx.has_eps else None, assign, ctx.needs_input_grad)
-
-
-_mixture_dispatch_triton_op.register_autograd(_backward, setup_context=_setup_context)
+_mixture_dispatch_triton_op.register_autograd(backward, setup_context=setup_context)
 
 
 def mixture_dispatch_triton(x0: Tensor, centers: Tensor, a: Tensor, sigma: Tensor, eps: Optional[Tensor] = None):

@@ -83,64 +83,23 @@ Entry points:
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
+
+from ._utils import INTERPRET as _INTERPRET
+from ._utils import check_device, launcher
 
 _PRECISIONS = {"ieee": 0, "tf32": 1, "bf16": 2}
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # One fixed, small configuration under the interpreter (speed; BLOCK_D cap 32 so D > 32 exercises the
 # multi-chunk path). Dimensions of tl.dot operands must be >= 16.
 _INTERPRET_CONFIG = dict(BLOCK_N=16, BLOCK_K=16, BLOCK_D_MAX=32, num_warps=1, num_stages=1)
-
-
-def _fix_interpreter_scalar_index() -> None:
-    """Interpreter-only shim: triton 3.6's interpreter turns a scalar kernel argument into a Python int (``range``
-    bounds) with ``int(array_of_shape_(1,))``, which numpy >= 2.4 rejects (triton-lang/triton#9171, fixed upstream
-    by #9172). Re-patch ``tensor.__index__`` to take the single element explicitly; no effect on compiled kernels."""
-    import numpy as np
-
-    try:
-        int(np.zeros(1))
-        return  # numpy < 2.4: nothing to fix
-    except TypeError:
-        pass
-    from triton.runtime import interpreter as _interp
-
-    orig = getattr(_interp, "_patch_lang_tensor", None)
-    if orig is None or getattr(orig, "_gmmkernels_fixed", False):
-        return
-
-    def _patch_lang_tensor(tensor, scope):
-        orig(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
-
-    _patch_lang_tensor._gmmkernels_fixed = True
-    _interp._patch_lang_tensor = _patch_lang_tensor
-
-
-if _INTERPRET:
-    _fix_interpreter_scalar_index()
-
-
-def _wrap(kernel, like: Tensor):
-    """The kernel to launch. Under tracing (torch.compile / export / make_fx: fake or functional tensors, or a
-    dispatch mode on the stack) compiled kernels go through ``wrap_triton`` so the launch is recorded. In plain
-    eager the kernel is launched directly: wrap_triton's eager path costs ~200 us of host time per launch
-    (measured, torch 2.11) against ~20 us for a direct launch. Interpreted kernels (TRITON_INTERPRET=1) are never
-    wrapped: older torch's wrap_triton rejects an InterpretedFunction (pytorch/pytorch#152868)."""
-    if not isinstance(kernel, triton.runtime.JITFunction):
-        return kernel
-    if type(like) is torch.Tensor and torch._C._len_torch_dispatch_stack() == 0 and not torch.compiler.is_compiling():
-        return kernel
-    return wrap_triton(kernel)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -465,8 +424,7 @@ def _check(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, precision: str,
             raise TypeError(f"{fn}: '{name}' must be float32, float16 or bfloat16 (Triton computes in fp32), got {t.dtype}")
         if t.device != x.device:
             raise ValueError(f"{fn}: all tensors must be on one device; '{name}' is on {t.device}, x on {x.device}")
-    if x.device.type != "cuda" and not _INTERPRET:
-        raise RuntimeError(f"{fn}: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 set before import for CPU)")
+    check_device(fn, x)
 
 
 def _mixture_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, with_score: bool = True,
@@ -494,7 +452,7 @@ def _mixture_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, wit
         else:
             xc, mc, pc, lc = x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous()
             grid = (triton.cdiv(N, cfg["BLOCK_N"]), B)
-            _wrap(_mixture_stats_fwd_kernel, x)[grid](
+            launcher(_mixture_stats_fwd_kernel, x)[grid](
                 xc, mc, pc, lc, logp, score if with_score else logp, resp if with_resp else logp,
                 N, K, D,
                 WITH_SCORE=bool(with_score), WITH_RESP=bool(with_resp), PREC=_prec_code(precision),
@@ -539,7 +497,7 @@ def _mixture_stats_bwd(grad_logp: Optional[Tensor], grad_score: Optional[Tensor]
     if B * N > 0 and K > 0:
         gsc = grad_score.contiguous() if has_g else geff
         grc = grad_resp.contiguous() if has_h else geff
-        _wrap(_mixture_stats_bwd_kernel, x)[(nb, B)](
+        launcher(_mixture_stats_bwd_kernel, x)[(nb, B)](
             x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous(), logp.contiguous(), geff,
             gsc, grc, grad_x, ws, sa,
             N, K, D, nb,

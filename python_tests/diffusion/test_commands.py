@@ -13,7 +13,7 @@ TINY = ["--steps", "30", "--batch-size", "64", "--model-size", "tiny", "--n-trai
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
+def _restore_threads():  # the commands set the thread count (--threads)
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)

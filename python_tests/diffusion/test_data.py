@@ -9,12 +9,7 @@ from gmmkernels.diffusion.data import gmm25, grid7x7
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: intra-op threads only add overhead
 
 
 @pytest.mark.parametrize("name", DATASETS)

@@ -19,12 +19,7 @@ from gmmkernels.mixture import GaussianMixture
 F64 = torch.float64
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +140,7 @@ def test_ablation_sn_fused_step_is_the_sn_ddpm_step(sched):
     """'sn_fused' draws from N(M1, V) of the fused step's moments; with the official clamps these are SN-DDPM's mean
     A x_t + B clip(x0_hat, -1, 1) and variance lambda^2 + B^2 clamp(sigma_t^2/a_t^2 (e2 - e1^2), 0, 1) (samplers.py),
     so the ablation differs from SN-DDPM only in its noise draws. Checked on exact heads at every step of K = 10."""
-    from gmmkernels.gms import GMSCoeffs, gms_step
+    from gmmkernels import GMSCoeffs, gms_step
 
     orc = _oracle("gmm2d", sched)
     ts = sched.grid(10, "uniform")

@@ -1,5 +1,6 @@
-"""MGDM (gmmkernels.diffusion.methods.mgdm): the fused VI / bridge ops against their references and the eager
-formulation, determinism, the bridge coefficients, and the exact toy (MGDM vs DPS at equal network calls)."""
+"""MGDM (gmmkernels.diffusion.methods.mgdm): the fused and eager Gauss_VI formulations, determinism, the bridge
+coefficients, and the exact toy (MGDM vs DPS at equal network calls). The fused ops themselves are tested in
+python_tests/ops/test_mgdm_step.py."""
 import math
 
 import pytest
@@ -7,99 +8,11 @@ import torch
 
 import gmmkernels  # noqa: F401
 from gmmkernels import _backend
-from gmmkernels import _registrations_fit  # noqa: F401
-from gmmkernels import fit_reference as fref
 from gmmkernels.diffusion.experiments import mgdm as MX
 from gmmkernels.diffusion.methods import mgdm as M
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_ops = pytest.mark.skipif(not _backend.has_kernel("mgdm_vi_step", "CPU"), reason="native mgdm ops not built")
-
-
-def _state(B, P, dtype, device, g):
-    st = torch.randn(6, B, P, generator=g, dtype=torch.float64)
-    st[4:] = st[4:].abs()  # second moments are non-negative
-    st[1] = st[1] * 0.1 - 1.0
-    return st.to(device, dtype).contiguous()
-
-
-@needs_ops
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_vi_step_matches_reference(device, dtype):
-    g = torch.Generator().manual_seed(0)
-    B, P = 3, 257
-    st = _state(B, P, dtype, device, g)
-    gam, eps, m = (torch.randn(B, P, generator=g, dtype=torch.float64).to(device, dtype) for _ in range(3))
-    inv = torch.rand(B, generator=g, dtype=torch.float64).to(device, dtype) + 0.5
-    st0 = st.clone()
-    v, e = torch.ops.gmmkernels.mgdm_vi_step(st, gam, eps, m, inv, 0.03, 0.9, 0.999, 1e-8, 4, 123, 7)
-    want_st, want_v, _ = fref.mgdm_vi_step_ref(st0.double(), gam.double(), eps.double(), m.double(), inv.double(), 0.03, 0.9, 0.999,
-                                               1e-8, 4, e.double())
-    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(st.double(), want_st, **tol)
-    torch.testing.assert_close(v.double(), want_v, **tol)
-    assert abs(float(e.double().mean())) < 0.2 and abs(float(e.double().std()) - 1) < 0.1
-
-
-def test_reference_gradient_is_the_official_loss():
-    # one torch.optim.Adam step on L = -log_pot(D(v)) + 0.5 ||(v - m)/sigma||^2 - sum rho equals the fused formula
-    torch.manual_seed(0)
-    P = 11
-    A = torch.randn(P, P, dtype=torch.float64)
-    m = torch.randn(1, P, dtype=torch.float64)
-    sig = 0.7
-    mu = torch.randn(1, P, dtype=torch.float64, requires_grad=True)
-    rho = (torch.randn(1, P, dtype=torch.float64) * 0.1).requires_grad_(True)
-    eps = torch.randn(1, P, dtype=torch.float64)
-    log_pot = lambda x: -0.5 * ((x @ A.T) ** 2).sum(-1)  # noqa: E731
-    st = torch.stack([mu.detach(), rho.detach()] + [torch.zeros(1, P, dtype=torch.float64)] * 4)
-    opt = torch.optim.Adam([mu, rho], lr=0.05)
-    v = mu + rho.exp() * eps
-    loss = -log_pot(v).sum() + 0.5 * (((v - m) / sig) ** 2).sum() - rho.sum()
-    loss.backward()
-    opt.step()
-    vd = (st[0] + st[1].exp() * eps).requires_grad_(True)
-    (gam,) = torch.autograd.grad(-log_pot(vd).sum(), vd)
-    new, _, _ = fref.mgdm_vi_step_ref(st, gam, eps, m, torch.tensor([1 / sig**2], dtype=torch.float64), 0.05, 0.9, 0.999, 1e-8, 1,
-                                      eps)
-    torch.testing.assert_close(new[0], mu.detach())
-    torch.testing.assert_close(new[1], rho.detach())
-
-
-@needs_ops
-@pytest.mark.parametrize("device", DEVICES)
-def test_bridge_op(device):
-    u = torch.randn(4, 1000, dtype=torch.float64, device=device)
-    w = torch.randn(4, 1000, dtype=torch.float64, device=device)
-    out = torch.ops.gmmkernels.mgdm_bridge(u, w, 0.3, 0.6, 0.0, 1, 1)
-    torch.testing.assert_close(out, 0.3 * u + 0.6 * w)
-    z = (torch.ops.gmmkernels.mgdm_bridge(u, w, 0.0, 0.0, 2.0, 1, 2) / 2.0).flatten()
-    assert abs(float(z.mean())) < 0.05 and abs(float(z.std()) - 1) < 0.05
-    again = torch.ops.gmmkernels.mgdm_bridge(u, w, 0.0, 0.0, 2.0, 1, 2)
-    assert torch.equal(again.flatten() / 2.0, z)
-    other = torch.ops.gmmkernels.mgdm_bridge(u, w, 0.0, 0.0, 2.0, 1, 3)
-    assert not torch.equal(other, again)
-
-
-@needs_ops
-@pytest.mark.parametrize("device", DEVICES)
-def test_bridge_and_vi_noise_are_the_documented_stream(device):
-    """The normals of both ops are the first Box-Muller normal of the Philox stream (seed, element index, draw,
-    tag 4 / 5) of csrc/include/gmmkernels/rng.h, as gms_reference.philox_normal_ref computes it (float64; the CPU
-    kernels use a vectorised log / cos, the GPU its own: agreement to a few ulp). 70001 elements: not a multiple of
-    the CPU's 16-lane blocks, several threads' chunks."""
-    from gmmkernels.gms_reference import philox_normal_ref
-
-    n, seed, draw = 70001, 0x1234_5678_9ABC, 17
-    u = torch.zeros(1, n, dtype=torch.float64, device=device)
-    z = torch.ops.gmmkernels.mgdm_bridge(u, u, 0.0, 0.0, 1.0, seed, draw).flatten().cpu()
-    idx = torch.arange(n, dtype=torch.int64)
-    torch.testing.assert_close(z, philox_normal_ref(idx, seed, draw, 4), rtol=0, atol=1e-13)
-    st = _state(1, n, torch.float64, device, torch.Generator().manual_seed(0))
-    _, e = torch.ops.gmmkernels.mgdm_vi_step(st, u, u, u, torch.ones(1, dtype=torch.float64, device=device), 0.01, 0.9, 0.999,
-                                             1e-8, 1, seed, draw)
-    torch.testing.assert_close(e.flatten().cpu(), philox_normal_ref(idx, seed, draw, 5), rtol=0, atol=1e-13)
 
 
 def test_bridge_coefficients_match_schedule_formula():

@@ -10,7 +10,7 @@ from gmmkernels.diffusion.experiments.mixddpm import single_thread
 from gmmkernels.diffusion.methods.mixddpm import CentredModel, MixPrior, MixTrainer, reverse_effort, sample_mix
 from gmmkernels.diffusion.schedules import VPSDE, DiscreteSchedule
 from gmmkernels.diffusion.trainer import TrainConfig
-from gmmkernels.mixddpm_reference import mixture_dispatch_ref
+from gmmkernels.reference.mixture_dispatch import mixture_dispatch_ref
 
 C = torch.tensor([[4.0, 0.0], [-4.0, 0.0], [0.0, 5.0]])
 M = torch.tensor([[4.5, 0.5], [-3.0, -1.0], [0.3, 5.2]])

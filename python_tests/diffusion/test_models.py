@@ -5,12 +5,7 @@ import torch
 from gmmkernels.diffusion.models import HEADS, MLPEps, UNetEps, build_model, default_model, timestep_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: intra-op threads only add overhead
 
 
 def test_timestep_embedding():

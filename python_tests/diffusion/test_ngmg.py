@@ -8,7 +8,7 @@ import torch
 from gmmkernels.diffusion.experiments.ngmg import conditional_metrics
 from gmmkernels.diffusion.methods.ngmg import (FEATURE_TABLE, FeatureGMM, anneal_sigma, digit_features, ngmg_loss,
                                               ngmg_reference, train_aux_classifier)
-from gmmkernels.ops import available_backends
+from gmmkernels import available_backends
 
 BACKENDS = [b for b in available_backends("cpu")]
 

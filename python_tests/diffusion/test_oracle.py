@@ -14,12 +14,7 @@ F64 = torch.float64
 LIN = DiscreteSchedule.linear(1000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: intra-op threads only add overhead
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: intra-op threads only add overhead
 
 
 def _gen(seed):

@@ -8,7 +8,7 @@ import torch
 from gmmkernels.diffusion.experiments import smd as SX
 from gmmkernels.diffusion.methods import smd as S
 from gmmkernels.diffusion.schedules import DiscreteSchedule
-from gmmkernels.smd_ops import available_adapter_backends
+from gmmkernels import available_adapter_backends
 
 
 def _pair(shape, T=20, objective="v", dz=8):

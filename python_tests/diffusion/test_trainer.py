@@ -13,12 +13,7 @@ from gmmkernels.diffusion import TrainConfig, Trainer, get_dataset, load_checkpo
 from gmmkernels.diffusion.models import MLPEps, UNetEps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny ops: intra-op threads only add overhead
 
 
 def _mlp(seed=0, **kw):

@@ -29,10 +29,11 @@ An epsilon-network is any callable ``eps_net(x, t: int) -> eps`` (t a model time
 plug-ins with ``log_pot(x0) -> [B]`` (:class:`LinearObservation`, :class:`Inpainting`, :class:`Blur`,
 :class:`PhaseObservation`).
 
-Fused kernels: ``fused=True`` runs the per-element work through ``torch.ops.gmmkernels.mgdm_vi_step`` (gradient of
-the VI loss from the VJP, Adam update of (mu, rho), next reparameterised sample, one pass) and
-``torch.ops.gmmkernels.mgdm_bridge`` (bridge draws); ``fused=False`` is the literal eager version (autograd through
-the VI loss + torch.optim.Adam), used as the test oracle and the benchmark baseline.
+Fused kernels: ``fused=True`` (the default) runs the per-element work through :func:`gmmkernels.mgdm_vi_step`
+(gradient of the VI loss from the VJP, Adam update of (mu, rho), next reparameterised sample, one pass) and
+:func:`gmmkernels.mgdm_bridge` (bridge draws), on the backend ``backend`` picks (the native kernel of the device, or
+the reference, which draws the same counter-based numbers); ``fused=False`` is the literal eager version (autograd
+through the VI loss + torch.optim.Adam, torch's generator), used as the test oracle and the benchmark baseline.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ... import _backend
+from ... import mgdm_bridge, mgdm_vi_step
 
 # ----------------------------------------------------------------------------------------------
 # observation models
@@ -208,22 +209,17 @@ class _Diffusion:
         return c_s, c_l, std
 
 
-# The native MGDM kernels are called only here: in _Noise (bridge draws, the fused Gauss_VI step) and in
-# fused_available (whether they exist for a device).
-
-
 class _Noise:
     """Bridge draws c_s x_s + c_l x_l + std z: fused (counter-based z) or eager (torch generator); and the fused
     Gauss_VI step, which draws its noise from the same counter-based stream."""
 
-    def __init__(self, fused: bool, seed: int, generator: Optional[torch.Generator]):
-        self.fused, self.seed, self.gen, self.draw = fused, seed, generator, 0
+    def __init__(self, fused: bool, seed: int, generator: Optional[torch.Generator], backend: str = "auto"):
+        self.fused, self.seed, self.gen, self.draw, self.backend = fused, seed, generator, 0, backend
 
     def bridge(self, xs: Tensor, xl: Tensor, cs: float, cl: float, std: float) -> Tensor:
         self.draw += 1
         if self.fused:
-            out = torch.ops.gmmkernels.mgdm_bridge(xs.contiguous(), xl.contiguous(), cs, cl, std, self.seed, self.draw)
-            return out
+            return mgdm_bridge(xs, xl, cs, cl, std, seed=self.seed, draw=self.draw, backend=self.backend)
         z = torch.randn(xs.shape, generator=self.gen, dtype=xs.dtype, device=xs.device)
         return cs * xs + cl * xl + std * z
 
@@ -235,13 +231,8 @@ class _Noise:
         """One fused Gauss_VI step (Adam update of (mu, rho) in ``state``, next reparameterised sample) on the next
         counter-based draw; returns (v, eps)."""
         self.draw += 1
-        return torch.ops.gmmkernels.mgdm_vi_step(state, gam.contiguous(), eps.contiguous(), flat.contiguous(), inv_s2,
-                                                 lr, beta1, beta2, aeps, step, self.seed, self.draw)
-
-
-def fused_available(device) -> bool:
-    key = "CUDA" if torch.device(device).type == "cuda" else "CPU"
-    return _backend.has_kernel("mgdm_vi_step", key) and _backend.has_kernel("mgdm_bridge", key)
+        return mgdm_vi_step(state, gam, eps, flat, inv_s2, lr=lr, beta1=beta1, beta2=beta2, adam_eps=aeps, step=step,
+                            seed=self.seed, draw=self.draw, backend=self.backend)
 
 
 def _gauss_vi(dif: _Diffusion, noise: _Noise, log_pot, x0: Tensor, xt: Tensor, s: int, t: int, G: int, lr: float,
@@ -313,12 +304,13 @@ def _ddim_to_zero(dif: _Diffusion, noise: _Noise, xs: Tensor, s: int, M: int, et
 @torch.no_grad()
 def mgdm(eps_net, acp: Tensor, log_pot: Callable[[Tensor], Tensor], shape, config: Optional[MGDMConfig] = None, *,
          fused: Optional[bool] = None, seed: int = 0, device="cpu", dtype=torch.float32,
-         counter: Optional[CallCounter] = None) -> Tensor:
+         counter: Optional[CallCounter] = None, backend: str = "auto") -> Tensor:
     """Draw ``shape[0]`` approximate posterior samples x0 ~ pi(x0) ∝ exp(log_pot(x0)) p_0(x0) by MGDM.
 
-    eps_net(x, t:int) -> eps with t a model time index; acp [T] the model's abar_0..abar_{T-1}. ``fused`` defaults to
-    whether the native mgdm ops exist for the device. Noise: torch.Generator seeded with ``seed`` (+ the counter-based
-    streams of the fused ops keyed by ``seed``), so the same seed gives the same samples."""
+    eps_net(x, t:int) -> eps with t a model time index; acp [T] the model's abar_0..abar_{T-1}. ``fused`` (default True)
+    runs the fused ops on ``backend`` (see :func:`gmmkernels.mgdm_vi_step`). Noise: torch.Generator seeded with ``seed``
+    (+ the counter-based streams of the fused ops keyed by ``seed``), so the same seed gives the same samples, with or
+    without the native extension."""
     cfg = config or MGDMConfig()
     if cfg.tau not in ("mix", "uniform", "deterministic"):
         raise ValueError(f"mgdm: tau must be 'mix', 'uniform' or 'deterministic', got {cfg.tau!r}")
@@ -326,11 +318,11 @@ def mgdm(eps_net, acp: Tensor, log_pot: Callable[[Tensor], Tensor], shape, confi
         raise ValueError(f"mgdm: settings must be 'default' or 'ffhq', got {cfg.settings!r}")
     if cfg.K < 4 or cfg.R < 1 or cfg.M < 1:
         raise ValueError(f"mgdm: need K >= 4, R >= 1, M >= 1, got K={cfg.K}, R={cfg.R}, M={cfg.M}")
-    fused = fused_available(device) if fused is None else fused
+    fused = True if fused is None else bool(fused)
     counter = counter if counter is not None else CallCounter()
     dif = _Diffusion(eps_net, acp, cfg.time_index, counter, dtype, device)
     gen = torch.Generator(device=device).manual_seed(int(seed))
-    noise = _Noise(fused, int(seed), gen)
+    noise = _Noise(fused, int(seed), gen, backend)
     T = dif.T
     timesteps = torch.linspace(0, T - 1, cfg.K).long().tolist()
     F = timesteps[::-1]

@@ -1,0 +1,139 @@
+"""Public SMD ops: the fused low-rank-plus-diagonal hypernetwork adapter (docs/kernels.md (lowrank_adapter)).
+
+    lowrank_adapter(r, u, s)   r [..., d], u [..., L, d], s [L]  ->  [..., d]
+        out = W_L ( ... (W_1 r)),   W_l r = u_l (u_l . r) + softplus(s_l) r,   u_l = u[..., l, :]
+
+    hypernet_adapter(h, z, w_in, b_in, p, q, s, w_out, b_out)  ->  h + W_out (W_L ... W_1 (W_in h + b_in)) + b_out
+        the whole SMD adapter on channel-first maps h [B, C_h, H, W], z [B, d_z, H, W]; the three linear maps are
+        GEMMs (the L per-layer maps u_l = P_l z + q_l are one GEMM [P, d_z] x [d_z, L d_z]), the chain is the fused op.
+
+Interface choice: the op takes u (the output of the per-layer GEMMs) rather than z and the P_l. The GEMMs are best
+left to cuBLAS / MKL; fusing them into the elementwise kernel would not remove any O(P d_z^2) tensor (there is
+none left once W_l is never formed) and u [P, L, d_z] is the same order of size as the surrounding activations.
+The op saves only its inputs r and u for the backward (O(P d_z (L + 1))); the backward kernel replays the
+forward per pixel. The materialised form of the official code keeps L tensors of P d_z^2 entries instead.
+
+backend: "auto" | "reference" (materialised W_l, the official form) | "torch" (rank-one form in plain torch ops,
+autograd) | "cpu" | "cuda" | "triton" (gmmkernels/_dispatch.py gives the rule of "auto" and GMMKERNELS_BACKEND).
+"auto" picks the native kernel for the device, then Triton on CUDA, then "torch"; never "reference".
+float16 / bfloat16 inputs are computed in float32 by the fused kernels and returned in the input dtype.
+All backends are differentiable (first order) with respect to r, u and s.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import _backend, _dispatch
+from .. import _validate as V
+from ..reference import lowrank_adapter as _ref
+
+ADAPTER_BACKENDS = ("auto",) + _dispatch.FAMILIES["lowrank_adapter"].names
+
+
+def available_adapter_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends that can run :func:`lowrank_adapter` on ``device`` in this installation."""
+    return _dispatch.available("lowrank_adapter", device)
+
+
+def _check(fn: str, r, u, s) -> tuple[int, int]:
+    V.tensors(fn, [("r", r), ("u", u), ("s", s)])
+    if r.dim() < 1:
+        raise ValueError(f"{fn}: argument 'r' must have shape [..., d], got {tuple(r.shape)}")
+    d = r.shape[-1]
+    if u.dim() != r.dim() + 1 or tuple(u.shape[:-2]) != tuple(r.shape[:-1]) or u.shape[-1] != d:
+        raise ValueError(
+            f"{fn}: argument 'u' must have shape [..., L, d] = [{', '.join(map(str, r.shape[:-1]))}{', ' if r.dim() > 1 else ''}L, {d}]"
+            f" to match 'r' {tuple(r.shape)}, got {tuple(u.shape)}")
+    L = u.shape[-2]
+    if s.dim() != 1 or s.shape[0] != L:
+        raise ValueError(f"{fn}: argument 's' must have shape [L={L}], got {tuple(s.shape)}")
+    return L, d
+
+
+def lowrank_adapter(r: Tensor, u: Tensor, s: Tensor, *, backend: str = "auto") -> Tensor:
+    """r -> W_L ( ... (W_1 r)) with W_l = u_l u_l^T + softplus(s_l) I, never forming W_l.
+
+    r [..., d], u [..., L, d] (u[..., l, :] = u_l, one rank-one factor per row and layer), s [L] raw scalars.
+    Returns [..., d] in the dtype of r. Differentiable with respect to r, u and s.
+    """
+    fn = "lowrank_adapter"
+    L, d = _check(fn, r, u, s)
+    cdt = torch.float32 if r.dtype in (torch.float16, torch.bfloat16) else r.dtype
+    b = _dispatch.select(fn, "lowrank_adapter", backend, r.device, cdt)
+    if b == "reference":
+        return _ref.lowrank_adapter_ref(r, u, s)
+    if b == "torch":
+        return _ref.lowrank_adapter_factored(r, u, s)
+    lead = r.shape[:-1]
+    out_dtype = r.dtype
+    if out_dtype in (torch.float16, torch.bfloat16):  # kernels compute and store in float32
+        r, u, s = r.float(), u.float(), s.float()
+    P = math.prod(lead)
+    r2 = r.reshape(P, d)
+    u3 = u.reshape(P, L, d)
+    if b == "triton":
+        from ..triton.lowrank_adapter import lowrank_adapter_triton
+
+        out = lowrank_adapter_triton(r2, u3, s)
+    else:
+        out = torch.ops.gmmkernels.lowrank_adapter(r2, u3, s)
+    return out.reshape(*lead, d).to(out_dtype)
+
+
+def hypernet_adapter(h: Tensor, z: Tensor, w_in: Tensor, b_in: Tensor, p: Tensor, q: Tensor, s: Tensor, w_out: Tensor,
+                     b_out: Tensor, *, backend: str = "auto") -> Tensor:
+    """The SMD adapter h + W_out (W_L ... W_1 (W_in h + b_in)) + b_out with u_l = P_l z + q_l per pixel.
+
+    h [B, C_h, *spatial] and z [B, d_z, *spatial] channel-first (any number of spatial dims, including none);
+    w_in [d_z, C_h], b_in [d_z], p [L, d_z, d_z] (nn.Linear weight layout), q [L, d_z], s [L], w_out [C_h, d_z],
+    b_out [C_h]. The per-layer maps run as one GEMM; the chain is :func:`lowrank_adapter`.
+    """
+    fn = "hypernet_adapter"
+    if h.dim() < 2 or z.dim() != h.dim() or z.shape[0] != h.shape[0] or z.shape[2:] != h.shape[2:]:
+        raise ValueError(f"{fn}: 'h' [B, C_h, ...] and 'z' [B, d_z, ...] must share batch and spatial sizes, got "
+                         f"{tuple(h.shape)} and {tuple(z.shape)}")
+    L, dz = p.shape[0], z.shape[1]
+    if p.shape != (L, dz, dz) or q.shape != (L, dz) or s.shape != (L,):
+        raise ValueError(f"{fn}: expected p [L, d_z, d_z], q [L, d_z], s [L] with d_z={dz}, got {tuple(p.shape)}, "
+                         f"{tuple(q.shape)}, {tuple(s.shape)}")
+    perm = (0, *range(2, h.dim()), 1)
+    hp = h.permute(perm)
+    zp = z.permute(perm)
+    r = F.linear(hp, w_in, b_in)  # [B, *sp, d_z]
+    u = F.linear(zp, p.reshape(L * dz, dz), q.reshape(L * dz)).unflatten(-1, (L, dz))  # [B, *sp, L, d_z]
+    r = lowrank_adapter(r, u, s, backend=backend)
+    inv = (0, h.dim() - 1, *range(1, h.dim() - 1))
+    return h + F.linear(r, w_out, b_out).permute(inv)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fake kernels and autograd of the native op
+
+
+if _backend.has_schema("lowrank_adapter"):
+
+    @torch.library.register_fake("gmmkernels::lowrank_adapter")
+    def _lowrank_adapter_fake(r, u, s):
+        torch._check(r.dim() == 2, lambda: "lowrank_adapter: r must be [P, d]")
+        torch._check(u.dim() == 3, lambda: "lowrank_adapter: u must be [P, L, d]")
+        torch._check(s.dim() == 1, lambda: "lowrank_adapter: s must be [L]")
+        return r.new_empty(r.shape)
+
+    @torch.library.register_fake("gmmkernels::lowrank_adapter_backward")
+    def _lowrank_adapter_backward_fake(grad_out, r, u, s):
+        return r.new_empty(r.shape), u.new_empty(u.shape), s.new_empty(s.shape)
+
+    def _setup(ctx, inputs, output):
+        r, u, s = inputs
+        ctx.save_for_backward(r, u, s)
+
+    def _backward(ctx, grad_out):
+        r, u, s = ctx.saved_tensors
+        gr, gu, gs = torch.ops.gmmkernels.lowrank_adapter_backward(grad_out.contiguous(), r, u, s)
+        return gr, gu, gs
+
+    torch.library.register_autograd("gmmkernels::lowrank_adapter", _backward, setup_context=_setup)
