@@ -96,44 +96,5 @@ struct OnlineLSE {
   }
 };
 
-// ---- row helpers for a full (lower-triangular) W, any D, strided vectors -------------------------------
-// W points at the D x D row-major matrix of one component; vectors are read/written with stride `st`.
-
-// y = W (x - mu); returns |y|^2. delta may alias nothing; it receives x - mu.
-template <typename T>
-GMMK_HD T full_project(const T* W, int64_t D, const T* x, int64_t xst, const T* mu, T* delta, T* y, int64_t st) {
-  for (int64_t j = 0; j < D; ++j) delta[j * st] = x[j * xst] - mu[j];
-  T sq = T(0);
-  for (int64_t i = 0; i < D; ++i) {
-    const T* Wi = W + i * D;
-    T acc = T(0);
-    for (int64_t j = 0; j <= i; ++j) acc += Wi[j] * delta[j * st];
-    y[i * st] = acc;
-    sq += acc * acc;
-  }
-  return sq;
-}
-
-// out += alpha * W^T v  (lower triangle of W).
-template <typename T>
-GMMK_HD void full_tmatvec_acc(const T* W, int64_t D, const T* v, int64_t vst, T alpha, T* out, int64_t ost) {
-  for (int64_t i = 0; i < D; ++i) {
-    const T* Wi = W + i * D;
-    const T vi = alpha * v[i * vst];
-    for (int64_t j = 0; j <= i; ++j) out[j * ost] += Wi[j] * vi;
-  }
-}
-
-// out = W v  (lower triangle of W).
-template <typename T>
-GMMK_HD void full_matvec(const T* W, int64_t D, const T* v, int64_t vst, T* out, int64_t ost) {
-  for (int64_t i = 0; i < D; ++i) {
-    const T* Wi = W + i * D;
-    T acc = T(0);
-    for (int64_t j = 0; j <= i; ++j) acc += Wi[j] * v[j * vst];
-    out[i * ost] = acc;
-  }
-}
-
 }  // namespace mixture_stats
 }  // namespace gmmkernels
