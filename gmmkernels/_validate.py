@@ -49,6 +49,11 @@ def values_enabled() -> bool:
     return _VALUE_CHECKS and not compiling()
 
 
+def _has_data(t: Tensor) -> bool:
+    """Meta tensors (shape-only tracing) have no values to check."""
+    return t.numel() > 0 and t.device.type != "meta"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # tensors
 
@@ -80,13 +85,13 @@ def tensors(fn: str, named: Sequence[Tuple[str, object]], *, floating: bool = Tr
 
 def finite(fn: str, name: str, t: Tensor) -> None:
     """Value check: no NaN or infinity in ``t``."""
-    if values_enabled() and t.numel() and not bool(torch.isfinite(t).all()):
+    if values_enabled() and _has_data(t) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{fn}: argument '{name}' contains NaN or infinite values")
 
 
 def positive(fn: str, name: str, t: Tensor) -> None:
     """Value check: every entry of ``t`` is positive and finite."""
-    if values_enabled() and t.numel() and not bool(((t > 0) & torch.isfinite(t)).all()):
+    if values_enabled() and _has_data(t) and not bool(((t > 0) & torch.isfinite(t)).all()):
         raise ValueError(f"{fn}: argument '{name}' must be positive and finite")
 
 
@@ -215,8 +220,8 @@ def mixture(fn: str, logits, means, scale, cov_type, x=None) -> Tuple[torch.Size
 
 def mixture_values(fn: str, logits: Tensor, scale: Tensor, cov_type: str) -> None:
     """The value checks of :func:`mixture` (they read tensor data)."""
-    if logits.device.type == "meta" or scale.device.type == "meta":
-        return  # no data to read
+    if not (_has_data(logits) and _has_data(scale)):
+        return
     if logits.numel() and bool(torch.isnan(logits).any()):
         raise ValueError(f"{fn}: argument 'logits' contains NaN")
     if logits.numel() and bool((logits == float("inf")).any()):
