@@ -6,7 +6,9 @@ heads (it must then return a dict with at least ``"eps"`` and ``"eps2"``). Every
 
 * runs K steps on the grid ``schedule.grid(K, spacing)`` (t_K > ... > t_1 > t_0 = 0; K <= T for DDPM),
 * computes its coefficients in float64 and updates x in ``dtype``,
-* draws all randomness (start noise included) from ``generator``: the same seed gives identical samples.
+* draws all randomness (start noise included) from ``generator``: the same seed gives identical samples; or takes
+  the per-step noise from ``noise(i, x)`` (step i = 0..K-1, N(0, I) like x), e.g. :func:`counter_noise`, so that
+  two samplers compared on the same seed share every random number (common random numbers).
 
 Samplers (names for :func:`sample`):
   ``ddpm``         ancestral DDPM, posterior variance lambda^2 (beta-tilde, "small")
@@ -19,13 +21,16 @@ Samplers (names for :func:`sample`):
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from ..reference.rng import philox_normal_ref, seed64
 from .oracle import heads_dict
 from .schedules import Schedule
+
+NoiseFn = Callable[[int, Tensor], Tensor]
 
 SAMPLERS = ("ddpm", "ddpm_large", "ddim", "sn_ddpm", "analytic_dpm", "euler_maruyama")
 
@@ -60,6 +65,21 @@ def step_noise(x: Tensor, generator) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def counter_noise(seed: int, tag: int = 7, offset: int = 0) -> NoiseFn:
+    """Per-step noise from the counter-based stream of the native kernels (docs/kernels.md (Random numbers)): the
+    normal of element e at step i is Philox(seed, e, offset + i, tag), the same number whichever sampler draws it.
+    With the default tag 7 these are the normals z of :func:`gmmkernels.gms_step` at ``offset=offset + i``, so a
+    Gaussian sampler and GMS given one seed share every step's noise. Computed in float64 (exact to a few ulp)."""
+    key = seed64(seed)
+
+    def noise(i: int, like: Tensor) -> Tensor:
+        idx = torch.arange(like.numel(), dtype=torch.int64)
+        z = philox_normal_ref(idx, key, int(offset) + int(i), int(tag))
+        return z.reshape(like.shape).to(device=like.device, dtype=like.dtype)
+
+    return noise
+
+
 def progress_bar(it, progress: bool, desc: str):
     """``it`` itself, or wrapped in a tqdm progress bar when ``progress``."""
     if not progress:
@@ -86,12 +106,13 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
            generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None, cond=None, eta: float = 0.0,
            clip_x0: Optional[float] = None, spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float32,
            x0_ref: Optional[Tensor] = None, gamma: Optional[Tensor] = None, last_var_max: Optional[float] = None,
-           progress: bool = False, return_trajectory: bool = False):
+           progress: bool = False, return_trajectory: bool = False, noise: Optional[NoiseFn] = None):
     """Draw ``shape[0]`` samples with one of :data:`SAMPLERS` in K steps (default: T for discrete schedules,
     100 for the VP-SDE). Returns x0 [shape], or (x0, [x_{t_K}, ..., x_{t_0}]) with ``return_trajectory``.
 
     ``clip_x0`` clamps predicted x0 to [-c, c] (images in [-1, 1]); ``eta`` is DDIM's; ``x0_ref``/``gamma``
-    feed Analytic-DPM; ``last_var_max`` caps the last-step variance of SN-DDPM / Analytic-DPM.
+    feed Analytic-DPM; ``last_var_max`` caps the last-step variance of SN-DDPM / Analytic-DPM. ``noise(i, x)``
+    replaces the generator's per-step noise (step i of the K steps), e.g. :func:`counter_noise`.
     """
     _check_common(model, schedule)
     if method not in SAMPLERS:
@@ -107,6 +128,13 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
     if clip_x0 is not None and not clip_x0 > 0:
         raise ValueError(f"sample: clip_x0 must be positive, got {clip_x0}")
     x = start_noise(shape, x_T, generator, device, dtype)
+    if noise is not None and not callable(noise):
+        raise TypeError(f"sample: argument 'noise' must be a callable noise(i, x) -> Tensor, got {type(noise).__name__}")
+    step = 0
+
+    def z_like(x: Tensor) -> Tensor:
+        return step_noise(x, generator) if noise is None else noise(step, x)
+
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
     desc = f"{method} K={K}"
 
@@ -121,6 +149,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
 
     if method == "euler_maruyama":
         for i in progress_bar(range(K), progress, desc):
+            step = i
             t, s = float(ts[i]), float(ts[i + 1])
             a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
             eps = _call(model, x, t, cond)
@@ -130,12 +159,13 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
                 beta = float(schedule.beta(t))
                 dt = t - s  # > 0, integrating backwards in time
                 score = -eps / sig_t
-                x = x + (0.5 * beta * x + beta * score) * dt + (beta * dt) ** 0.5 * step_noise(x, generator)
+                x = x + (0.5 * beta * x + beta * score) * dt + (beta * dt) ** 0.5 * z_like(x)
             if return_trajectory:
                 traj.append(x.clone())
         return (x, traj) if return_trajectory else x
 
     for i in progress_bar(range(K), progress, desc):
+        step = i
         t, s = float(ts[i]), float(ts[i + 1])
         a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
         A, B, lam2 = (float(v) for v in schedule.posterior(t, s))
@@ -148,7 +178,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
                 var = lam2
             else:
                 var = 0.0 if last else float(schedule.transition(t, s)[1])
-            x = mean + var**0.5 * step_noise(x, generator) if var > 0 else mean
+            x = mean + var**0.5 * z_like(x) if var > 0 else mean
         elif method == "ddim":
             eps = _call(model, x, t, cond)
             x0 = _x0(x, eps, a_t, sig_t, clip_x0)
@@ -157,7 +187,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             a_s, c_eps, std = (float(v) for v in schedule.ddim(t, s, eta))
             x = a_s * x0 + c_eps * eps
             if std > 0:
-                x = x + std * step_noise(x, generator)
+                x = x + std * z_like(x)
         elif method == "sn_ddpm":
             h = _call(model, x, t, cond, heads=True)
             if "eps2" not in h:
@@ -169,7 +199,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             var = lam2 + B * B * var0
             if last and last_var_max is not None:
                 var = var.clamp(max=last_var_max)
-            x = A * x + B * x0 + var.sqrt() * step_noise(x, generator)
+            x = A * x + B * x0 + var.sqrt() * z_like(x)
         elif method == "analytic_dpm":
             eps = _call(model, x, t, cond)
             x0 = _x0(x, eps, a_t, sig_t, clip_x0)
@@ -177,7 +207,7 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
             var = lam2 + B * B * (sig_t**2 / a_t**2) * (1.0 - g)
             if last and last_var_max is not None:
                 var = min(var, last_var_max)
-            x = A * x + B * x0 + var**0.5 * step_noise(x, generator)
+            x = A * x + B * x0 + var**0.5 * z_like(x)
         if return_trajectory:
             traj.append(x.clone())
     return (x, traj) if return_trajectory else x

@@ -131,3 +131,25 @@ def test_sampler_errors():
         sample(orc, LIN, (4, 2), "ddim", 10, eta=2.0)
     with pytest.raises(TypeError, match="schedule"):
         sample(orc, "linear", (4, 2), "ddpm", 10)
+
+
+def test_noise_hook_gives_common_random_numbers():
+    """Two samplers given the same noise function share every random number: DDIM(eta=1) equals DDPM step for step,
+    and counter_noise draws gms_step's normals (the same stream, tag 7)."""
+    import gmmkernels
+    from gmmkernels.diffusion.samplers import counter_noise
+
+    mix = gmm2d()
+    orc = MixtureOracle(mix, LIN)
+    x_T = torch.randn(64, 2, generator=_gen(3), dtype=torch.float64)
+    kw = dict(K=20, x_T=x_T, dtype=torch.float64, noise=counter_noise(11))
+    a = sample(orc, LIN, (64, 2), "ddpm", **kw)
+    b = sample(orc, LIN, (64, 2), "ddim", eta=1.0, **kw)
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    c = sample(orc, LIN, (64, 2), "ddpm", **{**kw, "noise": counter_noise(12)})
+    assert (a - c).abs().max() > 1e-3  # another seed, other numbers
+    # the "gaussian" GMS step draws x_s = M1 + sqrt(V) z with z from (seed, element, offset, tag 7)
+    xs = torch.zeros(4, 3, dtype=torch.float64)
+    one = torch.ones_like(xs)
+    step = gmmkernels.gms_step(xs, xs, one, xs, (0.5, 0.5, 0.0, 1.0, 1.0), method="gaussian", seed=11, offset=5)
+    torch.testing.assert_close(step, counter_noise(11, offset=5)(0, xs), rtol=1e-12, atol=1e-12)
