@@ -91,9 +91,13 @@ def _fit_both(cls_sk, cls_gk, X, **kw):
         return cls_sk(**kw).fit(X), cls_gk(**kw).fit(X)
 
 
-@pytest.mark.parametrize("kind", ["blobs", "anisotropic", "duplicates", "constant_feature", "k_close_to_n"])
-@pytest.mark.parametrize("cov", COVS)
-@pytest.mark.parametrize("init", ["random", "k-means++", "random_from_data"])
+KINDS = ("blobs", "anisotropic", "duplicates", "constant_feature", "k_close_to_n")
+INITS = ("random", "k-means++", "random_from_data")
+
+
+# every data set with every covariance type, the initialisations taking turns (each (kind, init) pair occurs)
+@pytest.mark.parametrize("kind,cov,init", [(k, c, INITS[(i + j) % 3]) for i, k in enumerate(KINDS)
+                                           for j, c in enumerate(COVS)])
 def test_gaussian_mixture_matches_sklearn(kind, cov, init):
     X = _data(kind)
     kw = dict(n_components=_n_components(kind), covariance_type=cov, init_params=init, random_state=3, n_init=2)
@@ -111,9 +115,11 @@ def test_gaussian_mixture_matches_sklearn(kind, cov, init):
         np.testing.assert_allclose(xb, xa, rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("kind", ["blobs", "duplicates", "constant_feature", "k_close_to_n"])
-@pytest.mark.parametrize("cov", COVS)
-@pytest.mark.parametrize("prior", ["dirichlet_process", "dirichlet_distribution"])
+PRIORS = ("dirichlet_process", "dirichlet_distribution")
+
+
+@pytest.mark.parametrize("kind,cov,prior", [(k, c, PRIORS[(i + j) % 2]) for i, k in enumerate(KINDS)
+                                            for j, c in enumerate(COVS)])
 def test_bayesian_gaussian_mixture_matches_sklearn(kind, cov, prior):
     X = _data(kind, seed=1)
     kw = dict(n_components=_n_components(kind) + 1, covariance_type=cov, init_params="random_from_data",
