@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.distributions import Categorical, Distribution, constraints
 
 from .. import _validate as V
-from ..ops.mixture_stats import mixture_log_prob, mixture_responsibilities, mixture_score
+from .. import mixture_log_prob, mixture_responsibilities, mixture_score
 
 __all__ = ["MixtureOfGaussians", "PyroMixtureOfGaussians"]
 
