@@ -19,6 +19,9 @@ import importlib.util
 mods = {"ninja": "ninja", "numpy": "numpy", "tqdm": "tqdm", "triton": "triton==3.6.0", "scipy": "scipy",
         "sklearn": "scikit-learn", "matplotlib": "matplotlib", "pytest": "pytest", "xdist": "pytest-xdist",
         "expecttest": "expecttest", "setuptools": "setuptools", "wheel": "wheel"}
+# the optional front-ends' libraries (gmmkernels[sklearn], [pyro], [diffusers]), so their tests run; pinned as in
+# pyproject.toml
+mods.update({"pyro": "pyro-ppl==1.9.2", "diffusers": "diffusers==0.42.1"})
 print(" ".join(spec for mod, spec in mods.items() if importlib.util.find_spec(mod) is None))
 PYEOF
 )
