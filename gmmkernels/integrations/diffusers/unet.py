@@ -78,8 +78,9 @@ class MomentHeads(ModelMixin, ConfigMixin):
         """Heads sized for ``unet`` (a UNet2DModel: its ``conv_norm_out`` channels, time embedding width and
         ``in_channels``), on its device and dtype."""
         temb = unet.time_embedding.linear_2.out_features
-        m = cls(unet.conv_norm_out.num_channels, temb, unet.config.in_channels, mode, heads)
-        return m.to(device=unet.device, dtype=unet.dtype)
+        m = cls(unet.conv_norm_out.num_channels, temb, unet.config.in_channels, mode, heads).to(unet.device)
+        # ModelMixin.to(dtype=...) warns even when it changes nothing
+        return m if unet.dtype == m.dtype else m.to(dtype=unet.dtype)
 
     def forward(self, features: Tensor, temb: Tensor) -> Dict[str, Tensor]:
         out = {}
