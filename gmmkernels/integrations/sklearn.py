@@ -53,6 +53,14 @@ INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 _PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
 
 
+def _store_params(est, args: dict) -> None:
+    """Store an estimator's constructor arguments unchanged under their own names (scikit-learn's convention: no
+    logic in ``__init__``; ``get_params`` reads them back by the signature's names)."""
+    for name, value in args.items():
+        if name != "self" and not name.startswith("__"):
+            setattr(est, name, value)
+
+
 def _to_numpy(t: Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
 
@@ -277,22 +285,7 @@ class GaussianMixture(_FusedMixtureBase):
     def __init__(self, n_components=1, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100, n_init=1,
                  init_params="kmeans", weights_init=None, means_init=None, precisions_init=None, random_state=None,
                  warm_start=False, verbose=0, verbose_interval=10, device=None, backend="auto"):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weights_init = weights_init
-        self.means_init = means_init
-        self.precisions_init = precisions_init
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.device = device
-        self.backend = backend
+        _store_params(self, locals())
 
     def _check_params(self, fn: str) -> None:
         self._check_common(fn)
@@ -364,25 +357,7 @@ class BayesianGaussianMixture(_FusedMixtureBase):
                  weight_concentration_prior=None, mean_precision_prior=None, mean_prior=None,
                  degrees_of_freedom_prior=None, covariance_prior=None, random_state=None, warm_start=False,
                  verbose=0, verbose_interval=10, device=None, backend="auto"):
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.tol = tol
-        self.reg_covar = reg_covar
-        self.max_iter = max_iter
-        self.n_init = n_init
-        self.init_params = init_params
-        self.weight_concentration_prior_type = weight_concentration_prior_type
-        self.weight_concentration_prior = weight_concentration_prior
-        self.mean_precision_prior = mean_precision_prior
-        self.mean_prior = mean_prior
-        self.degrees_of_freedom_prior = degrees_of_freedom_prior
-        self.covariance_prior = covariance_prior
-        self.random_state = random_state
-        self.warm_start = warm_start
-        self.verbose = verbose
-        self.verbose_interval = verbose_interval
-        self.device = device
-        self.backend = backend
+        _store_params(self, locals())
 
     def _check_params(self, fn: str) -> None:
         self._check_common(fn)
