@@ -152,7 +152,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
         _native("cuda"),
         _native("cpu"),
         Backend("reference", "reference"),
-    )),    Family("mixture_em_stats", ("mixture_em_stats",), (
+    )),
+    Family("mixture_em_stats", ("mixture_em_stats",), (
         _native("cuda", check=_em_stats_cuda_features),
         _native("cpu"),
         Backend("reference", "reference"),

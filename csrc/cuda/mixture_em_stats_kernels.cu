@@ -98,9 +98,11 @@ __global__ void __launch_bounds__(kRows1) lse_diag_kernel(const T* __restrict__ 
                                                           const T* __restrict__ W, const T* __restrict__ wmu,
                                                           const T* __restrict__ logc, int N, int K, int D,
                                                           T* __restrict__ logz, T* __restrict__ part1) {
-  __shared__ T xs[kDT][kRows1 + 1];
-  __shared__ __align__(16) T ws[kDT][kTK1];
-  __shared__ __align__(16) T ms[kDT][kTK1];
+  // dimensions staged at a time: 16 in double, so that the static shared memory stays under 48 KiB
+  constexpr int DT = sizeof(T) == 8 ? kDT / 2 : kDT;
+  __shared__ T xs[DT][kRows1 + 1];
+  __shared__ __align__(16) T ws[DT][kTK1];
+  __shared__ __align__(16) T ms[DT][kTK1];
   __shared__ T red[2][kRows1];
   const int b = blockIdx.y, t = threadIdx.x, n0 = blockIdx.x * kRows1, n = n0 + t;
   const T* xb = x + b * x_bstride;
@@ -113,20 +115,20 @@ __global__ void __launch_bounds__(kRows1) lse_diag_kernel(const T* __restrict__ 
     T acc[kTK1];
 #pragma unroll
     for (int j = 0; j < kTK1; ++j) acc[j] = T(0);
-    for (int d0 = 0; d0 < D; d0 += kDT) {
+    for (int d0 = 0; d0 < D; d0 += DT) {
       __syncthreads();
-      for (int i = t; i < kRows1 * kDT; i += kRows1) {
-        const int r = i / kDT, dd = i % kDT, nn = n0 + r, d = d0 + dd;
+      for (int i = t; i < kRows1 * DT; i += kRows1) {
+        const int r = i / DT, dd = i % DT, nn = n0 + r, d = d0 + dd;
         xs[dd][r] = (nn < N && d < D) ? xb[(int64_t)nn * D + d] : T(0);
       }
-      for (int i = t; i < kDT * kTK1; i += kRows1) {
-        const int j = i / kDT, dd = i % kDT, k = k0 + j, d = d0 + dd;
+      for (int i = t; i < DT * kTK1; i += kRows1) {
+        const int j = i / DT, dd = i % DT, k = k0 + j, d = d0 + dd;
         const bool ok = k < K && d < D;
         ws[dd][j] = ok ? Wb[(int64_t)k * D + d] : T(0);
         ms[dd][j] = ok ? mb[(int64_t)k * D + d] : T(0);
       }
       __syncthreads();
-      const int dmax = min(kDT, D - d0);
+      const int dmax = min(DT, D - d0);
       for (int dd = 0; dd < dmax; ++dd) {
         const T xv = xs[dd][t];
 #pragma unroll
