@@ -30,6 +30,7 @@ from ._common import Convergence, FitResult, check_fit_inputs, covariances, init
 from ._data import InMemory, pass_backend
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+INIT_METHODS = ("kmeans", "k-means++", "random")  # the method names of init_resp (gmmkernels/fit/_common.py)
 
 
 def step_backends(fn: str, backend: str):
@@ -104,12 +105,17 @@ def initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_
     if isinstance(init, Tensor):
         if init.shape[-2:] != (N, K):
             raise ValueError(f"{fn}: initial responsibilities must be [..., N={N}, K={K}], got {tuple(init.shape)}")
-        resp = init.to(dt).expand(*batch, N, K).reshape(B, N, K)
+    overridden = weights_init is not None and means_init is not None and precisions_init is not None
+    if overridden and (isinstance(init, Tensor) or init in INIT_METHODS):
+        # every parameter of the initial M-step is overridden: its responsibilities and statistics are not needed
+        # (scikit-learn computes and discards them; the result is the same)
+        logits, means, cov = None, None, None
     else:
-        resp = init_resp(xc, K, init, generator, fn, e_backend)
-    nk, sx, sxx = mixture_suffstats(xc, resp, full, backend=s_backend)
-    nk, means, cov = covariances(nk, sx, sxx, cov_type, reg_covar)
-    logits = (nk / nk.sum(-1, keepdim=True)).log()
+        resp = (init.to(dt).expand(*batch, N, K).reshape(B, N, K) if isinstance(init, Tensor)
+                else init_resp(xc, K, init, generator, fn, e_backend))
+        nk, sx, sxx = mixture_suffstats(xc, resp, full, backend=s_backend)
+        nk, means, cov = covariances(nk, sx, sxx, cov_type, reg_covar)
+        logits = (nk / nk.sum(-1, keepdim=True)).log()
     if weights_init is not None:
         logits = weights_init.to(dt).expand(*batch, K).reshape(B, K).log()
     if means_init is not None:
