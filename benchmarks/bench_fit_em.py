@@ -1,87 +1,197 @@
-"""EM iteration: gmmkernels (fused E-step + fused sufficient statistics) vs eager PyTorch (materialising) vs scikit-learn.
+"""EM fits: gmmkernels.fit_em vs scikit-learn's GaussianMixture from the same start, and the time per iteration
+against the FMA bound.
 
-    python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR]
+    python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3]
+        [--cases headline,1e6] [--no-sklearn] [--threads N] [--clock wall|process]
 
-Writes <out>/fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1). Times one EM iteration (E-step + M-step)
-at fixed parameters; scikit-learn is timed as one ``fit`` iteration (max_iter=1, its own initialisation excluded by
-warm-starting from the same parameters)."""
+Each case fits the same clustered data (K true clusters, unit spread) from the same initial parameters: uniform
+weights, K data points drawn with a fixed seed as means, unit precisions (``weights_init`` / ``means_init`` /
+``precisions_init`` in both libraries; the initial responsibilities that both compute before overriding them are
+'random'). ``tol = 0`` makes both run exactly ``--iters`` iterations. Reported per case and dtype:
+
+* fit time (best of ``--reps``) of both, the speed-up, and both final lower bounds (they must agree: float64 to
+  1e-9 relative, float32 to 1e-4 -- scikit-learn computes float32 data in float32 too);
+* gmmkernels' time per iteration, (T(iters + 1) - T(1)) / iters from two fits (initialisation excluded), against
+  the FMA bound of one iteration (benchmarks/bench_mixture_em_stats.py: useful FMAs / measured FMA peak of the
+  threads used) and the pass alone (``mixture_em_stats`` under fixed parameters);
+* the memory the fit needs above its input (resident high-water mark on CPU, max allocated on CUDA; see
+  ``benchmarks/_harness.measure_peak_memory``) beside the sizes of the data (N x D) and of the N x K
+  responsibilities that a materialising iteration would hold.
+
+Cases: 'headline' = the README's sizes (diag N = 1e5, K = 32, D = 16; full N = 5e4, K = 16, D = 8) and '1e6'
+(N = 1e6, same K and D). On CUDA scikit-learn is not run; add 'flash' for N = 1e6, K = 1024, D = 128 (diag).
+Writes fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1) with the load average before and after.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import warnings
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch
+import torch  # noqa: E402
 
-import gmmkernels
-from benchmarks import _harness as H
-from gmmkernels.fit._common import covariances
-from gmmkernels.reference.mixture_suffstats import em_step_ref
+from benchmarks import _harness as H  # noqa: E402
+from benchmarks.bench_mixture_em_stats import cpu_bound_ms, fma_peak, fmas  # noqa: E402
+from gmmkernels import fit_em, mixture_em_stats  # noqa: E402
 
-
-def _time(fn, device, reps=5):
-    ts = sorted(H.repeat_times(fn, device, reps))
-    return {"p50": 1e3 * ts[len(ts) // 2], "p20": 1e3 * ts[max(0, len(ts) // 5)], "p80": 1e3 * ts[min(len(ts) - 1, 4 * len(ts) // 5)]}
+OP = "fit_em"
 
 
-def _em_iter_fused(x, logits, means, scale, cov):
-    st = gmmkernels.mixture_stats(x, logits, means, scale, cov, with_score=False, with_resp=True)
-    nk, sx, sxx = gmmkernels.mixture_suffstats(x, st.responsibilities, cov == "full")
-    return covariances(nk, sx, sxx, cov, 1e-6)
+def make_data(N, K, D, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(K, D, generator=g, dtype=torch.float64)
+    x = centres[torch.randint(K, (N,), generator=g)] + torch.randn(N, D, generator=g, dtype=torch.float64)
+    idx = torch.randperm(N, generator=g)[:K]
+    return x, x[idx].clone()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
+def precisions(K, D, cov):
+    return torch.ones(K, D, dtype=torch.float64) if cov == "diag" else torch.eye(D, dtype=torch.float64).expand(K, D, D)
+
+
+CLOCK = {"wall": time.perf_counter, "process": time.process_time}
+
+
+def best(fn, reps, device, clock="wall"):
+    """Best of ``reps`` timings of ``fn`` (seconds) and its last output. clock "process": CPU time of this process
+    (all its threads), which other processes on a shared machine do not inflate; meaningful with one thread."""
+    now = CLOCK[clock]
+    ts, out = [], None
+    for _ in range(reps):
+        H.sync(device)
+        t0 = now()
+        out = fn()
+        H.sync(device)
+        ts.append(now() - t0)
+    return min(ts), out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--flash-shape", action="store_true", help="also N=1e6, K=1024, D=128 diag (GPU)")
-    a = ap.parse_args(argv)
-    dev = a.device
-    shapes = [(2000, 8, 4)] if a.quick else [(10000, 16, 8), (100000, 32, 16), (100000, 32, 64)]
-    if a.flash_shape and dev == "cuda":
-        shapes.append((1000000, 1024, 128))
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cases", default="headline,1e6")
+    ap.add_argument("--dtypes", default="float64,float32")
+    ap.add_argument("--no-sklearn", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="threads of both libraries (default: torch's)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "process"],
+                    help="wall: elapsed time; process: CPU time of the process (use with --threads 1 on a shared "
+                         "machine: it measures the work of one core, not the waiting)")
+    args = ap.parse_args(argv)
+    dev = args.device
+    if args.clock == "process" and dev != "cpu":
+        raise SystemExit("--clock process: CPU only")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0 = list(os.getloadavg())
+    cores = torch.get_num_threads()
+    peak = fma_peak(cores) if dev == "cpu" else None
+    if peak:
+        print(f"FMA peak ({peak['method']}): {cores} cores x 64-byte vectors (16 float32 / 8 float64 lanes); "
+              f"measured ports x GHz per core {peak['ports_x_ghz_per_core']}", flush=True)
+    shapes = []
+    for c in args.cases.split(","):
+        if args.quick:
+            shapes = [("quick", "diag", 20000, 8, 8), ("quick", "full", 10000, 8, 4)]
+            break
+        if c == "headline":
+            shapes += [("headline", "diag", 100000, 32, 16), ("headline", "full", 50000, 16, 8)]
+        elif c == "1e6":
+            shapes += [("1e6", "diag", 1000000, 32, 16), ("1e6", "full", 1000000, 16, 8)]
+        elif c == "flash":
+            shapes += [("flash", "diag", 1000000, 1024, 128)]
+    use_sk = dev == "cpu" and not args.no_sklearn
+    if use_sk:
+        from sklearn.mixture import GaussianMixture as SK
+        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
     rows = []
-    for N, K, D in shapes:
-        for cov in ("diag", "full"):
-            if cov == "full" and D > 32 and N * K > 1e7:
-                continue
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(N, D, generator=g).to(dev)
-            logits = torch.zeros(K, device=dev)
-            means = torch.randn(K, D, generator=g).to(dev)
-            scale = torch.ones(K, D, device=dev) if cov == "diag" else torch.eye(D, device=dev).expand(K, D, D).contiguous()
-            p = {"N": N, "K": K, "D": D, "cov": cov}
-            rows.append({"op": "fit_em", "provider": f"gmmkernels-{dev}", "dtype": "float32", "params": p,
-                         "ms": _time(lambda: _em_iter_fused(x, logits, means, scale, cov), dev)})
-            if N * K * D <= 2e8 and not (cov == "full" and N * K * D * D > 2e9):
-                var = torch.ones(K, D, device=dev) if cov == "diag" else scale
-                w = torch.full((1, K), 1.0 / K, device=dev)
-                rows.append({"op": "fit_em", "provider": "torch-eager", "dtype": "float32", "params": p,
-                             "ms": _time(lambda: em_step_ref(x[None], w, means[None], var[None], cov), dev)})
-            if dev == "cpu" and N * K * D <= 5e7:
-                try:
-                    import warnings
+    for name, cov, N, K, D in shapes:
+        x64, m0 = make_data(N, K, D)
+        w0 = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        p0 = precisions(K, D, cov)
+        for dts in args.dtypes.split(","):
+            dt = getattr(torch, dts)
+            x = x64.to(device=dev, dtype=dt)
+            kw = dict(tol=0.0, reg_covar=1e-6, init="random", weights_init=w0.to(dev), means_init=m0.to(dev),
+                      precisions_init=p0.to(dev), generator=torch.Generator(device=dev).manual_seed(0))
 
-                    from sklearn.mixture import GaussianMixture as SK
-                    X = x.double().numpy()
-                    prec = (torch.ones(K, D) if cov == "diag" else torch.eye(D).expand(K, D, D)).double().numpy()
-                    sk = SK(K, covariance_type=cov, max_iter=1, weights_init=[1.0 / K] * K, means_init=means.double().numpy(),
-                            precisions_init=prec, init_params="random_from_data")
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        rows.append({"op": "fit_em", "provider": "sklearn (fit, max_iter=1, float64)", "dtype": "float64",
-                                     "params": p, "ms": _time(lambda: sk.fit(X), dev, reps=3)})
-                except ImportError:
-                    pass
-            print(rows[-1]["params"], [(r["provider"], round(r["ms"]["p50"], 2)) for r in rows if r["params"] == p], flush=True)
-    f = H.write_results(a.out, "fit_em", dev, rows, H.collect_meta(dev, argv=["bench_fit_em.py"] + list(argv or [])))
-    print("wrote", f)
-    return rows
+            def ours(n_iter):
+                return fit_em(x, K, cov, max_iter=n_iter, **kw)
+
+            ours(2)  # warm-up (threads, allocator)
+            t_fit, r = best(lambda: ours(args.iters), args.reps, dev, args.clock)
+            t_one, _ = best(lambda: ours(1), args.reps, dev, args.clock)
+            t_more, _ = best(lambda: ours(args.iters + 1), args.reps, dev, args.clock)
+            per_iter = (t_more - t_one) / args.iters * 1e3
+            mix = r.mixture
+            # the pass alone, under the fitted parameters
+            xc = x - x.mean(0)
+            t_pass, _ = best(lambda: mixture_em_stats(xc, mix.logits, mix.means - x.mean(0), mix.scale, cov), 5, dev,
+                             args.clock)
+            mem, how = H.measure_peak_memory(lambda: ours(args.iters), dev)
+            row = {"op": OP, "case": name, "provider": f"gmmkernels-{dev}", "mode": "fit", "dtype": dts, "device": dev,
+                   "params": {"N": N, "K": K, "D": D, "cov": cov, "iters": args.iters}, "error": None,
+                   "fit_s": t_fit, "ms": {"p50": per_iter}, "per_iter_ms": per_iter, "pass_ms": t_pass * 1e3,
+                   "lower_bound": float(r.lower_bound), "n_iter": int(r.n_iter),
+                   "peak_mem_mb": mem, "peak_mem_method": how,
+                   "data_mb": x.element_size() * N * D / 2**20, "resp_mb": x.element_size() * N * K / 2**20}
+            if peak:
+                t_min = cpu_bound_ms(N, K, D, cov, dts, peak)
+                row["fma_bound"] = {"fmas_per_iter": fmas(N, K, D, cov), "t_min_ms": t_min,
+                                    "x_bound_iter": per_iter / t_min, "x_bound_pass": t_pass * 1e3 / t_min}
+            if use_sk:
+                X = x64.numpy().astype("float32" if dt == torch.float32 else "float64")
+                sk = SK(K, covariance_type=cov, max_iter=args.iters, tol=0.0, reg_covar=1e-6, init_params="random",
+                        weights_init=w0.numpy(), means_init=m0.numpy(), precisions_init=p0.numpy(), random_state=0)
+                with warnings.catch_warnings(), threadpool_limits(cores):
+                    warnings.simplefilter("ignore")
+                    t_sk, skm = best(lambda: sk.fit(X), max(1, min(args.reps, 2)), "cpu", args.clock)
+                row["sklearn"] = {"fit_s": t_sk, "lower_bound": float(skm.lower_bound_), "n_iter": int(skm.n_iter_),
+                                  "dtype": str(X.dtype)}
+                row["speedup_vs_sklearn"] = t_sk / t_fit
+                rel = abs(row["lower_bound"] - skm.lower_bound_) / abs(skm.lower_bound_)
+                row["lower_bound_rel_diff"] = rel
+                row["ok"] = rel < (1e-9 if dt == torch.float64 else 1e-4) and int(skm.n_iter_) == int(r.n_iter)
+            rows.append(row)
+            sk_txt = (f"sklearn {row['sklearn']['fit_s']:.3f} s ({row['speedup_vs_sklearn']:.1f}x), lb diff "
+                      f"{row['lower_bound_rel_diff']:.1e}" if use_sk else "")
+            fb = row.get("fma_bound")
+            print(f"{name} {cov} {dts} N={N} K={K} D={D}: fit {t_fit:.3f} s, {per_iter:.2f} ms/iter, pass "
+                  f"{t_pass * 1e3:.2f} ms, extra memory {mem if mem is None else round(mem)} MB (data "
+                  f"{row['data_mb']:.0f} MB, N x K {row['resp_mb']:.0f} MB)" + (f", bound {fb['t_min_ms']:.2f} ms ({fb['x_bound_iter']:.2f}x per iter, "
+                                               f"{fb['x_bound_pass']:.2f}x pass)" if fb else "") + f"; {sk_txt}",
+                  flush=True)
+            del x
+    meta = H.collect_meta(dev, ["bench_fit_em.py"] + list(argv if argv is not None else sys.argv[1:]),
+                          extra={"fma_peak": peak, "loadavg_before": load0, "loadavg_after": list(os.getloadavg()),
+                                 "clock": args.clock, "threads": cores})
+    print(f"\nload average before {load0}, after {meta['loadavg_after']}; clock {args.clock}, {cores} threads")
+    print("| case | cov | dtype | N | K | D | scikit-learn (s) | gmmkernels (s) | speed-up | ms / iter | FMA bound (ms) "
+          "| x bound | lower bound (gmmkernels / scikit-learn) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p, sk, fb = r["params"], r.get("sklearn"), r.get("fma_bound") or {}
+        cells = [r["case"], p["cov"], r["dtype"], p["N"], p["K"], p["D"],
+                 f"{sk['fit_s']:.3f}" if sk else "", f"{r['fit_s']:.3f}",
+                 f"{r['speedup_vs_sklearn']:.1f}x" if sk else "", f"{r['per_iter_ms']:.2f}",
+                 f"{fb['t_min_ms']:.2f}" if fb else "", f"{fb['x_bound_iter']:.2f}" if fb else "",
+                 f"{r['lower_bound']:.10g} / {sk['lower_bound']:.10g}" if sk else f"{r['lower_bound']:.10g}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    if not args.no_write:
+        path = H.write_results(args.out, OP, dev, rows, meta)
+        print(f"wrote {path}")
+    return 3 if any(r.get("ok") is False for r in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -105,4 +105,12 @@ TORCH_LIBRARY(gmmkernels, m) {
       "gms_step(Tensor x_t, Tensor e1, Tensor e2, Tensor e3, float a_t, float sigma_t, float A, float B, float lam2, "
       "float weight, int method, int iters, float lr, float var_floor, int n_el, bool per_image, float var_clip, int seed, "
       "int offset, bool with_params) -> (Tensor, Tensor, Tensor, Tensor)");
+  // One EM / VB iteration in one pass: E-step and sufficient statistics (csrc/include/gmmkernels/mixture_em_stats.h;
+  //   gmmkernels/reference/mixture_em_stats.py: mixture_em_stats_kernel_ref). x [B or 1,N,D], means [B,K,D],
+  //   prec = W (diag [B,K,D]; full lower-triangular [B,K,D,D]), logc [B,K]; logit = logc - 0.5 |W x - W mu|^2.
+  //   Returns (sum_n log p [B], sum_n sum_k r log r [B], nk [B,K], sx [B,K,D], sxx [B,K,D] (!full) or [B,K,D,D]
+  //   (full), resp [B,N,K] (or [0] if !with_resp)). Deterministic (fixed summation order, no atomics).
+  m.def(
+      "mixture_em_stats(Tensor x, Tensor means, Tensor prec, Tensor logc, bool full, bool with_resp) -> (Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor)");
 }

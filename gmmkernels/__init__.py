@@ -7,8 +7,10 @@ Public API (one module per op family under gmmkernels/ops/, algorithms under gmm
   mixture_dispatch, nearest_center                     mixDDPM dispatcher
   lowrank_adapter, hypernet_adapter                    SMD low-rank hypernetwork adapter
   mixture_suffstats, gibbs_sweep                       M-step statistics, Gibbs sweep
+  mixture_em_stats                                     one EM / VB pass: E-step and sufficient statistics fused
   mgdm_vi_step, mgdm_bridge                            MGDM Gauss_VI step and bridge draw
   fit_em, fit_vb, gibbs, kmeans, kmeans_plusplus       batched fitting built on the ops
+  fit_em_chunked, fit_vb_chunked                       EM / VB on chunked (DataLoader) or distributed data
   available_backends, set_validation, build_info
 Algorithms of the diffusion methods (training, sampling, ``reproduce`` experiments) live in ``gmmkernels.diffusion``.
 Architecture: docs/architecture.md.
@@ -19,6 +21,7 @@ from . import _backend  # noqa: F401  (loads the native extension when present)
 from ._backend import build_info
 from ._validate import set_validation
 from .fit import FitResult, GibbsResult, KMeans, fit_em, fit_vb, gibbs, kmeans, kmeans_plusplus
+from .fit import fit_em_chunked, fit_vb_chunked
 from .mixture import GaussianMixture
 from .ops.gibbs_sweep import GibbsPrior, gibbs_sweep
 from .ops.gms_fit import GMSCoeffs, GMSFit, GMSStep, available_gms_backends, gms_fit, gms_step
@@ -34,9 +37,11 @@ from .ops.mixture_stats import (
     mixture_stats,
 )
 from .ops.mixture_suffstats import mixture_suffstats
+from .ops.mixture_em_stats import EMStats, mixture_em_stats
 
 __all__ = [
     "Dispatch",
+    "EMStats",
     "FitResult",
     "GMSCoeffs",
     "GMSFit",
@@ -51,7 +56,9 @@ __all__ = [
     "available_gms_backends",
     "build_info",
     "fit_em",
+    "fit_em_chunked",
     "fit_vb",
+    "fit_vb_chunked",
     "gibbs",
     "gibbs_sweep",
     "gms_fit",
@@ -63,6 +70,7 @@ __all__ = [
     "mgdm_bridge",
     "mgdm_vi_step",
     "mixture_dispatch",
+    "mixture_em_stats",
     "mixture_log_prob",
     "mixture_responsibilities",
     "mixture_score",

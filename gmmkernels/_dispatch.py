@@ -100,6 +100,18 @@ def _triton_mixture_features(name: str, cov_type: str = "diag", **_) -> Optional
     return None
 
 
+# Largest D of the fused CUDA EM kernel (csrc/include/gmmkernels/mixture_em_stats_launch.h): diag / spherical, full.
+EM_STATS_CUDA_MAX_D = {"diag": 256, "spherical": 256, "full": 16}
+
+
+def _em_stats_cuda_features(name: str, cov_type: str = "diag", D: int = 0, **_) -> Optional[Reason]:
+    limit = EM_STATS_CUDA_MAX_D.get(cov_type, 0)
+    if D > limit:
+        return (ValueError, f"backend='cuda' fuses D <= {limit} dimensions for cov_type={cov_type!r}, got D={D}; use "
+                            "mixture_stats with responsibilities and mixture_suffstats")
+    return None
+
+
 FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("mixture_stats", ("mixture_stats",), (
         _native("cuda", check=_exact_precision),
@@ -138,6 +150,11 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     )),
     Family("mgdm_step", ("mgdm_vi_step", "mgdm_bridge"), (
         _native("cuda"),
+        _native("cpu"),
+        Backend("reference", "reference"),
+    )),
+    Family("mixture_em_stats", ("mixture_em_stats",), (
+        _native("cuda", check=_em_stats_cuda_features),
         _native("cpu"),
         Backend("reference", "reference"),
     )),

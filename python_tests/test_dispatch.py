@@ -35,6 +35,7 @@ def _calls():
         "mgdm_step": lambda b: gmmkernels.mgdm_bridge(m, v, 0.5, 0.5, 0.1, seed=0, draw=1, backend=b),
         "mgdm_vi_step": lambda b: gmmkernels.mgdm_vi_step(st.clone(), st[0], st[0], st[0], torch.ones(1, dtype=torch.float64),
                                                           lr=0.1, step=1, seed=0, draw=1, backend=b),
+        "mixture_em_stats": lambda b: gmmkernels.mixture_em_stats(x, logits, means, scale, backend=b),
     }
 
 
@@ -44,7 +45,7 @@ FAMILIES = list(_calls())
 def test_every_family_is_declared_once():
     fams = set(_dispatch.FAMILIES)
     assert fams == {"mixture_stats", "gms_fit", "mixture_dispatch", "lowrank_adapter", "mixture_suffstats", "gibbs_sweep",
-                    "mgdm_step"}
+                    "mgdm_step", "mixture_em_stats"}
     for f in _dispatch.FAMILIES.values():
         assert "reference" in f.names  # every family has its float64 specification as a backend
 

@@ -19,95 +19,17 @@
 #include <vector>
 
 #include "gmmkernels/aten_utils.h"
+#include "gmmkernels/cpu_vec.h"
 #include "gmmkernels/mixture_stats.h"
 #include "gmmkernels/mixture_stats_checks.h"
-
-// 64-byte vector types are passed between inlined helpers only; without AVX-512 gcc warns about their ABI.
-#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gmmkernels {
 namespace {
 
 using namespace gmmkernels::mixture_stats;
-
-// R lanes of T in one 64-byte GCC vector (one AVX-512 register; two AVX2 or four SSE registers elsewhere).
-template <typename T>
-struct VecOf;
-template <>
-struct VecOf<float> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef uint32_t U __attribute__((vector_size(64)));
-};
-template <>
-struct VecOf<double> {
-  typedef double V __attribute__((vector_size(64)));
-  typedef uint64_t U __attribute__((vector_size(64)));
-};
-
-template <typename V, typename S>
-inline V splat(S s) {
-  return V{} + s;
-}
-
-// Vector exp: Cody-Waite reduction x = n ln2 + r (|r| <= ln2/2), polynomial for exp(r), 2^n built in the exponent
-// bits. About 1-2 ulp; exp(-inf) = 0, NaN -> NaN, underflow -> 0.
-inline VecOf<float>::V vexp(VecOf<float>::V x) {
-  typedef VecOf<float>::V V;
-  typedef VecOf<float>::U U;
-  const V lo = splat<V>(-87.0f), hi = splat<V>(88.0f);
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  const V shifter = splat<V>(12582912.0f);  // 1.5 * 2^23
-  const V t = xc * 1.44269504088896341f + shifter;
-  const V n = t - shifter;
-  V r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  V p = splat<V>(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  const U e = ((U)t + 127u) << 23;
-  V res = p * (V)e;
-  res = x < lo ? splat<V>(0.0f) : res;
-  res = x != x ? x : res;
-  return res;
-}
-
-inline VecOf<double>::V vexp(VecOf<double>::V x) {
-  typedef VecOf<double>::V V;
-  typedef VecOf<double>::U U;
-  const V lo = splat<V>(-708.0), hi = splat<V>(709.0);
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
-  const V shifter = splat<V>(6755399441055744.0);  // 1.5 * 2^52
-  const V t = xc * 1.4426950408889634074 + shifter;
-  const V n = t - shifter;
-  V r = xc - n * 6.93145751953125e-1;
-  r = r - n * 1.42860682030941723212e-6;
-  // Taylor polynomial of degree 13 (|r| <= 0.347: truncation below 1e-17 relative).
-  V p = splat<V>(1.0 / 6227020800.0);
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const U e = ((U)t + (uint64_t)1023) << 52;
-  V res = p * (V)e;
-  res = x < lo ? splat<V>(0.0) : res;
-  res = x != x ? x : res;
-  return res;
-}
+using cpu::splat;
+using cpu::vexp;
+using cpu::VecOf;
 
 template <typename T>
 struct Problem {

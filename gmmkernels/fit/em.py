@@ -2,10 +2,10 @@
 
 ``x`` is [..., N, D]; every index of the leading dimensions is an independent data set with its own mixture.
 
-EM iteration = one fused E-step (``mixture_stats`` with responsibilities: the N x K x D intermediate is never
-formed; only the N x K responsibilities are written) + one fused reduction for the sufficient statistics
-(``mixture_suffstats``: N_k, sum r x, sum r x^2 or sum r x x^T, fixed summation order, no atomics) + O(K D^2)
-closed-form updates. Before fitting, each data set is shifted by its mean (EM and VB are equivariant under
+EM iteration = one pass of the fused ``mixture_em_stats`` over the data (E-step and sufficient statistics N_k,
+sum r x, sum r x^2 or sum r x x^T together; the responsibilities never leave the kernel's cache; fixed summation
+order, no atomics) + O(K D^2) closed-form updates. The same iteration runs on data in chunks or spread over
+processes (gmmkernels/fit/chunked.py), whose statistics are sums. Before fitting, each data set is shifted by its mean (EM and VB are equivariant under
 shifts, so the answers are unchanged); this keeps the one-pass covariance formula E[x^2] - E[x]^2 accurate in
 float32 (the cancellation behind scikit-learn issue #30382).
 
@@ -25,11 +25,12 @@ import torch
 from torch import Tensor
 
 from ..mixture import GaussianMixture
-from ..ops.mixture_stats import mixture_stats
 from ..ops.mixture_suffstats import mixture_suffstats
 from ._common import Convergence, FitResult, check_fit_inputs, covariances, init_resp, scale_from_cov, scale_from_precision
+from ._data import InMemory, pass_backend
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+INIT_METHODS = ("kmeans", "k-means++", "random")  # the method names of init_resp (gmmkernels/fit/_common.py)
 
 
 def step_backends(fn: str, backend: str):
@@ -62,8 +63,8 @@ def fit_em(
     parameters). weights_init [..., K], means_init [..., K, D] and precisions_init (scikit-learn's shapes:
     diag [..., K, D], spherical [..., K], full [..., K, D, D] precision matrices) override the initial M-step, as in
     scikit-learn. Convergence per mixture: |lower_bound - previous| < tol; converged mixtures stop updating.
-    ``backend`` selects the kernels of both steps, the E-step (``mixture_stats``) and the sufficient statistics
-    (``mixture_suffstats``); "triton" runs the E-step only (there is no Triton statistics kernel).
+    ``backend`` selects the kernel of the iteration (``mixture_em_stats``: E-step and sufficient statistics in one
+    pass) and of the initialisation; "triton" runs a Triton E-step followed by the native statistics kernel.
     """
     fn = "fit_em"
     K = n_components
@@ -77,45 +78,74 @@ def fit_em(
     xc = x3 - shift
     full = cov_type == "full"
 
-    # initial parameters
+    logits, means, scale = initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_init,
+                                          precisions_init, generator, reg_covar, e_backend, s_backend)
+    data = InMemory(xc, pass_backend(fn, backend, x.device, dt, cov_type, D))
+    conv = Convergence(B, dt, x.device, tol)
+    logits, means, scale = em_iterations(fn, data, logits, means, scale, cov_type, reg_covar, conv, max_iter)
+    return em_result(logits, means, scale, shift, batch, cov_type, conv)
+
+
+def initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_init, precisions_init, generator,
+                   reg_covar, e_backend="auto", s_backend="auto"):
+    """(logits [B, K], means [B, K, D], scale) to start EM from, in the centred coordinates of xc [B, N, D] (shifted
+    by ``shift`` [B, 1, D]): from a GaussianMixture, or the M-step of initial responsibilities (``init``: a method
+    name or a tensor [..., N, K]) with ``weights_init`` / ``means_init`` / ``precisions_init`` overriding it."""
+    B, N, D = xc.shape
+    dt = xc.dtype
+    full = cov_type == "full"
+    tail = (K, D, D) if full else (K, D) if cov_type == "diag" else (K,)
     if isinstance(init, GaussianMixture):
         if init.K != K or init.D != D or init.cov_type != cov_type:
             raise ValueError(f"{fn}: the init mixture has K={init.K}, D={init.D}, cov_type={init.cov_type!r}")
         logits = init.logits.detach().to(dt).expand(*batch, K).reshape(B, K)
         means = init.means.detach().to(dt).expand(*batch, K, D).reshape(B, K, D) - shift
-        tail = (K, D, D) if full else (K, D) if cov_type == "diag" else (K,)
         scale = init.scale.detach().to(dt).expand(*batch, *tail).reshape(B, *tail)
+        return logits, means, scale
+    if isinstance(init, Tensor):
+        if init.shape[-2:] != (N, K):
+            raise ValueError(f"{fn}: initial responsibilities must be [..., N={N}, K={K}], got {tuple(init.shape)}")
+    overridden = weights_init is not None and means_init is not None and precisions_init is not None
+    if overridden and (isinstance(init, Tensor) or init in INIT_METHODS):
+        # every parameter of the initial M-step is overridden: its responsibilities and statistics are not needed
+        # (scikit-learn computes and discards them; the result is the same)
+        logits, means, cov = None, None, None
     else:
-        if isinstance(init, Tensor):
-            if init.shape[-2:] != (N, K):
-                raise ValueError(f"{fn}: initial responsibilities must be [..., N={N}, K={K}], got {tuple(init.shape)}")
-            resp = init.to(dt).expand(*batch, N, K).reshape(B, N, K)
-        else:
-            resp = init_resp(xc, K, init, generator, fn, e_backend)
+        resp = (init.to(dt).expand(*batch, N, K).reshape(B, N, K) if isinstance(init, Tensor)
+                else init_resp(xc, K, init, generator, fn, e_backend))
         nk, sx, sxx = mixture_suffstats(xc, resp, full, backend=s_backend)
         nk, means, cov = covariances(nk, sx, sxx, cov_type, reg_covar)
         logits = (nk / nk.sum(-1, keepdim=True)).log()
-        if weights_init is not None:
-            logits = weights_init.to(dt).expand(*batch, K).reshape(B, K).log()
-        if means_init is not None:
-            means = means_init.to(dt).expand(*batch, K, D).reshape(B, K, D) - shift
-        if precisions_init is not None:
-            tail = (K, D, D) if full else (K, D) if cov_type == "diag" else (K,)
-            scale = scale_from_precision(precisions_init.to(dt).expand(*batch, *tail).reshape(B, *tail), cov_type)
-        else:
-            scale = scale_from_cov(fn, cov, cov_type)
+    if weights_init is not None:
+        logits = weights_init.to(dt).expand(*batch, K).reshape(B, K).log()
+    if means_init is not None:
+        means = means_init.to(dt).expand(*batch, K, D).reshape(B, K, D) - shift
+    if precisions_init is not None:
+        scale = scale_from_precision(precisions_init.to(dt).expand(*batch, *tail).reshape(B, *tail), cov_type)
+    else:
+        scale = scale_from_cov(fn, cov, cov_type)
+    return logits, means, scale
 
-    conv = Convergence(B, dt, x.device, tol)
+
+def em_iterations(fn, data, logits, means, scale, cov_type, reg_covar, conv, max_iter):
+    """EM from (logits, means, scale) until every mixture has converged or ``max_iter``: per iteration one pass over
+    ``data`` (gmmkernels/fit/_data.py) for the lower bound and the statistics, then the closed-form M-step.
+    Converged mixtures keep their parameters (``conv``, gmmkernels/fit/_common.py). Returns the final parameters."""
     for it in range(1, max_iter + 1):
-        st = mixture_stats(xc, logits, means, scale, cov_type, with_score=False, with_resp=True, backend=e_backend)
-        lb = st.log_prob.mean(-1)
-        nk, sx, sxx = mixture_suffstats(xc, st.responsibilities, full, backend=s_backend)
-        nk, mu_new, cov = covariances(nk, sx, sxx, cov_type, reg_covar)
+        st = data.stats(logits, means, scale, cov_type)
+        lb = st.lp / data.n
+        nk, mu_new, cov = covariances(st.nk, st.sx, st.sxx, cov_type, reg_covar)
         sc_new = scale_from_cov(fn, cov, cov_type)
         lg_new = (nk / nk.sum(-1, keepdim=True)).log()
         logits, means, scale = conv.keep(lg_new, logits), conv.keep(mu_new, means), conv.keep(sc_new, scale)
         if conv.update(it, lb):
             break
+    return logits, means, scale
+
+
+def em_result(logits, means, scale, shift, batch, cov_type, conv) -> FitResult:
+    """The FitResult of an EM fit, with the mixture moved back to the original coordinates."""
+    K, D = means.shape[-2:]
     mix = GaussianMixture(logits.reshape(*batch, K), (means + shift).reshape(*batch, K, D),
                           scale.reshape(*batch, *scale.shape[1:]), cov_type)
     return FitResult(mix, conv.lower.reshape(batch), conv.n_iter.reshape(batch), conv.converged.reshape(batch), {})

@@ -1,7 +1,9 @@
 """Batched variational Bayes for Gaussian mixtures, with scikit-learn's ``BayesianGaussianMixture`` arithmetic
 (sklearn/mixture/_bayesian_mixture.py): Dirichlet or Dirichlet-process weights, Normal-Wishart / Normal-Gamma
-means and precisions. The E-step is the fused ``mixture_stats`` with the expected log-weights and precisions, the
-M-step the fused ``mixture_suffstats``; shared helpers in gmmkernels/fit/_common.py.
+means and precisions. One iteration is one pass of the fused ``mixture_em_stats`` (E-step with the expected
+log-weights and precisions, the responsibility entropy and the sufficient statistics together) and the closed-form
+M-step of :class:`VBModel`; the same iteration runs on chunked or distributed data (gmmkernels/fit/chunked.py).
+Shared helpers in gmmkernels/fit/_common.py.
 """
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ import torch
 from torch import Tensor
 
 from ..mixture import GaussianMixture
-from ..ops.mixture_stats import mixture_stats
 from ..ops.mixture_suffstats import mixture_suffstats
 from ._common import Convergence, FitResult, check_fit_inputs, covariances, init_resp, scale_from_cov
+from ._data import InMemory, pass_backend
 from .em import step_backends
 
 
@@ -82,23 +84,39 @@ def fit_vb(
         resp = init.to(dt).expand(*batch, N, K).reshape(B, N, K)
     else:
         resp = init_resp(xc, K, init, generator, fn, e_backend)
+    model = VBModel(cov_type, K, D, dp, wcp, mpp, m0, dofp, covp, reg_covar)
+    state = model.m_step(*mixture_suffstats(xc, resp, full, backend=s_backend))
+    data = InMemory(xc, pass_backend(fn, backend, dev, dt, cov_type, D))
+    conv = Convergence(B, dt, dev, tol)
+    state = vb_iterations(fn, data, model, state, conv, max_iter)
+    return vb_result(fn, model, state, shift, batch, conv)
 
-    lgamma, digamma = torch.lgamma, torch.digamma
-    ar = torch.arange(D, dtype=dt, device=dev)
 
-    def m_step(resp):
-        nk, sx, sxx = mixture_suffstats(xc, resp, full, backend=s_backend)
-        nk, xk, sk = covariances(nk, sx, sxx, cov_type, reg_covar)
-        if dp:
+class VBModel:
+    """The conjugate model of :func:`fit_vb` (priors in the centred coordinates, per mixture): its M-step from
+    sufficient statistics, the expected log-weights and log-precision terms of the E-step, and the lower bound.
+    A state is (weight concentration, mean precision beta [B, K], means [B, K, D], dof nu [B, K], covariances
+    W^-1 / nu); the weight concentration is a pair (gamma_1, gamma_2) for the Dirichlet process, else alpha [B, K]."""
+
+    def __init__(self, cov_type, K, D, dp, wcp, mpp, m0, dofp, covp, reg_covar):
+        self.cov_type, self.K, self.D, self.dp = cov_type, K, D, dp
+        self.wcp, self.mpp, self.m0, self.dofp, self.covp, self.reg_covar = wcp, mpp, m0, dofp, covp, reg_covar
+        self.ar = torch.arange(D, dtype=m0.dtype, device=m0.device)
+
+    def m_step(self, nk, sx, sxx):
+        cov_type, mpp, m0 = self.cov_type, self.mpp, self.m0
+        nk, xk, sk = covariances(nk, sx, sxx, cov_type, self.reg_covar)
+        if self.dp:
             tail = nk.flip(-1).cumsum(-1).flip(-1)
-            wc = (1.0 + nk, wcp + torch.cat([tail[:, 1:], torch.zeros_like(tail[:, :1])], -1))
+            wc = (1.0 + nk, self.wcp + torch.cat([tail[:, 1:], torch.zeros_like(tail[:, :1])], -1))
         else:
-            wc = wcp + nk
+            wc = self.wcp + nk
         mp = mpp + nk
         means = (mpp * m0[:, None] + nk[..., None] * xk) / mp[..., None]
-        dof = dofp + nk
+        dof = self.dofp + nk
         diff = xk - m0[:, None]
-        if full:
+        covp = self.covp
+        if cov_type == "full":
             cov = covp[:, None] + nk[..., None, None] * sk + (nk * mpp / mp)[..., None, None] * diff[..., :, None] * diff[..., None, :]
             cov = cov / dof[..., None, None]
         elif cov_type == "diag":
@@ -107,65 +125,86 @@ def fit_vb(
             cov = (covp[:, None] + nk * (sk + mpp / mp * (diff * diff).mean(-1))) / dof
         return wc, mp, means, dof, cov
 
-    def log_det_prec_chol(scale):
-        if full:
+    def log_det_prec_chol(self, scale):
+        if self.cov_type == "full":
             return -torch.log(torch.diagonal(scale, dim1=-2, dim2=-1)).sum(-1)
-        if cov_type == "diag":
+        if self.cov_type == "diag":
             return -torch.log(scale).sum(-1)
-        return -D * torch.log(scale)
+        return -self.D * torch.log(scale)
 
-    def e_log_weights(wc):
-        if dp:
+    def e_log_weights(self, wc):
+        digamma = torch.digamma
+        if self.dp:
             a, b = wc
             ds = digamma(a + b)
             da, db = digamma(a) - ds, digamma(b) - ds
             return da + torch.cat([torch.zeros_like(db[:, :1]), db.cumsum(-1)[:, :-1]], -1)
         return digamma(wc) - digamma(wc.sum(-1, keepdim=True))
 
-    wc, mp, means, dof, cov = m_step(resp)
-    conv = Convergence(B, dt, dev, tol)
-    state = (wc, mp, means, dof, cov)
-    for it in range(1, max_iter + 1):
-        wc, mp, means, dof, cov = state
-        scale = scale_from_cov(fn, cov, cov_type)
-        log_lambda = D * math.log(2.0) + digamma(0.5 * (dof[..., None] - ar)).sum(-1)
-        c = e_log_weights(wc) - 0.5 * D * torch.log(dof) + 0.5 * (log_lambda - D / mp)
-        st = mixture_stats(xc, c, means, scale, cov_type, with_score=False, with_resp=True, backend=e_backend)
-        resp = st.responsibilities
-        new = m_step(resp)
-        wc2, mp2, means2, dof2, cov2 = new
-        scale2 = scale_from_cov(fn, cov2, cov_type)
-        ldp = log_det_prec_chol(scale2) - 0.5 * D * torch.log(dof2)
-        log_wishart = -(dof2 * ldp + dof2 * D * 0.5 * math.log(2.0) + lgamma(0.5 * (dof2[..., None] - ar)).sum(-1)).sum(-1)
-        if dp:
-            a, b = wc2
+    def e_step_logits(self, state):
+        """The logits of the E-step: with the scale of the covariances W^-1 / nu, the fused kernel's Gaussian term
+        supplies log N(x; m_k, W_k^-1 / nu_k); these add E[log pi_k], -(D/2) log nu_k and (E[log |Lambda_k|] - D /
+        beta_k) / 2."""
+        wc, mp, _, dof, _ = state
+        D = self.D
+        log_lambda = D * math.log(2.0) + torch.digamma(0.5 * (dof[..., None] - self.ar)).sum(-1)
+        return self.e_log_weights(wc) - 0.5 * D * torch.log(dof) + 0.5 * (log_lambda - D / mp)
+
+    def lower_bound(self, fn, state, r_log_r):
+        """scikit-learn's ELBO of a state from the sum of r log r of the E-step that produced it."""
+        lgamma, D = torch.lgamma, self.D
+        wc, mp, _, dof, cov = state
+        scale = scale_from_cov(fn, cov, self.cov_type)
+        ldp = self.log_det_prec_chol(scale) - 0.5 * D * torch.log(dof)
+        log_wishart = -(dof * ldp + dof * D * 0.5 * math.log(2.0) + lgamma(0.5 * (dof[..., None] - self.ar)).sum(-1)).sum(-1)
+        if self.dp:
+            a, b = wc
             log_norm_w = -(lgamma(a) + lgamma(b) - lgamma(a + b)).sum(-1)
         else:
-            log_norm_w = lgamma(wc2.sum(-1)) - lgamma(wc2).sum(-1)
-        ent = -(resp * torch.log(resp.clamp_min(torch.finfo(dt).tiny))).sum((-1, -2))
-        lb = ent - log_wishart - log_norm_w - 0.5 * D * torch.log(mp2).sum(-1)
+            log_norm_w = lgamma(wc.sum(-1)) - lgamma(wc).sum(-1)
+        return -r_log_r - log_wishart - log_norm_w - 0.5 * D * torch.log(mp).sum(-1)
+
+    def keep(self, conv, new, old):
+        """``new`` for the active mixtures, ``old`` for the converged ones."""
         sel = conv.keep
-        if dp:
-            wcs = (sel(wc2[0], wc[0]), sel(wc2[1], wc[1]))
-        else:
-            wcs = sel(wc2, wc)
-        state = (wcs, sel(mp2, mp), sel(means2, means), sel(dof2, dof), sel(cov2, cov))
+        wc = (sel(new[0][0], old[0][0]), sel(new[0][1], old[0][1])) if self.dp else sel(new[0], old[0])
+        return (wc,) + tuple(sel(a, b) for a, b in zip(new[1:], old[1:]))
+
+    def weights(self, wc):
+        """Posterior-mean mixture weights."""
+        if self.dp:
+            a, b = wc
+            w = a / (a + b)
+            w = w * torch.cat([torch.ones_like(w[:, :1]), (b / (a + b)).cumprod(-1)[:, :-1]], -1)
+            return w / w.sum(-1, keepdim=True)
+        return wc / wc.sum(-1, keepdim=True)
+
+
+def vb_iterations(fn, data, model: VBModel, state, conv, max_iter):
+    """VB from ``state`` until every mixture has converged or ``max_iter``: per iteration one pass over ``data``
+    (gmmkernels/fit/_data.py) under the state's expected parameters, the M-step and the lower bound."""
+    for it in range(1, max_iter + 1):
+        scale = scale_from_cov(fn, state[4], model.cov_type)
+        st = data.stats(model.e_step_logits(state), state[2], scale, model.cov_type)
+        new = model.m_step(st.nk, st.sx, st.sxx)
+        lb = model.lower_bound(fn, new, st.rl)
+        state = model.keep(conv, new, state)
         if conv.update(it, lb):
             break
+    return state
+
+
+def vb_result(fn, model: VBModel, state, shift, batch, conv) -> FitResult:
+    """The FitResult of a VB fit, with the mixture moved back to the original coordinates."""
     wc, mp, means, dof, cov = state
-    if dp:
-        a, b = wc
-        w = a / (a + b)
-        w = w * torch.cat([torch.ones_like(w[:, :1]), (b / (a + b)).cumprod(-1)[:, :-1]], -1)
-        w = w / w.sum(-1, keepdim=True)
-    else:
-        w = wc / wc.sum(-1, keepdim=True)
-    scale = scale_from_cov(fn, cov, cov_type)
+    K, D = model.K, model.D
+    w = model.weights(wc)
+    scale = scale_from_cov(fn, cov, model.cov_type)
     mix = GaussianMixture(w.log().reshape(*batch, K), (means + shift).reshape(*batch, K, D),
-                          scale.reshape(*batch, *scale.shape[1:]), cov_type)
+                          scale.reshape(*batch, *scale.shape[1:]), model.cov_type)
     rs = lambda t: t.reshape(*batch, *t.shape[1:])  # noqa: E731
     extras = {
-        "weight_concentration": tuple(rs(t) for t in wc) if dp else rs(wc),
+        "weight_concentration": tuple(rs(t) for t in wc) if model.dp else rs(wc),
         "mean_precision": rs(mp),
         "degrees_of_freedom": rs(dof),
         "weights": rs(w),

@@ -76,3 +76,21 @@ def test_em_errors_and_regularisation():
 # -- VB ------------------------------------------------------------------------------------------
 
 
+
+
+def test_em_all_overrides_replace_the_initial_m_step():
+    """weights_init, means_init and precisions_init together fix the starting mixture: the init method is then
+    irrelevant, and the fit equals the one started from that GaussianMixture."""
+    X = torch.tensor(_blobs(2, n=150, D=3))
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64)
+    m0 = torch.randn(3, 3, generator=g, dtype=torch.float64) * 2
+    p0 = 0.5 + torch.rand(3, 3, generator=g, dtype=torch.float64)
+    kw = dict(weights_init=w0, means_init=m0, precisions_init=p0, tol=1e-9, max_iter=200)
+    fits = [fit_em(X, 3, "diag", init=init, generator=torch.Generator().manual_seed(0), **kw)
+            for init in ("random", "kmeans", torch.full((len(X), 3), 1 / 3, dtype=torch.float64))]
+    want = fit_em(X, 3, "diag", init=gmmkernels.GaussianMixture(w0.log(), m0, p0.rsqrt(), "diag"), tol=1e-9, max_iter=200)
+    for f in fits:
+        assert int(f.n_iter) == int(want.n_iter)
+        torch.testing.assert_close(f.lower_bound, want.lower_bound, rtol=1e-12, atol=0)
+        torch.testing.assert_close(f.mixture.means, want.mixture.means, rtol=1e-10, atol=1e-10)

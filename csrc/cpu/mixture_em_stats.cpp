@@ -1,0 +1,396 @@
+// mixture_em_stats on CPU: one EM / VB iteration's E-step and sufficient statistics in one pass over the data
+// (maths in csrc/include/gmmkernels/mixture_em_stats.h).
+//
+// Layout of the work: the components lie in the lanes of the vectors (K padded to a multiple of L = 64 / sizeof(T)
+// with components of weight 0), the points are read row by row from x as it is stored and broadcast. Each tile of
+// TR rows goes through
+//   1. logits   l[n][k] for RN rows x KVB component vectors at a time (2 fused multiply-adds per (n, k, d) diag);
+//   2. softmax  per row: max, exp, sum (two horizontal reductions), r = e / s, written over the logits in the
+//               tile scratch (and copied to the output when the responsibilities are asked for);
+//   3. features F[n] = [x_n, x_n^2] (diag) or [x_n, vech(x_n x_n^T)] (full), per row of the tile;
+//   4. statistics S[p][k] += sum_n F[n][p] r[n][k], a small matrix product held in PB x KVB registers over the
+//               rows of the tile (2 fused multiply-adds per (n, k, d) diag).
+// Nothing of size N x K leaves the tile. The rows of one data set are cut into chunks whose length depends on N
+// only; each chunk sums its tiles in a fixed order (tiles in T, chunk totals in double) and the chunk totals are
+// added in chunk order, so the result does not depend on the number of threads.
+#include <ATen/Parallel.h>
+#include <torch/all.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "gmmkernels/aten_utils.h"
+#include "gmmkernels/cpu_vec.h"
+#include "gmmkernels/mixture_em_stats.h"
+#include "gmmkernels/mixture_em_stats_checks.h"
+
+namespace gmmkernels {
+namespace {
+
+using namespace gmmkernels::mixture_em_stats;
+using namespace gmmkernels::cpu;
+
+constexpr int64_t kTileRows = 64;   // rows per tile (TR)
+constexpr int64_t kMaxChunks = 64;  // chunks per data set, at most
+constexpr int kPB = 8;              // feature columns per register block of the statistics product
+
+template <typename T>
+struct Shape {
+  typedef typename VecOf<T>::V V;
+  static constexpr int64_t L = sizeof(V) / sizeof(T);
+  int64_t B, N, K, D;
+  bool full;
+  int64_t KV;   // component vectors: ceil(K / L)
+  int64_t NW;   // weight vectors per component lane: D (diag) or D (D + 1) / 2 (full)
+  int64_t P;    // feature columns: D + second_moments(D, full)
+  int64_t Pp;   // P rounded up to a multiple of kPB (zero columns)
+  int64_t FS;   // row stride of the feature scratch: Pp + L (room for the overlapping stores of the full case)
+  int64_t CH;   // rows per chunk
+  int64_t nch;  // chunks per data set
+  Shape(int64_t B_, int64_t N_, int64_t K_, int64_t D_, bool full_) : B(B_), N(N_), K(K_), D(D_), full(full_) {
+    KV = (K + L - 1) / L;
+    NW = full ? D * (D + 1) / 2 : D;
+    P = D + second_moments(D, full);
+    Pp = (P + kPB - 1) / kPB * kPB;
+    FS = Pp + L;
+    const int64_t per = (N + kMaxChunks - 1) / kMaxChunks;
+    CH = std::max<int64_t>(4 * kTileRows, (per + kTileRows - 1) / kTileRows * kTileRows);
+    nch = (N + CH - 1) / CH;
+  }
+  int64_t params_per_batch() const { return (NW + D + 1) * KV; }  // vectors: W [NW][KV], Wmu [D][KV], logc [KV]
+  int64_t partial_size() const { return 2 + KV * L + P * KV * L; }  // lp, sum r log r, nk [Kp], S [P][Kp]
+};
+
+// Parameters of batch entry b in the component-lanes layout: W[w][kv], Wmu[d][kv] = (W mu)_d, logc[kv] (padding
+// components: W = 0, Wmu = 0, logc = -inf, so their r is 0).
+template <typename T>
+void pack_params(const Shape<T>& s, const T* means, const T* prec, const T* logc, int64_t b,
+                 typename VecOf<T>::V* out) {
+  typedef typename VecOf<T>::V V;
+  constexpr int64_t L = Shape<T>::L;
+  const int64_t K = s.K, D = s.D, KV = s.KV, NW = s.NW;
+  V* W = out;
+  V* Wmu = out + NW * KV;
+  V* lc = Wmu + D * KV;
+  std::fill(out, out + s.params_per_batch(), V{});
+  for (int64_t kv = 0; kv < KV; ++kv) lc[kv] = splat<V>(-std::numeric_limits<T>::infinity());
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t kv = k / L, lane = k % L;
+    const T* mu = means + (b * K + k) * D;
+    lc[kv][lane] = logc[b * K + k];
+    if (!s.full) {
+      const T* w = prec + (b * K + k) * D;
+      for (int64_t d = 0; d < D; ++d) {
+        W[d * KV + kv][lane] = w[d];
+        Wmu[d * KV + kv][lane] = w[d] * mu[d];
+      }
+    } else {
+      const T* Wk = prec + (b * K + k) * D * D;
+      for (int64_t i = 0; i < D; ++i) {
+        T a = T(0);
+        for (int64_t j = 0; j <= i; ++j) {
+          W[tri(i, j) * KV + kv][lane] = Wk[i * D + j];
+          a += Wk[i * D + j] * mu[j];
+        }
+        Wmu[i * KV + kv][lane] = a;
+      }
+    }
+  }
+}
+
+// Logits of RN consecutive rows (x, row stride D) for the component vectors kv0 .. kv0 + KVB - 1, diag W.
+template <typename T, int RN, int KVB>
+inline void logits_diag(const T* __restrict x, int64_t D, const typename VecOf<T>::V* __restrict W,
+                        const typename VecOf<T>::V* __restrict Wmu, const typename VecOf<T>::V* __restrict lc,
+                        int64_t KV, int64_t kv0, typename VecOf<T>::V* __restrict out) {
+  typedef typename VecOf<T>::V V;
+  V acc[RN][KVB];
+  for (int r = 0; r < RN; ++r)
+    for (int j = 0; j < KVB; ++j) acc[r][j] = V{};
+  for (int64_t d = 0; d < D; ++d) {
+    V w[KVB], wm[KVB];
+    for (int j = 0; j < KVB; ++j) {
+      w[j] = W[d * KV + kv0 + j];
+      wm[j] = Wmu[d * KV + kv0 + j];
+    }
+    for (int r = 0; r < RN; ++r) {
+      const V xv = splat<V>(x[r * D + d]);
+      for (int j = 0; j < KVB; ++j) {
+        const V y = y_term(w[j], xv, wm[j]);
+        acc[r][j] += y * y;
+      }
+    }
+  }
+  for (int r = 0; r < RN; ++r)
+    for (int j = 0; j < KVB; ++j) out[r * KV + kv0 + j] = lc[kv0 + j] - acc[r][j] * T(0.5);
+}
+
+// The same with a full (lower-triangular) W: y_i = sum_{j <= i} W_ij x_j - (W mu)_i.
+template <typename T, int RN, int KVB>
+inline void logits_full(const T* __restrict x, int64_t D, const typename VecOf<T>::V* __restrict W,
+                        const typename VecOf<T>::V* __restrict Wmu, const typename VecOf<T>::V* __restrict lc,
+                        int64_t KV, int64_t kv0, typename VecOf<T>::V* __restrict out) {
+  typedef typename VecOf<T>::V V;
+  V sq[RN][KVB];
+  for (int r = 0; r < RN; ++r)
+    for (int j = 0; j < KVB; ++j) sq[r][j] = V{};
+  for (int64_t i = 0; i < D; ++i) {
+    V y[RN][KVB];
+    for (int j = 0; j < KVB; ++j) {
+      const V wm = Wmu[i * KV + kv0 + j];
+      for (int r = 0; r < RN; ++r) y[r][j] = -wm;
+    }
+    const V* Wi = W + tri(i, 0) * KV + kv0;
+    for (int64_t c = 0; c <= i; ++c) {
+      V w[KVB];
+      for (int j = 0; j < KVB; ++j) w[j] = Wi[c * KV + j];
+      for (int r = 0; r < RN; ++r) {
+        const V xv = splat<V>(x[r * D + c]);
+        for (int j = 0; j < KVB; ++j) y[r][j] += w[j] * xv;
+      }
+    }
+    for (int r = 0; r < RN; ++r)
+      for (int j = 0; j < KVB; ++j) sq[r][j] += y[r][j] * y[r][j];
+  }
+  for (int r = 0; r < RN; ++r)
+    for (int j = 0; j < KVB; ++j) out[r * KV + kv0 + j] = lc[kv0 + j] - sq[r][j] * T(0.5);
+}
+
+template <typename T, bool FULL, int RN, int KVB>
+inline void logits_rows(const T* x, int64_t D, const typename VecOf<T>::V* W, const typename VecOf<T>::V* Wmu,
+                        const typename VecOf<T>::V* lc, int64_t KV, int64_t kv0, typename VecOf<T>::V* out) {
+  if (FULL)
+    logits_full<T, RN, KVB>(x, D, W, Wmu, lc, KV, kv0, out);
+  else
+    logits_diag<T, RN, KVB>(x, D, W, Wmu, lc, KV, kv0, out);
+}
+
+// Logits of rows [0, nr) of a tile into Lr [nr][KV].
+template <typename T, bool FULL>
+void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* W, const typename VecOf<T>::V* Wmu,
+                 const typename VecOf<T>::V* lc, int64_t KV, typename VecOf<T>::V* Lr) {
+  int64_t kv = 0;
+  for (; kv + 2 <= KV; kv += 2) {
+    int64_t n = 0;
+    for (; n + 4 <= nr; n += 4) logits_rows<T, FULL, 4, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n < nr; ++n) logits_rows<T, FULL, 1, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+  }
+  for (; kv < KV; ++kv) {
+    int64_t n = 0;
+    for (; n + 8 <= nr; n += 8) logits_rows<T, FULL, 8, 1>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n < nr; ++n) logits_rows<T, FULL, 1, 1>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+  }
+}
+
+// Features of rows [0, nr): F[n] = [x_n, x_n^2] or [x_n, vech(x_n x_n^T)], zero up to Pp.
+template <typename T, bool FULL>
+void tile_features(const T* __restrict x, int64_t nr, int64_t D, int64_t P, int64_t Pp, int64_t FS, T* __restrict F) {
+  for (int64_t n = 0; n < nr; ++n) {
+    const T* xr = x + n * D;
+    T* f = F + n * FS;
+    for (int64_t d = 0; d < D; ++d) f[d] = xr[d];
+    if (!FULL) {
+      for (int64_t d = 0; d < D; ++d) f[D + d] = xr[d] * xr[d];
+    } else {
+      T* q = f + D;
+      for (int64_t i = 0; i < D; ++i) {
+        const T xi = xr[i];
+        for (int64_t j = 0; j <= i; ++j) q[j] = xi * xr[j];
+        q += i + 1;
+      }
+    }
+    for (int64_t p = P; p < Pp; ++p) f[p] = T(0);
+  }
+}
+
+// S[p][kv] += sum_n F[n][p] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
+// summed in registers over the nr rows of the tile, then added to the chunk accumulator (widened to double for float).
+template <typename T, int PB, int KVB>
+inline void stats_block(const T* __restrict F, int64_t FS, const typename VecOf<T>::V* __restrict R, int64_t KV,
+                        int64_t nr, int64_t p0, int64_t kv0, typename VecOf<T>::W* __restrict S) {
+  typedef typename VecOf<T>::V V;
+  typedef typename VecOf<T>::W Wd;
+  V acc[PB][KVB];
+  for (int i = 0; i < PB; ++i)
+    for (int j = 0; j < KVB; ++j) acc[i][j] = V{};
+  for (int64_t n = 0; n < nr; ++n) {
+    V r[KVB];
+    for (int j = 0; j < KVB; ++j) r[j] = R[n * KV + kv0 + j];
+    const T* f = F + n * FS + p0;
+    for (int i = 0; i < PB; ++i) {
+      const V fv = splat<V>(f[i]);
+      for (int j = 0; j < KVB; ++j) acc[i][j] += fv * r[j];
+    }
+  }
+  for (int i = 0; i < PB; ++i)
+    for (int j = 0; j < KVB; ++j) S[(p0 + i) * KV + kv0 + j] += __builtin_convertvector(acc[i][j], Wd);
+}
+
+template <typename T>
+void tile_stats(const T* F, int64_t FS, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
+                typename VecOf<T>::W* S) {
+  for (int64_t p0 = 0; p0 < Pp; p0 += kPB) {
+    int64_t kv = 0;
+    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, FS, R, KV, nr, p0, kv, S);
+    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, FS, R, KV, nr, p0, kv, S);
+  }
+}
+
+template <typename T, bool FULL>
+void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* means, const T* prec, const T* logc,
+                   T* resp, double* partial) {
+  typedef typename VecOf<T>::V V;
+  typedef typename VecOf<T>::W Wd;
+  constexpr int64_t L = Shape<T>::L;
+  const int64_t B = s.B, N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Pp = s.Pp, FS = s.FS;
+  const int64_t npar = s.params_per_batch();
+  std::vector<V> params(B * npar);
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) pack_params<T>(s, means, prec, logc, b, params.data() + b * npar);
+  });
+  const int64_t psize = s.partial_size();
+  at::parallel_for(0, B * s.nch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<V> Lr(kTileRows * KV), nkv(KV);
+    std::vector<T> F(kTileRows * FS);
+    std::vector<Wd> S(Pp * KV), nks(KV);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
+      const V* W = params.data() + b * npar;
+      const V* Wmu = W + s.NW * KV;
+      const V* lc = Wmu + D * KV;
+      const T* xb = x + b * x_bstride;
+      std::fill(S.begin(), S.end(), Wd{});
+      std::fill(nks.begin(), nks.end(), Wd{});
+      double lp = 0, rl = 0, prod = 1;
+      int64_t expo = 0;
+      for (int64_t n0 = c0; n0 < c1; n0 += kTileRows) {
+        const int64_t nr = std::min(kTileRows, c1 - n0);
+        const T* xt = xb + n0 * D;
+        tile_logits<T, FULL>(xt, nr, D, W, Wmu, lc, KV, Lr.data());
+        std::fill(nkv.begin(), nkv.end(), V{});
+        for (int64_t n = 0; n < nr; ++n) {
+          V* l = Lr.data() + n * KV;
+          V mv = splat<V>(-std::numeric_limits<T>::infinity());
+          for (int64_t kv = 0; kv < KV; ++kv) mv = vmax(mv, l[kv]);
+          T m = hmax(mv);
+          if (m == -std::numeric_limits<T>::infinity()) m = T(0);  // every logit -inf: log p = -inf, r = NaN
+          const V ms = splat<V>(m);
+          V sv = V{}, tv = V{};
+          for (int64_t kv = 0; kv < KV; ++kv) {
+            const V lm = l[kv] - ms;
+            const V e = vexp(lm);
+            l[kv] = e;
+            sv += e;
+            tv += r_log_r(e, lm);
+          }
+          const T sum = hsum(sv), t = hsum(tv);
+          const V inv = splat<V>(T(1) / sum);
+          for (int64_t kv = 0; kv < KV; ++kv) {
+            const V r = l[kv] * inv;
+            l[kv] = r;
+            nkv[kv] += r;
+          }
+          // log p = m + log s and sum_k r log r = t / s - log s; the logs of s are taken once per 16 rows from
+          // their product (s lies in [1, K]), with the binary exponent kept apart.
+          lp += static_cast<double>(m);
+          rl += static_cast<double>(t) / static_cast<double>(sum);
+          prod *= static_cast<double>(sum);
+          if (((n0 + n) & 15) == 15) {
+            int e;
+            prod = std::frexp(prod, &e);
+            expo += e;
+          }
+          if (resp != nullptr) {
+            T* rr = resp + (b * N + n0 + n) * K;
+            const T* src = reinterpret_cast<const T*>(l);
+            for (int64_t k = 0; k < K; ++k) rr[k] = src[k];
+          }
+        }
+        for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
+        tile_features<T, FULL>(xt, nr, D, P, Pp, FS, F.data());
+        tile_stats<T>(F.data(), FS, Lr.data(), KV, nr, Pp, S.data());
+      }
+      const double logs = std::log(prod) + static_cast<double>(expo) * 0.69314718055994530942;
+      double* out = partial + task * psize;
+      out[0] = lp + logs;
+      out[1] = rl - logs;
+      double* nko = out + 2;
+      for (int64_t kv = 0; kv < KV; ++kv)
+        for (int64_t j = 0; j < L; ++j) nko[kv * L + j] = nks[kv][j];
+      double* So = nko + KV * L;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t kv = 0; kv < KV; ++kv)
+          for (int64_t j = 0; j < L; ++j) So[(p * KV + kv) * L + j] = S[p * KV + kv][j];
+    }
+  });
+}
+
+// Sum of the chunk partials of each data set in chunk order, into the outputs.
+template <typename T>
+void reduce_partials(const Shape<T>& s, const double* partial, T* lp, T* rl, T* nk, T* sx, T* sxx) {
+  constexpr int64_t L = Shape<T>::L;
+  const int64_t K = s.K, D = s.D, Kp = s.KV * L, psize = s.partial_size();
+  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<double> acc(psize);
+    for (int64_t b = b0; b < b1; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t c = 0; c < s.nch; ++c) {
+        const double* p = partial + (b * s.nch + c) * psize;
+        for (int64_t i = 0; i < psize; ++i) acc[i] += p[i];
+      }
+      lp[b] = static_cast<T>(acc[0]);
+      rl[b] = static_cast<T>(acc[1]);
+      const double* nka = acc.data() + 2;
+      const double* Sa = nka + Kp;
+      for (int64_t k = 0; k < K; ++k) {
+        nk[b * K + k] = static_cast<T>(nka[k]);
+        for (int64_t d = 0; d < D; ++d) sx[(b * K + k) * D + d] = static_cast<T>(Sa[d * Kp + k]);
+        if (!s.full) {
+          for (int64_t d = 0; d < D; ++d) sxx[(b * K + k) * D + d] = static_cast<T>(Sa[(D + d) * Kp + k]);
+        } else {
+          T* o = sxx + (b * K + k) * D * D;
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = 0; j <= i; ++j) {
+              const T v = static_cast<T>(Sa[(D + tri(i, j)) * Kp + k]);
+              o[i * D + j] = v;
+              o[j * D + i] = v;
+            }
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_stats_cpu(
+    const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc, bool full,
+    bool with_resp) {
+  const Sizes z = check_inputs(x, means, prec, logc, full, c10::DeviceType::CPU);
+  auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
+  const auto opt = x.options();
+  auto lp = at::empty({z.B}, opt), rl = at::empty({z.B}, opt), nk = at::empty({z.B, z.K}, opt);
+  auto sx = at::empty({z.B, z.K, z.D}, opt);
+  auto sxx = full ? at::empty({z.B, z.K, z.D, z.D}, opt) : at::empty({z.B, z.K, z.D}, opt);
+  auto resp = optional_output(with_resp, {z.B, z.N, z.K}, opt);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_em_stats_cpu", [&] {
+    const Shape<scalar_t> s(z.B, z.N, z.K, z.D, full);
+    std::vector<double> partial(std::max<int64_t>(1, z.B * s.nch * s.partial_size()));
+    scalar_t* rp = with_resp ? resp.data_ptr<scalar_t>() : nullptr;
+    if (full)
+      em_stats_impl<scalar_t, true>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
+                                    pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.data());
+    else
+      em_stats_impl<scalar_t, false>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
+                                     pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.data());
+    reduce_partials<scalar_t>(s, partial.data(), lp.data_ptr<scalar_t>(), rl.data_ptr<scalar_t>(),
+                              nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>());
+  });
+  return {lp, rl, nk, sx, sxx, resp};
+}
+
+}  // namespace
+}  // namespace gmmkernels
+
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cpu); }

@@ -1,0 +1,156 @@
+// Portable SIMD helpers of the CPU kernels (GCC / Clang vector extensions; no torch header). One 64-byte vector
+// holds L = 64 / sizeof(T) lanes: one AVX-512 register, two AVX2 or four SSE / NEON registers elsewhere.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+// 64-byte vector types are passed between inlined helpers only; without AVX-512 gcc warns about their ABI.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace gmmkernels {
+namespace cpu {
+
+template <typename T>
+struct VecOf;
+template <>
+struct VecOf<float> {
+  typedef float V __attribute__((vector_size(64)));
+  typedef uint32_t U __attribute__((vector_size(64)));
+  typedef double W __attribute__((vector_size(128)));  // the same 16 lanes widened to double
+};
+template <>
+struct VecOf<double> {
+  typedef double V __attribute__((vector_size(64)));
+  typedef uint64_t U __attribute__((vector_size(64)));
+  typedef double W __attribute__((vector_size(64)));
+};
+
+// Every lane = s, written as a full initializer list: the compiler emits one broadcast (from memory, or folded into
+// the arithmetic, when s is loaded). The shorter V{} + s costs a scalar addition first (0 + s is not s when s = -0),
+// and lane-by-lane inserts or a shuffle of lane 0 compile to a masked load plus a register broadcast.
+template <typename V, typename S, std::size_t... I>
+inline V splat_lanes(S s, std::index_sequence<I...>) {
+  typedef std::remove_reference_t<decltype(std::declval<V>()[0])> E;
+  return V{((void)I, static_cast<E>(s))...};
+}
+template <typename V, typename S>
+inline V splat(S s) {
+  return splat_lanes<V>(s, std::make_index_sequence<sizeof(V) / sizeof(std::declval<V>()[0])>{});
+}
+
+// Vector exp: Cody-Waite reduction x = n ln2 + r (|r| <= ln2/2), polynomial for exp(r), 2^n built in the exponent
+// bits. About 1-2 ulp; exp(-inf) = 0, NaN -> NaN, underflow -> 0.
+inline VecOf<float>::V vexp(VecOf<float>::V x) {
+  typedef VecOf<float>::V V;
+  typedef VecOf<float>::U U;
+  const V lo = splat<V>(-87.0f), hi = splat<V>(88.0f);
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const V shifter = splat<V>(12582912.0f);  // 1.5 * 2^23
+  const V t = xc * 1.44269504088896341f + shifter;
+  const V n = t - shifter;
+  V r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  const U e = ((U)t + 127u) << 23;
+  V res = p * (V)e;
+  res = x < lo ? splat<V>(0.0f) : res;
+  res = x != x ? x : res;
+  return res;
+}
+
+inline VecOf<double>::V vexp(VecOf<double>::V x) {
+  typedef VecOf<double>::V V;
+  typedef VecOf<double>::U U;
+  const V lo = splat<V>(-708.0), hi = splat<V>(709.0);
+  V xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  const V shifter = splat<V>(6755399441055744.0);  // 1.5 * 2^52
+  const V t = xc * 1.4426950408889634074 + shifter;
+  const V n = t - shifter;
+  V r = xc - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  // Taylor polynomial of degree 13 (|r| <= 0.347: truncation below 1e-17 relative).
+  V p = splat<V>(1.0 / 6227020800.0);
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const U e = ((U)t + (uint64_t)1023) << 52;
+  V res = p * (V)e;
+  res = x < lo ? splat<V>(0.0) : res;
+  res = x != x ? x : res;
+  return res;
+}
+
+// Unaligned vector load / store.
+template <typename V, typename T>
+inline V vload(const T* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V, typename T>
+inline void vstore(T* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+// Horizontal sum and maximum (NaN lanes ignored, see vmax) of the lanes, folding halves (log2 L permute + add steps); the result is the same
+// whatever the compiler's vector width, and it is taken in a fixed order.
+inline float hsum(VecOf<float>::V v) {
+  typedef VecOf<float>::U U;
+  v += __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+  return v[0];
+}
+inline double hsum(VecOf<double>::V v) {
+  typedef VecOf<double>::U U;
+  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3});
+  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5});
+  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6});
+  return v[0];
+}
+// max(a, b) per lane; a lane where b is NaN keeps a (so NaNs never become a running maximum started from -inf).
+template <typename V>
+inline V vmax(V a, V b) {
+  return b > a ? b : a;
+}
+inline float hmax(VecOf<float>::V v) {
+  typedef VecOf<float>::U U;
+  v = vmax(v, __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  return v[0];
+}
+inline double hmax(VecOf<double>::V v) {
+  typedef VecOf<double>::U U;
+  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3}));
+  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5}));
+  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6}));
+  return v[0];
+}
+
+}  // namespace cpu
+}  // namespace gmmkernels

@@ -1,0 +1,217 @@
+"""mixture_em_stats (gmmkernels/ops/mixture_em_stats.py): the native kernels against the float64 reference (odd
+shapes, several chunks, padding components, shared data, -inf weights, far-away means in float32), determinism
+across thread counts, the public op per backend and dtype, opcheck, torch.compile, the refused gradient, and bad
+inputs."""
+import math
+
+import pytest
+import torch
+
+import gmmkernels
+from gmmkernels import _backend, mixture_em_stats
+from gmmkernels.reference import mixture_em_stats as ref
+from gmmkernels.reference.mixture_stats import mixture_stats_ref
+
+from _cases import make_mixture
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+COVS = ["diag", "spherical", "full"]
+
+
+def _native(device):
+    if not _backend.has_kernel("mixture_em_stats", "CUDA" if device == "cuda" else "CPU"):
+        pytest.skip("no native mixture_em_stats kernel")
+
+
+def _kernel_inputs(B, N, K, D, full, shared_x=False, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    kw = dict(dtype=torch.float64, generator=g)
+    x = torch.randn(1 if shared_x else B, N, D, **kw) * 1.5
+    means = spread * torch.randn(B, K, D, **kw)
+    logc = torch.randn(B, K, **kw)
+    if full:  # a well-conditioned lower factor with random upper entries (they must be ignored)
+        prec = 0.3 * torch.randn(B, K, D, D, **kw) / math.sqrt(max(D, 1))
+        prec = prec + torch.diag_embed(0.5 + torch.rand(B, K, D, **kw))
+    else:
+        prec = 0.5 + torch.rand(B, K, D, **kw)
+    return x, means, prec, logc
+
+
+def _check(got, want, dtype, N, what=("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx", "resp")):
+    for name, a, b in zip(what, got, want):
+        scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
+        if dtype == torch.float64:
+            tol = dict(rtol=1e-10, atol=1e-11 * scale)
+        else:  # float32 inputs: compare relative to the size of the sums (N terms of size ~ scale / N)
+            tol = dict(rtol=2e-5, atol=2e-6 * scale * math.sqrt(max(N, 1)))
+        torch.testing.assert_close(a.double().cpu(), b, **tol, msg=lambda m: f"{name}: {m}")
+
+
+# B, N, K, D: one point; empty data; K not a multiple of the lanes; several chunks (N > 64 * 256 / 64 rows)
+SHAPES = [(1, 1, 1, 1), (2, 0, 3, 2), (2, 37, 5, 3), (1, 70, 17, 4), (3, 130, 33, 9), (1, 5000, 16, 8),
+          (2, 20000, 3, 2), (1, 300, 40, 1)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_kernel_matches_reference(device, full, dtype, shape):
+    _native(device)
+    B, N, K, D = shape
+    args = _kernel_inputs(B, N, K, D, full, shared_x=(B > 1 and N % 2 == 1))
+    want = ref.mixture_em_stats_kernel_ref(*args, full)
+    got = torch.ops.gmmkernels.mixture_em_stats(*(t.to(device, dtype) for t in args), full, True)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in want]
+    assert all(t.dtype == dtype for t in got)
+    _check(got, want, dtype, N)
+    # without the responsibilities: the same statistics, bit for bit, and an empty sixth output
+    got2 = torch.ops.gmmkernels.mixture_em_stats(*(t.to(device, dtype) for t in args), full, False)
+    assert got2[5].shape == (0,)
+    for a, b in zip(got[:5], got2[:5]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+def test_kernel_zero_weight_components_and_far_means(device, full):
+    """A component of weight 0 (logc = -inf) gets r = 0 and zero statistics; means far from the data (|mu| / sigma
+    ~ 1e3) keep float32 accurate to the size of its rounding of the inputs."""
+    _native(device)
+    x, means, prec, logc = _kernel_inputs(2, 300, 20, 5, full, seed=3)
+    logc[:, 3] = -math.inf
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, full)
+    got = torch.ops.gmmkernels.mixture_em_stats(x.to(device), means.to(device), prec.to(device), logc.to(device), full, True)
+    _check(got, want, torch.float64, 300)
+    assert float(got[2][:, 3].abs().max()) == 0 and float(got[5][..., 3].abs().max()) == 0
+    # far means: x and means shifted by 1e3 sigma together (same logits), float32
+    off = 1e3
+    a32 = [(x + off).float(), (means + off).float(), prec.float(), logc.float()]
+    want = ref.mixture_em_stats_kernel_ref(*(t.double() for t in a32), full)  # the inputs' rounding left out
+    got = torch.ops.gmmkernels.mixture_em_stats(*(t.to(device) for t in a32), full, False)
+    # the sum of log p over 300 points: error ~ eps32 |W mu| |y| per term
+    torch.testing.assert_close(got[0].double().cpu(), want[0], rtol=0, atol=300 * 2e-7 * off * 20)
+    torch.testing.assert_close(got[2].double().cpu(), want[2], rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+def test_kernel_deterministic_across_threads(full):
+    _native("cpu")
+    args = [t.float() for t in _kernel_inputs(2, 9000, 19, 6, full, seed=5)]
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = torch.ops.gmmkernels.mixture_em_stats(*args, full, False)
+        torch.set_num_threads(max(2, n))
+        b = torch.ops.gmmkernels.mixture_em_stats(*args, full, False)
+    finally:
+        torch.set_num_threads(n)
+    for u, v in zip(a[:5], b[:5]):
+        assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=["f32", "f64", "bf16"])
+def test_public_op_matches_reference(device, cov, backend, dtype):
+    if backend == "auto":
+        _native(device)
+    x, logits, means, scale = make_mixture(cov, (2,), N=50, K=6, D=3, seed=1, device=device)
+    want = ref.mixture_em_stats_ref(*(t.cpu() for t in (x, logits, means, scale)), cov)
+    # the responsibilities and log p agree with mixture_stats' reference
+    ms = mixture_stats_ref(x.cpu(), logits.cpu(), means.cpu(), scale.cpu(), cov)
+    torch.testing.assert_close(want.sum_log_prob, ms.log_prob.sum(-1))
+    torch.testing.assert_close(want.responsibilities, ms.responsibilities)
+    got = mixture_em_stats(*(t.to(dtype) for t in (x, logits, means, scale)), cov, with_resp=True, backend=backend)
+    assert got.nk.shape == (2, 6) and got.sxx.shape == ((2, 6, 3, 3) if cov == "full" else (2, 6, 3))
+    assert all(t.dtype == dtype for t in got)
+    tol = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 0.1}[dtype]
+    for name, a, b in zip(got._fields, got, want):
+        torch.testing.assert_close(a.double().cpu(), b, rtol=tol, atol=tol * max(1.0, float(b.abs().max())),
+                                   msg=lambda m: f"{name}: {m}")
+    assert mixture_em_stats(x, logits, means, scale, cov, backend=backend).responsibilities is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_public_op_broadcasts_and_shares_data(device):
+    _native(device)
+    x, logits, means, scale = make_mixture("diag", (), N=40, K=4, D=2, seed=2, device=device)
+    means3 = torch.stack([means, means + 1, means - 1])  # three mixtures, one data set
+    got = mixture_em_stats(x, logits, means3, scale, "diag")
+    for i in range(3):
+        one = mixture_em_stats(x, logits, means3[i], scale, "diag")
+        for a, b in zip(got[:5], one[:5]):
+            torch.testing.assert_close(a[i], b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+def test_sum_log_prob_gradient_of_the_reference_backend(device, cov):
+    """The reference backend is differentiable: its gradient of sum log p equals the fused mixture_stats VJP."""
+    x, logits, means, scale = make_mixture(cov, (), N=30, K=3, D=2, seed=4, device=device)
+    a = [t.clone().requires_grad_() for t in (logits, means, scale)]
+    b = [t.clone().requires_grad_() for t in (logits, means, scale)]
+    g1 = torch.autograd.grad(mixture_em_stats(x, *a, cov, backend="reference").sum_log_prob, a)
+    g2 = torch.autograd.grad(gmmkernels.mixture_log_prob(x, *b, cov).sum(), b)
+    for u, v in zip(g1, g2):
+        torch.testing.assert_close(u, v)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_native_op_refuses_gradients(device):
+    _native(device)
+    x, logits, means, scale = make_mixture("diag", (), N=10, K=3, D=2, seed=0, device=device)
+    means.requires_grad_()
+    out = mixture_em_stats(x, logits, means, scale, "diag")
+    with pytest.raises(RuntimeError, match="mixture_em_stats has no derivative"):
+        out.sum_log_prob.backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+@pytest.mark.parametrize("with_resp", [False, True])
+def test_opcheck(device, full, with_resp):
+    _native(device)
+    args = [t.to(device) for t in _kernel_inputs(2, 9, 4, 3, full)]
+    torch.library.opcheck(torch.ops.gmmkernels.mixture_em_stats.default, (*args, full, with_resp))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    _native(device)
+    x, logits, means, scale = make_mixture("full", (), N=20, K=3, D=2, seed=6, device=device)
+
+    def f(x, logits, means, scale):
+        st = mixture_em_stats(x, logits, means, scale, "full")
+        return st.sum_log_prob, st.nk, st.sxx
+
+    eager = f(x, logits, means, scale)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(x, logits, means, scale)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_inputs():
+    x, logits, means, scale = make_mixture("diag", (), N=10, K=3, D=2, seed=0)
+    with pytest.raises(ValueError, match="mixture_em_stats: argument 'cov_type'"):
+        mixture_em_stats(x, logits, means, scale, "tied")
+    with pytest.raises(ValueError, match="mixture_em_stats: argument 'means' has D=2 but 'x' has D=3"):
+        mixture_em_stats(torch.randn(10, 3, dtype=torch.float64), logits, means, scale)
+    with pytest.raises(TypeError, match="mixture_em_stats: argument 'with_resp' must be a bool"):
+        mixture_em_stats(x, logits, means, scale, with_resp="yes")
+    with pytest.raises(ValueError, match="mixture_em_stats: argument 'scale' must be positive"):
+        mixture_em_stats(x, logits, means, -scale)
+    with pytest.raises(ValueError, match="mixture_em_stats: argument 'backend'"):
+        mixture_em_stats(x, logits, means, scale, backend="triton")
+    if _backend.has_kernel("mixture_em_stats", "CPU"):
+        op = torch.ops.gmmkernels.mixture_em_stats
+        x3, m3, p3, c2 = _kernel_inputs(2, 5, 3, 2, False)
+        with pytest.raises(RuntimeError, match="mixture_em_stats: argument 'x' must have shape"):
+            op(x3[0], m3, p3, c2, False, False)
+        with pytest.raises(RuntimeError, match="mixture_em_stats: argument 'prec' has dtype"):
+            op(x3, m3, p3.float(), c2, False, False)
+        with pytest.raises(RuntimeError, match=r"mixture_em_stats: argument 'prec' \(full=true\)"):
+            op(x3, m3, p3, c2, True, False)
+        with pytest.raises(RuntimeError, match="mixture_em_stats: argument 'logc' must have shape"):
+            op(x3, m3, p3, c2[:, :2], False, False)
