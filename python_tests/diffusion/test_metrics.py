@@ -98,3 +98,36 @@ def test_psnr_ssim():
     torch.testing.assert_close(M.psnr(x, x + 0.1), torch.full((3,), 10 * math.log10(4 / 0.01), dtype=F64))
     noisy = x + 0.5 * torch.randn(x.shape, dtype=F64)
     assert bool((M.ssim(noisy, x) < 1).all()) and bool((M.psnr(noisy, x) < M.psnr(x + 0.1, x)).all())
+
+
+def test_paired_stats_against_the_t_interval():
+    a = [1.0, 2.0, 3.5, 0.5]
+    b = [2.0, 2.6, 4.2, 1.4]
+    p = M.paired_stats(a, b)
+    d = np.array(a) - np.array(b)
+    se = d.std(ddof=1) / math.sqrt(4)
+    assert p["diff"] == pytest.approx(d.mean()) and p["se"] == pytest.approx(se)
+    assert p["ci95"] == pytest.approx([d.mean() - 3.182 * se, d.mean() + 3.182 * se])
+    assert p["a_better"] == 4 and p["excludes_zero"] and p["a_wins"] and p["n"] == 4
+    q = M.paired_stats(a, b, higher_better=True)  # the same interval, now on the losing side
+    assert q["excludes_zero"] and not q["a_wins"] and q["a_better"] == 0
+    r = M.paired_stats([1.0, 3.0], [2.0, 2.0])  # one win, one loss: no verdict
+    assert not r["excludes_zero"] and r["a_better"] == 1
+    one = M.paired_stats([1.0], [2.0])
+    assert math.isnan(one["se"]) and not one["excludes_zero"]
+    assert "better on 4/4" in M.format_paired(p)
+    assert M.t_quantile_975(1) == 12.706 and M.t_quantile_975(200) == pytest.approx(1.972, abs=1e-3)
+    assert M.t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)
+    with pytest.raises(ValueError, match="paired_stats: arguments 'a' and 'b'"):
+        M.paired_stats([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="t_quantile_975: argument 'df'"):
+        M.t_quantile_975(0)
+
+
+def test_digits_fd_floor_shrinks_with_n():
+    small = M.digits_fd_floor(64, reps=3)
+    big = M.digits_fd_floor(1000, reps=3)
+    assert small["n"] == 64 and small["reps"] == 3 and small["std"] > 0
+    assert big["mean"] < small["mean"]
+    with pytest.raises(ValueError, match="digits_fd_floor: argument 'n'"):
+        M.digits_fd_floor(1)

@@ -104,3 +104,49 @@ def test_mgdm_toy_beats_dps_at_equal_calls():
     assert sw_m + 1.0 < sw_d, rs
     assert sum(r["sw_mgdm"] < r["sw_dps"] for r in rs) >= 2, rs
     assert all(r["sw_mgdm"] < 0.5 * r["sw_prior_vs_exact"] for r in rs), rs  # it conditions on y at all
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the controls and the pairing of the reproduction
+
+
+def test_dps_gamma_is_half_the_step_on_the_residual_norm():
+    """Algorithm 1's (gamma / ||r||) grad ||r||^2 = 2 gamma grad ||r||: gamma and zeta = 2 gamma give the same samples,
+    and the same seed gives the same x_T and step noise (gamma = 0 twice)."""
+    _, obs, _ = MX.toy_problem(4, seed=0)
+    prior = MX.toy_problem(4, seed=0)[0]
+    acp = MX.toy_acp(200)
+    net = MX.exact_eps_net(prior, acp)
+    ob = M.LinearObservation(obs.A, obs.y.expand(16, -1), obs.sigma_y)
+    run = lambda **kw: M.dps(net, acp, ob, (16, 4), steps=40, seed=3, dtype=torch.float64, **kw)  # noqa: E731
+    assert M.dps_zeta(0.25) == 0.5
+    torch.testing.assert_close(run(gamma=0.25), run(zeta=0.5), rtol=0, atol=0)
+    assert not torch.allclose(run(gamma=0.25), run(gamma=0.5))
+    assert torch.equal(run(zeta=0.0), run(gamma=0.0))
+
+
+def test_lr_mult_scales_every_gauss_vi_rate_and_one_is_the_default():
+    base = M.MGDMConfig()
+    two = M.MGDMConfig(lr_mult=2.0)
+    assert all(two.learning_rate(i) == 2 * base.learning_rate(i) for i in (1, 10, 11, 80))
+    custom = M.MGDMConfig(lr=lambda i: 0.1 * i, lr_mult=0.5)
+    assert custom.learning_rate(4) == pytest.approx(0.2)
+    a = MX.toy_mgdm(6, 24, 0, K=8, sampler_seed=1)
+    b = MX.toy_mgdm(6, 24, 0, K=8, sampler_seed=1, lr_mult=1.0)
+    c = MX.toy_mgdm(6, 24, 0, K=8, sampler_seed=1, lr_mult=4.0)
+    assert a["sw"] == b["sw"] and a["sw"] != c["sw"]
+
+
+def test_dps_gets_mgdm_calls_and_the_digits_tasks_share_the_observation():
+    c = MX._toy_case(6, 24, 0)
+    cfg = MX.toy_config(c["prior"], K=8)
+    calls = MX._mgdm_calls(cfg, c["acp"], 0)
+    assert calls == MX.toy_mgdm(6, 24, 0, K=8, sampler_seed=0)["calls"]
+    assert MX.dps_steps_for(calls) == min(calls // 2, 999)
+    d = MX.toy_dps(6, 24, 0, steps=MX.dps_steps_for(calls), gamma=0.5)
+    assert abs(d["calls"] - calls) <= 1
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    for task in MX.TASKS:
+        assert torch.equal(MX._task(task, x, 4).y, MX._task(task, x, 4).y)
+    half = MX._task("inpaint_right_half", x, 4)
+    assert float(half.mask[..., 4:].abs().sum()) == 0 and float(half.mask[..., :4].sum()) == 32

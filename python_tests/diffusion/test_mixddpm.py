@@ -146,3 +146,122 @@ def test_bad_inputs():
         sample_mix(nn.Identity(), prior, DiscreteSchedule.linear(10), 4, method="heun")
     with pytest.raises(ValueError, match="pass the cluster indices"):
         CentredModel(nn.Identity(), prior)(torch.zeros(2, 2), torch.zeros(2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the controls and the pairing of the reproduction
+
+
+class ZeroEps(nn.Module):
+    def forward(self, x, t, cond=None):
+        return torch.zeros_like(x)
+
+
+def test_as_standard_is_the_control_with_the_same_index():
+    x, lab = _toy(500)
+    prior = MixPrior._finish(x, C, lab, "cluster", "nearest", "toy")
+    ctrl = prior.as_standard()
+    assert torch.equal(ctrl.weights, prior.weights) and torch.equal(ctrl.assignment, prior.assignment)
+    assert float(ctrl.centers.abs().sum()) == 0 and torch.equal(ctrl.scales, torch.ones(3)) and ctrl.dispatch == "label"
+    # its training pairs are plain DDPM's x_t = a x0 + sigma eps, with the same j fed to the network
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t, cond=None):
+            seen["x"], seen["j"] = x, cond
+            return self.w * x
+
+    sched = DiscreteSchedule.linear(1000)
+    tr = MixTrainer(Net(), sched, x, ctrl, TrainConfig(steps=1, progress=False, log_every=0), cluster_cond=True)
+    t = torch.randint(1, 1001, (32,), generator=torch.Generator().manual_seed(0)).float()
+    eps = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
+    tr.loss(x[:32], t, eps, lab[:32])
+    a, s = (v.float()[:, None] for v in sched.alpha_sigma(t.double()))
+    torch.testing.assert_close(seen["x"], a * x[:32] + s * eps)
+    assert torch.equal(seen["j"], lab[:32])
+
+
+@pytest.mark.parametrize("method,sched", [("ddpm", DiscreteSchedule.linear(100)), ("em", VPSDE()), ("pc", VPSDE())])
+def test_mixture_and_control_share_every_random_number(method, sched):
+    """Under common random numbers the mixture prior and its N(0, I) control draw the same j, the same z and the same
+    step noise: with a network whose y-space kernel is the same in both arms (eps = 0), the y-space samples agree
+    exactly, and a second draw of one arm repeats it."""
+    from gmmkernels.diffusion.samplers import counter_noise
+
+    x, lab = _toy(400)
+    prior = MixPrior._finish(x, C, lab, "cluster", "nearest", "toy")
+    ctrl = prior.as_standard()
+
+    def draw(p):
+        return sample_mix(ZeroEps(), p, sched, 64, method=method, K=10, cluster_cond=True,
+                          generator=torch.Generator().manual_seed(5), noise=counter_noise(5))
+
+    x0m, xTm, jm = draw(prior)
+    x0c, xTc, jc = draw(ctrl)
+    assert torch.equal(jm, jc)
+    s = prior.scales[jm][:, None]
+    torch.testing.assert_close((xTm - C[jm]) / s, xTc)  # the same z
+    torch.testing.assert_close((x0m - C[jm]) / s, x0c)  # the same step noise
+    assert torch.equal(draw(prior)[0], x0m)
+    # another noise seed changes the step noise but not j or z
+    x0o = sample_mix(ZeroEps(), ctrl, sched, 64, method=method, K=10, cluster_cond=True,
+                     generator=torch.Generator().manual_seed(5), noise=counter_noise(6))[0]
+    assert not torch.allclose(x0o, x0c)
+
+
+def test_reproduction_arms_start_equal_and_see_the_same_batches():
+    from gmmkernels.diffusion.experiments import mixddpm as X
+
+    xs = _toy(600)[0]
+    priors = X._toy_priors(xs / xs.std(), 1)
+    assert set(X.TOY_ARMS[a][1] for a in X.TOY_ARMS) <= set(priors)
+    nets = [X.arm_network((2,), 1000.0, 25, 3, "tiny") for _ in range(2)]
+    for (k, a), (_, b) in zip(nets[0].state_dict().items(), nets[1].state_dict().items()):
+        assert torch.equal(a, b), k
+    assert not torch.equal(next(iter(X.arm_network((2,), 1000.0, 25, 4, "tiny").parameters())),
+                           next(iter(nets[0].parameters())))
+    sched = DiscreteSchedule.linear(1000)
+    batches = []
+    for pk, cc in (("kmeans", True), ("control", False)):
+        tr = MixTrainer(X.arm_network((2,), 1000.0, 25, 3, "tiny"), sched, xs, priors[pk],
+                        TrainConfig(steps=1, seed=3, progress=False, log_every=0), cluster_cond=cc)
+        batches.append(tr._batch())
+    for u, v in zip(*batches):
+        assert torch.equal(u, v)
+    # k-means' assignment is the dispatcher's nearest center, so the control feeds the mixture arm's j
+    from gmmkernels import nearest_center
+
+    km = priors["kmeans"]
+    assert torch.equal(km.assignment, nearest_center(xs / xs.std(), km.centers))
+
+
+def test_reproduction_pairs_arms_over_seeds_and_judges_by_the_interval():
+    from gmmkernels.diffusion.experiments import mixddpm as X
+
+    ds, xs, scale, ref = X._toy_data(600, 300)
+    priors = X._toy_priors(xs, 1)
+    rows = []
+    with single_thread("cpu"):
+        for seed in (0, 1):
+            for name in ("DDPM", "DDPM+j"):
+                rows += X._run_arm(name, X.TOY_ARMS[name], xs, priors, [3], dict(batch_size=32, lr=1e-3, ema_decay=0.9),
+                                   lambda s: X._toy_metrics(s, ds, scale, ref.double()), n_samples=40, K_sample=4,
+                                   seed=seed, size="tiny", device="cpu", log=lambda s: None)
+    assert {(r["arm"], r["seed"]) for r in rows} == {(a, s) for a in ("DDPM", "DDPM+j") for s in (0, 1)}
+    comp = X._compare(rows, [("DDPM+j", "DDPM", "index")], {"sliced_w1": False}, {}, "toy")
+    (c,) = comp
+    want = [next(r["sliced_w1"] for r in rows if r["arm"] == a and r["seed"] == s) for a in ("DDPM+j", "DDPM") for s in (0, 1)]
+    assert c["n"] == 2 and c["diff"] == pytest.approx((want[0] - want[2] + want[1] - want[3]) / 2)
+    # verdicts follow the interval: a clear, consistent win is "better", a sign flip is "no paired difference"
+    synth = []
+    for s, (a, b) in enumerate([(1.0, 2.0), (1.1, 2.0), (0.9, 2.1)]):
+        synth += [{"arm": "mixDDPM+j", "seed": s, "steps": 5, "sliced_w1": a}, {"arm": "DDPM+j", "seed": s, "steps": 5, "sliced_w1": b}]
+    v = X._verdicts(X._compare(synth, [("mixDDPM+j", "DDPM+j", "prior")], {"sliced_w1": False}, {}, "toy"), {"toy": "sliced_w1"})
+    assert v[0]["state"] == "better at every budget" and X._claim(v)["reproduced"]
+    synth[0]["sliced_w1"], synth[2]["sliced_w1"] = 3.0, 2.5
+    v = X._verdicts(X._compare(synth, [("mixDDPM+j", "DDPM+j", "prior")], {"sliced_w1": False}, {}, "toy"), {"toy": "sliced_w1"})
+    assert v[0]["state"] == "no paired difference at any budget" and not X._claim(v)["reproduced"]

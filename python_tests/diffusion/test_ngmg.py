@@ -142,3 +142,99 @@ def test_bad_inputs(kwargs, pattern):
     args.update(kwargs)
     with pytest.raises(ValueError, match=f"ngmg_loss: .*{re.escape(pattern)}"):
         ngmg_loss(args.pop("pred"), args.pop("target_means"), args.pop("target_weights"), args.pop("sigma"), **args)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the controls and the pairing of the reproduction
+
+
+def test_style_features_carry_information_beyond_the_class():
+    from gmmkernels.diffusion.data import load_digits
+    from gmmkernels.diffusion.methods.ngmg import all_features, combination_classes, style_features, style_thresholds
+
+    x, y = load_digits(8)
+    thr = style_thresholds(x, y)
+    s = style_features(x, y, thr)
+    for d in range(10):
+        frac = s[y == d].mean(0)
+        assert bool(((frac > 0.35) & (frac < 0.65)).all()), (d, frac)  # about half of every digit has each feature
+    f = all_features(x, y, thr)
+    assert torch.equal(f[:, :4], digit_features(y))
+    cls, table = combination_classes(f)
+    assert table.shape[0] > 40  # far more combinations than the 9 class codes of the digits
+    assert torch.equal(table[cls], f)
+    again, _ = combination_classes(f[:50], table)
+    assert torch.equal(again, cls[:50])
+    assert combination_classes(torch.full((1, 7), 5.0), table)[0].tolist() == [-1]  # a row not in the table
+
+
+def test_feature_and_class_gmm_share_every_random_number():
+    """Same family, size and fit; given one generator state both draw the same uniforms and normals: with equal
+    weights (unfitted) and the same component grid their latents coincide, whatever the request."""
+    from gmmkernels.diffusion.methods.ngmg import ClassGMM, class_codes
+
+    codes = class_codes(30, 7, seed=0)
+    assert codes.shape == (30, 7) and torch.unique(codes, dim=0).shape[0] == 30
+    fg, cg = FeatureGMM(7, "expansion"), ClassGMM(codes, "expansion")
+    assert fg.logits.shape[-1] == cg.logits.shape[-1] and torch.equal(fg.means_[0, 0], cg.means_[0, 0])
+    feats = torch.randint(0, 2, (64, 7), generator=torch.Generator().manual_seed(0)).float()
+    classes = torch.randint(0, 30, (64,), generator=torch.Generator().manual_seed(1))
+    zf = fg.sample(feats, generator=torch.Generator().manual_seed(3))
+    zc = cg.sample(classes, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(zf, zc)
+    assert not torch.equal(zf, fg.sample(feats, generator=torch.Generator().manual_seed(4)))
+    # fitted, the class-GMM's latents sit at the class's code
+    cg.fit(steps=80)
+    z = cg.sample(torch.full((400,), 5), generator=torch.Generator().manual_seed(2))
+    assert bool((z.mean(0).sign() == codes[5]).all())
+
+
+def test_conditionings_start_equal_see_the_same_batches_and_share_the_sampler_noise():
+    from torch import nn
+
+    from gmmkernels.diffusion.data import load_digits
+    from gmmkernels.diffusion.methods.ngmg import ClassGMM, CondTrainer, all_features, class_codes, \
+        combination_classes, style_thresholds
+    from gmmkernels.diffusion.samplers import counter_noise
+
+    x, y = load_digits(8)
+    x, y = x[:300], y[:300]
+    f = all_features(x, y, style_thresholds(x, y))
+    cls, table = combination_classes(f)
+    gmms = {"feature": FeatureGMM(7, "expansion"), "feature-bits": None,
+            "class-gmm": ClassGMM(class_codes(table.shape[0], 7), "expansion")}
+    gmms["class-code"] = gmms["class-gmm"]
+    trainers = {m: CondTrainer(m, x, y, g, seed=3, size="tiny", feats=f, classes=cls) for m, g in gmms.items()}
+    ref = trainers["feature"].net.state_dict()
+    for m, ct in trainers.items():
+        for k, v in ct.net.state_dict().items():
+            assert torch.equal(v, ref[k]), (m, k)
+    seen = {}
+
+    class Rec(nn.Module):
+        def __init__(self, mode):
+            super().__init__()
+            self.mode, self.w = mode, nn.Parameter(torch.zeros(()))
+
+        def forward(self, xt, t, cond=None):
+            seen.setdefault(self.mode, []).append((xt.clone(), t.clone()))
+            return self.w * xt
+
+    class ZeroEps(nn.Module):
+        def forward(self, xt, t, cond=None):
+            return torch.zeros_like(xt)
+
+    outs = {}
+    for m, ct in trainers.items():
+        ct.net = Rec(m)
+        ct.ema = Rec(m)
+        ct.opt = torch.optim.SGD(ct.net.parameters(), lr=0.0)
+        ct.train(2)
+        ct.ema = ZeroEps()
+        outs[m] = ct.sample(y[:20], f[:20], K=5, seed=9, classes=cls[:20], noise=counter_noise(9))
+    for m in trainers:
+        for (xa, ta), (xb, tb) in zip(seen[m], seen["feature"]):
+            assert torch.equal(xa, xb) and torch.equal(ta, tb), m
+        assert torch.equal(outs[m], outs["feature"]), m  # the same x_T and step noise in every arm
+    with pytest.raises(ValueError, match="CondTrainer"):
+        CondTrainer("class-gmm", x, y, gmms["class-gmm"], size="tiny")

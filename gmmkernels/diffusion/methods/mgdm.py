@@ -147,6 +147,7 @@ class MGDMConfig:
     G: Optional[Callable[[int], int]] = None  # overrides the settings' gradient-step schedule
     lr: Optional[Callable[[int], float]] = None
     vi_scale: float = 1.0  # Gauss_VI runs in units of vi_scale (1.0 = the official code; see _gauss_vi)
+    lr_mult: float = 1.0  # multiplies every Gauss_VI learning rate (a tuning knob; 1.0 = the settings' rates)
 
     def grad_steps(self, i: int) -> int:
         if self.G is not None:
@@ -157,8 +158,8 @@ class MGDMConfig:
 
     def learning_rate(self, i: int) -> float:
         if self.lr is not None:
-            return float(self.lr(i))
-        return 0.01 if i <= 10 else 0.03
+            return float(self.lr(i)) * self.lr_mult
+        return (0.01 if i <= 10 else 0.03) * self.lr_mult
 
 
 @dataclass
@@ -346,12 +347,24 @@ def mgdm(eps_net, acp: Tensor, log_pot: Callable[[Tensor], Tensor], shape, confi
     return x0
 
 
+def dps_zeta(gamma: float) -> float:
+    """The step on grad ||r|| (``zeta`` of :func:`dps`) that equals DPS's step ``gamma``: Algorithm 1 of Chung et al.
+    (and the DPS of the MGDM code) moves x by (gamma / ||r||) grad ||r||^2 = 2 gamma grad ||r||."""
+    return 2.0 * float(gamma)
+
+
 @torch.no_grad()
 def dps(eps_net, acp: Tensor, obs: Observation, shape, *, steps: int = 1000, zeta: float = 1.0, seed: int = 0,
-        device="cpu", dtype=torch.float32, time_index: str = "fixed", counter: Optional[CallCounter] = None) -> Tensor:
+        device="cpu", dtype=torch.float32, time_index: str = "fixed", counter: Optional[CallCounter] = None,
+        gamma: Optional[float] = None) -> Tensor:
     """Diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1): DDPM ancestral steps on a ``steps``-point grid,
-    each followed by x <- x - zeta * grad_{x_t} ||y - A(D_t(x_t))|| (step size zeta / ||residual|| as in the paper's
-    Gaussian-noise version). One VJP per step."""
+    each followed by x <- x - zeta * grad_{x_t} ||y - A(D_t(x_t))|| (per sample). One VJP per step.
+
+    Two names for the step: ``zeta`` multiplies the gradient of the residual norm ||r|| (the ``scale`` of the DPS
+    repository's code); ``gamma``, when given, is the step of the paper's Algorithm 1 and of the MGDM code's DPS,
+    (gamma / ||r||) grad ||r||^2, and overrides zeta with :func:`dps_zeta` (gamma) = 2 gamma."""
+    if gamma is not None:
+        zeta = dps_zeta(gamma)
     counter = counter if counter is not None else CallCounter()
     dif = _Diffusion(eps_net, acp, time_index, counter, dtype, device)
     gen = torch.Generator(device=device).manual_seed(int(seed))

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from ... import kmeans, mixture_dispatch, nearest_center
 from .. import samplers as _samplers
+from ..samplers import NoiseFn
 from ..schedules import VPSDE
 from ..trainer import TrainConfig, Trainer
 
@@ -89,9 +90,13 @@ class MixPrior:
 
     @classmethod
     def from_kmeans(cls, x: Tensor, k: int, *, scales: str = "unit", seed: int = 0, iters: int = 100,
-                    backend: str = "auto") -> "MixPrior":
-        """Centers by k-means (fused dispatcher for the assignment step), nearest-center dispatch."""
-        km = kmeans(x.float(), k, iters=iters, seed=seed, backend=backend)
+                    backend: str = "auto", n_init: int = 1) -> "MixPrior":
+        """Centers by k-means (fused dispatcher for the assignment step), nearest-center dispatch. ``n_init`` > 1
+        keeps the lowest-inertia run of k-means seeded ``seed``, ``seed + 1``, ..."""
+        if not isinstance(n_init, int) or n_init < 1:
+            raise ValueError(f"MixPrior.from_kmeans: argument 'n_init' must be an int >= 1, got {n_init!r}")
+        runs = [kmeans(x.float(), k, iters=iters, seed=seed + r, backend=backend) for r in range(n_init)]
+        km = min(runs, key=lambda r: r.inertia)
         return cls._finish(x, km.centers, km.assignment, scales, "nearest", f"kmeans{k}")
 
     @classmethod
@@ -124,6 +129,14 @@ class MixPrior:
         else:
             sc = torch.ones(K)
         return cls(centers.float(), w, sc, j.long(), dispatch, name + ("+scales" if scales == "cluster" else ""))
+
+    def as_standard(self) -> "MixPrior":
+        """The control of the mixture prior: every component N(0, I), with this prior's weights and assignment and
+        dispatch by that assignment. A network fed the cluster index sees the same j as under this prior (same
+        training pairs, same sampled j), only the prior and the centred forward process are gone."""
+        K = self.K
+        return MixPrior(torch.zeros_like(self.centers), self.weights.clone(), torch.ones(K), self.assignment.clone(),
+                        "label", "standard+index")
 
     def to(self, device) -> "MixPrior":
         return MixPrior(self.centers.to(device), self.weights.to(device), self.scales.to(device),
@@ -212,25 +225,31 @@ class MixTrainer(Trainer):
 
 @torch.no_grad()
 def pc_sample(model: nn.Module, schedule: VPSDE, shape, K: int = 100, *, cond=None, x_T: Tensor,
-              snr: float = 0.16, n_corrector: int = 1, generator=None) -> Tensor:
+              snr: float = 0.16, n_corrector: int = 1, generator=None, noise: Optional[NoiseFn] = None) -> Tensor:
     """Predictor-corrector sampler of the VP-SDE (Song et al. 2021): reverse-diffusion (Euler-Maruyama) predictor,
     ``n_corrector`` Langevin corrector steps with step 2 (snr |z| / |score|)^2, Tweedie denoising at t_min.
-    ``model`` is an eps-network: score = -eps / sigma_t."""
+    ``model`` is an eps-network: score = -eps / sigma_t. ``noise(i, x)`` (e.g. :func:`counter_noise`) replaces the
+    generator's normals: draw i = step * (n_corrector + 1) + c for corrector c, + n_corrector for the predictor."""
     ts = schedule.grid(K)
     x = x_T.clone()
+    draw = 0
 
     def eps_at(x, t):
         return model(x, torch.full((x.shape[0],), float(t), device=x.device), cond=cond)
 
-    def noise():
-        return torch.randn(x.shape, generator=generator).to(x)
+    def fresh():
+        nonlocal draw
+        z = torch.randn(x.shape, generator=generator).to(x) if noise is None else noise(draw, x)
+        draw += 1
+        return z
 
     for i in range(K):
         t, s = float(ts[i]), float(ts[i + 1])
         a_t, sig_t = (float(v) for v in schedule.alpha_sigma(t))
+        draw = i * (n_corrector + 1)
         for _ in range(n_corrector):
             score = -eps_at(x, t) / sig_t
-            z = noise()
+            z = fresh()
             gn = score.reshape(x.shape[0], -1).norm(dim=1).mean()
             zn = z.reshape(x.shape[0], -1).norm(dim=1).mean()
             step = 2.0 * (snr * zn / gn.clamp_min(1e-12)) ** 2
@@ -240,15 +259,19 @@ def pc_sample(model: nn.Module, schedule: VPSDE, shape, K: int = 100, *, cond=No
             x = (x - sig_t * eps) / a_t
         else:
             beta, dt = float(schedule.beta(t)), t - s
-            x = x + (0.5 * beta * x - beta * eps / sig_t) * dt + math.sqrt(beta * dt) * noise()
+            x = x + (0.5 * beta * x - beta * eps / sig_t) * dt + math.sqrt(beta * dt) * fresh()
     return x
 
 
 @torch.no_grad()
 def sample_mix(net: nn.Module, prior: MixPrior, schedule, n: int, *, method: str = "ddpm", K: Optional[int] = None,
-               cluster_cond: bool = False, generator: Optional[torch.Generator] = None, device="cpu"):
+               cluster_cond: bool = False, generator: Optional[torch.Generator] = None, device="cpu",
+               noise: Optional[NoiseFn] = None):
     """Draw n samples: j ~ Cat(pi), x_T = c_j + s_j z, reverse process in y-space. ``method``: "ddpm", "ddim"
     (discrete schedules), "em" (Euler-Maruyama) or "pc" (predictor-corrector) for the VP-SDE.
+    j and z come from ``generator``; the per-step noise too, or from ``noise(i, x)`` when given (e.g.
+    :func:`gmmkernels.diffusion.samplers.counter_noise`). Priors with the same weights (a mixture prior and its
+    :meth:`MixPrior.as_standard` control) then share every random number: j, z and each step's noise.
     Returns (x0 [n, *shape], x_T, j)."""
     device = torch.device(device)
     prior = prior.to(device)
@@ -257,12 +280,13 @@ def sample_mix(net: nn.Module, prior: MixPrior, schedule, n: int, *, method: str
     wrapped = CentredModel(net, prior, cluster_cond)
     shape = tuple(x_T.shape)
     if method == "pc":
-        y0 = pc_sample(wrapped, schedule, shape, K or 100, cond=j, x_T=z, generator=generator)
+        y0 = pc_sample(wrapped, schedule, shape, K or 100, cond=j, x_T=z, generator=generator, noise=noise)
     else:
         m = {"ddpm": "ddpm", "ddim": "ddim", "em": "euler_maruyama"}.get(method)
         if m is None:
             raise ValueError(f"sample_mix: method must be 'ddpm', 'ddim', 'em' or 'pc', got {method!r}")
-        y0 = _samplers.sample(wrapped, schedule, shape, m, K, generator=generator, x_T=z, cond=j, device=device)
+        y0 = _samplers.sample(wrapped, schedule, shape, m, K, generator=generator, x_T=z, cond=j, device=device,
+                              noise=noise)
     sh = (-1,) + (1,) * (len(shape) - 1)
     x0 = prior.centers[j] + prior.scales[j].view(sh) * y0
     return x0, x_T, j

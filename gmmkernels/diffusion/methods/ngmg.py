@@ -67,6 +67,65 @@ def digit_features(labels: Tensor) -> Tensor:
 
 FEATURE_TABLE = digit_features(torch.arange(10))  # [10, 4]
 
+# Features of the image itself, not of its class: each is 1 when the image's attribute lies above the median of its
+# digit's training images, so within every digit about half the images have it and the class cannot predict it.
+STYLE_FEATURES = ("thick", "wide", "slanted")
+
+
+def image_attributes(x: Tensor) -> Tensor:
+    """[N, 1, 8, 8] images in [-1, 1] -> [N, 3] continuous attributes (ink, width, slant): total ink (sum of
+    (x + 1) / 2), the ink-weighted standard deviation of the column index, and the ink-weighted regression slope of
+    the column on the row (positive: the strokes lean to the right going up)."""
+    w = ((x.reshape(x.shape[0], 8, 8).double() + 1) / 2).clamp_min(0)
+    ink = w.sum((1, 2)).clamp_min(1e-6)
+    r = torch.arange(8, dtype=torch.float64).view(1, 8, 1)
+    c = torch.arange(8, dtype=torch.float64).view(1, 1, 8)
+    mr = (w * r).sum((1, 2)) / ink
+    mc = (w * c).sum((1, 2)) / ink
+    vr = (w * (r - mr.view(-1, 1, 1)) ** 2).sum((1, 2)) / ink
+    vc = (w * (c - mc.view(-1, 1, 1)) ** 2).sum((1, 2)) / ink
+    cov = (w * (r - mr.view(-1, 1, 1)) * (c - mc.view(-1, 1, 1))).sum((1, 2)) / ink
+    return torch.stack([ink, vc.sqrt(), -cov / vr.clamp_min(1e-6)], 1)
+
+
+def style_thresholds(x: Tensor, labels: Tensor) -> Tensor:
+    """[10, 3] per-digit medians of :func:`image_attributes` over the images ``x`` with digit ``labels``."""
+    a = image_attributes(x)
+    return torch.stack([a[labels == d].median(0).values if bool((labels == d).any()) else a.median(0).values
+                        for d in range(10)])
+
+
+def style_features(x: Tensor, digits: Tensor, thresholds: Tensor) -> Tensor:
+    """[N, 3] binary style features (thick, wide, slanted) of images x, judged against the thresholds of ``digits``
+    (the true digit for data, the classifier's digit for samples)."""
+    return (image_attributes(x) > thresholds[digits.long()]).float()
+
+
+def all_features(x: Tensor, digits: Tensor, thresholds: Tensor) -> Tensor:
+    """[N, 7]: the four class features of ``digits`` then the three style features of the images."""
+    return torch.cat([digit_features(digits), style_features(x, digits, thresholds)], 1)
+
+
+def combination_classes(feats: Tensor, table: Optional[Tensor] = None):
+    """Each distinct row of ``feats`` [N, F] is a class. Returns (classes [N] long, table [C, F]); with ``table``
+    given, rows missing from it get class -1."""
+    if table is None:
+        table, inv = torch.unique(feats, dim=0, return_inverse=True)
+        return inv, table
+    eq = (feats.unsqueeze(1) == table.unsqueeze(0)).all(-1)  # [N, C]
+    return torch.where(eq.any(1), eq.float().argmax(1), torch.full((feats.shape[0],), -1)).long(), table
+
+
+def class_codes(n_classes: int, n_dims: int, seed: int = 0) -> Tensor:
+    """[C, n_dims] distinct random +-1 codes, one per class (needs C <= 2^n_dims): the class-GMM's latent targets.
+    They carry the class index only: two classes that share a feature share nothing in their codes."""
+    if n_classes > 2**n_dims:
+        raise ValueError(f"class_codes: {n_classes} classes need more than {n_dims} dimensions")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(2**n_dims, generator=g)[:n_classes]
+    bits = (pick.unsqueeze(1) >> torch.arange(n_dims)) & 1
+    return (2 * bits - 1).float()
+
 
 # ---------------------------------------------------------------------------------------------------------
 # NGMG
@@ -178,26 +237,38 @@ class FeatureGMM(nn.Module):
     """Per-feature, per-value 1-D Gaussian mixtures of the conditioning latent z [N, F].
 
     form "expansion": means fixed on an even grid of ``n_components`` points in [lo, hi], one shared sigma (the
-    grid spacing), learned weights. form "general": means, log-scales and weights all learned."""
+    grid spacing), learned weights. form "general": means, log-scales and weights all learned.
+
+    Coordinate f of the latent of a request v [N, F] (values 0..n_values-1) is drawn from mixture (f, v_f); its
+    fitting target is N(targets[f, v_f], target_std^2), by default targets[f] = (-1, +1) for the two values of a
+    binary feature. With ``n_values`` = C classes, ``targets`` = the classes' codes transposed and v_f = the class
+    for every f, the same module is a class-GMM (:class:`ClassGMM`)."""
 
     def __init__(self, n_features: int, form: str = "expansion", n_components: int = 9, lo: float = -2.0,
-                 hi: float = 2.0):
+                 hi: float = 2.0, n_values: int = 2, targets: Optional[Tensor] = None):
         super().__init__()
         if form not in ("expansion", "general"):
             raise ValueError(f"FeatureGMM: form must be 'expansion' or 'general', got {form!r}")
-        self.form, self.F, self.M = form, n_features, n_components
+        V = int(n_values)
+        if targets is None:
+            targets = torch.linspace(-1.0, 1.0, V).expand(n_features, V)
+        if tuple(targets.shape) != (n_features, V):
+            raise ValueError(f"FeatureGMM: argument 'targets' must be [n_features={n_features}, n_values={V}], "
+                             f"got {tuple(targets.shape)}")
+        self.form, self.F, self.M, self.V = form, n_features, n_components, V
+        self.register_buffer("targets", targets.float().clone())
         grid = torch.linspace(lo, hi, n_components)
         spacing = (hi - lo) / max(n_components - 1, 1)
-        self.logits = nn.Parameter(torch.zeros(n_features, 2, n_components))
+        self.logits = nn.Parameter(torch.zeros(n_features, V, n_components))
         if form == "expansion":
-            self.register_buffer("means_", grid.expand(n_features, 2, n_components).clone())
-            self.register_buffer("log_scale_", torch.full((n_features, 2, n_components), math.log(spacing)))
+            self.register_buffer("means_", grid.expand(n_features, V, n_components).clone())
+            self.register_buffer("log_scale_", torch.full((n_features, V, n_components), math.log(spacing)))
         else:
-            self.means_ = nn.Parameter(grid.expand(n_features, 2, n_components).clone())
-            self.log_scale_ = nn.Parameter(torch.full((n_features, 2, n_components), math.log(spacing)))
+            self.means_ = nn.Parameter(grid.expand(n_features, V, n_components).clone())
+            self.log_scale_ = nn.Parameter(torch.full((n_features, V, n_components), math.log(spacing)))
 
     def _params(self, feats: Tensor):
-        v = feats.long().clamp(0, 1)  # [N, F]
+        v = feats.long().clamp(0, self.V - 1)  # [N, F]
         idx = v.unsqueeze(-1).unsqueeze(-1).expand(-1, -1, 1, self.M)  # [N, F, 1, M]
         pick = lambda p: p.unsqueeze(0).expand(v.shape[0], -1, -1, -1).gather(2, idx).squeeze(2)  # noqa: E731
         return pick(self.logits), pick(self.means_), pick(self.log_scale_).exp()
@@ -215,22 +286,27 @@ class FeatureGMM(nn.Module):
 
     @torch.no_grad()
     def sample(self, feats: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """One latent per request: component k by inversion of the weights' CDF at a uniform u, then mu_k + s_k z.
+        The draw consumes one uniform and one normal per coordinate whatever the weights, so two GMMs given one
+        generator state share u (their component choices are coupled by quantile) and z."""
         lg, mu, sd = self._params(feats)
         N = feats.shape[0]
-        k = torch.multinomial(torch.softmax(lg.reshape(-1, self.M).double().cpu(), -1), 1, generator=generator)
-        k = k.reshape(N, self.F, 1).to(mu.device)
+        u = torch.rand((N, self.F, 1), generator=generator, dtype=torch.float64)
+        cdf = torch.softmax(lg.double().cpu(), -1).cumsum(-1)
+        k = (cdf[..., :-1] < u).sum(-1, keepdim=True).to(mu.device)
         z = torch.randn((N, self.F), generator=generator).to(mu)
         return mu.gather(2, k).squeeze(2) + sd.gather(2, k).squeeze(2) * z
 
     def fit(self, target_std: float = 0.35, steps: int = 300, n: int = 2048, lr: float = 0.05, seed: int = 0) -> float:
-        """Maximum likelihood of the weights (and, for "general", means and scales) to targets N(+-1, target_std^2);
-        returns the final mean NLL per feature."""
+        """Maximum likelihood of the weights (and, for "general", means and scales) to the targets
+        N(targets[f, v], target_std^2), values v uniform; returns the final mean NLL per feature."""
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         nll = float("nan")
+        cols = torch.arange(self.F)
         for _ in range(steps):
-            feats = torch.randint(0, 2, (n, self.F), generator=g).float()
-            z = (2 * feats - 1) + target_std * torch.randn((n, self.F), generator=g)
+            feats = torch.randint(0, self.V, (n, self.F), generator=g)
+            z = self.targets[cols, feats] + target_std * torch.randn((n, self.F), generator=g)
             loss = -self.log_prob(z, feats).mean() / self.F
             opt.zero_grad()
             loss.backward()
@@ -239,33 +315,72 @@ class FeatureGMM(nn.Module):
         return nll
 
 
+class ClassGMM(FeatureGMM):
+    """Class-GMM conditioning latents: one mixture per (class, latent coordinate), fitted to N(code_c, s^2) with
+    code_c = ``codes[c]`` (:func:`class_codes`). The same family, size and fit as :class:`FeatureGMM`; what differs
+    is what indexes the mixture (the class, not each feature's value), so classes that share features share nothing
+    in their latents."""
+
+    def __init__(self, codes: Tensor, form: str = "expansion", n_components: int = 9, lo: float = -2.0, hi: float = 2.0):
+        C, Fd = codes.shape
+        super().__init__(Fd, form, n_components, lo, hi, n_values=C, targets=codes.T.contiguous())
+
+    def sample(self, classes: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Latents [N, F] for class indices [N] (or [N, F] values, as :meth:`FeatureGMM.sample`)."""
+        v = classes.unsqueeze(1).expand(-1, self.F) if classes.dim() == 1 else classes
+        return super().sample(v, generator)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # auxiliary classifier: NGMG vs BCE
 
 
-def _aux_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
-                         nn.Linear(128, len(FEATURES)))
+AUX_LOSSES = ("ngmg", "bce", "mae")
+
+
+def _aux_net(seed: int, n_out: int = len(FEATURES)) -> nn.Module:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
+                             nn.Linear(128, n_out))
+
+
+def flip_labels(feats: Tensor, rate: float, generator: torch.Generator) -> Tensor:
+    """Each 0/1 entry of ``feats`` flipped independently with probability ``rate`` (symmetric label noise)."""
+    noisy = feats.clone()
+    flip = torch.rand(noisy.shape, generator=generator) < rate
+    noisy[flip] = 1 - noisy[flip]
+    return noisy
 
 
 def train_aux_classifier(loss: str, x: Tensor, feats: Tensor, x_test: Tensor, feats_test: Tensor, *, steps: int = 1500,
                          seed: int = 0, label_noise: float = 0.2, lr: float = 3e-3, eval_every: int = 50,
-                         sigma=(2.0, 0.25), batch: int = 128):
+                         sigma=(2.0, 0.25), batch: int = 128, x_val: Optional[Tensor] = None,
+                         feats_val: Optional[Tensor] = None):
     """Train the feature classifier with ``loss`` "ngmg" (outputs are feature values, target mixture = one
-    component at the label, sigma annealed) or "bce" (outputs are logits). Returns (net, curve list of dicts)."""
+    component at the label, sigma annealed), "bce" (outputs are logits) or "mae" (|sigmoid(logit) - label|, a
+    bounded loss known to tolerate symmetric label noise; the control for NGMG's boundedness). The training labels
+    get ``label_noise``; the flips and batches depend on ``seed`` only, and the network's initial weights too, so
+    the losses compared on one seed see the same data. Curves record the accuracy on (x_test, feats_test) and, when
+    given, on (x_val, feats_val). Returns (net, curve list of dicts)."""
+    if loss not in AUX_LOSSES:
+        raise ValueError(f"train_aux_classifier: argument 'loss' must be one of {AUX_LOSSES}, got {loss!r}")
     g = torch.Generator().manual_seed(1000 + seed)
-    noisy = feats.clone()
-    flip = torch.rand(noisy.shape, generator=g) < label_noise
-    noisy[flip] = 1 - noisy[flip]
-    net = _aux_net(seed)
+    noisy = flip_labels(feats, label_noise, g)
+    net = _aux_net(seed, feats.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     curve = []
+
+    def acc(xe, fe):
+        return float((aux_decide(net, loss, xe) == fe).float().mean())
+
     for step in range(1, steps + 1):
         i = torch.randint(len(x), (batch,), generator=g)
         out = net(x[i])
         if loss == "bce":
             L = F.binary_cross_entropy_with_logits(out, noisy[i])
+        elif loss == "mae":
+            L = (torch.sigmoid(out) - noisy[i]).abs().mean()
         else:
             s = anneal_sigma(step, steps, *sigma)
             L = ngmg_loss(out, noisy[i].unsqueeze(1), sigma=s)
@@ -274,62 +389,102 @@ def train_aux_classifier(loss: str, x: Tensor, feats: Tensor, x_test: Tensor, fe
         opt.step()
         if step % eval_every == 0 or step == steps:
             with torch.no_grad():
-                o = net(x_test)
-                pred = (o > 0) if loss == "bce" else (o > 0.5)
-                acc = float((pred.float() == feats_test).float().mean())
-            curve.append({"step": step, "loss": float(L.detach()), "test_acc": acc})
+                rec = {"step": step, "loss": float(L.detach()), "test_acc": acc(x_test, feats_test)}
+                if x_val is not None:
+                    rec["val_acc"] = acc(x_val, feats_val)
+            curve.append(rec)
     return net.eval().requires_grad_(False), curve
 
 
 def aux_predict(net: nn.Module, loss: str, x: Tensor) -> Tensor:
-    """Feature values in [0, 1]-ish units: sigmoid of logits (BCE) or the raw outputs (NGMG)."""
+    """Feature values in [0, 1]-ish units: sigmoid of logits (BCE, MAE) or the raw outputs (NGMG)."""
     o = net(x)
-    return torch.sigmoid(o) if loss == "bce" else o
+    return o if loss == "ngmg" else torch.sigmoid(o)
+
+
+def aux_decide(net: nn.Module, loss: str, x: Tensor) -> Tensor:
+    """0/1 feature decisions of the auxiliary classifier (its predicted value above 1/2)."""
+    return (aux_predict(net, loss, x) > 0.5).float()
 
 
 # ---------------------------------------------------------------------------------------------------------
 # conditional diffusion
 
 
+COND_MODES = ("class", "feature", "feature-bits", "class-gmm", "class-code")
+
+
+def aux_term(net: nn.Module, loss: str, x0_hat: Tensor, feats: Tensor) -> Tensor:
+    """The auxiliary classifier's loss on denoised predictions: NGMG (sigma 0.5) for an NGMG-trained classifier,
+    BCE on its logits for a BCE-trained one, |sigmoid - label| for an MAE-trained one."""
+    if loss == "ngmg":
+        return ngmg_loss(aux_predict(net, loss, x0_hat), feats.unsqueeze(1), sigma=0.5)
+    o = net(x0_hat)
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(o, feats)
+    return (torch.sigmoid(o) - feats).abs().mean()
+
+
 class CondTrainer:
-    """Conditional eps-network training on digits. cond: "class" (labels), "feature" (GMM latents sampled per
-    step from the requested features) or "feature-bits" (the 0/1 feature vector itself). Optional auxiliary
-    term: aux_weight * NGMG(classifier(x0_hat), features) at t <= aux_tmax."""
+    """Conditional eps-network training on digits. ``mode``:
+
+    * "class": the digit label through a class embedding;
+    * "feature": latents from ``gmm`` (a :class:`FeatureGMM`) drawn per step for the requested features;
+    * "feature-bits": the feature vector itself as +-1 (no latent noise);
+    * "class-gmm": latents from ``gmm`` (a :class:`ClassGMM`) drawn per step for the request's class;
+    * "class-code": the class's code (``gmm.targets``) itself (no latent noise).
+
+    ``feats`` [N, F] are the training images' features (default: :func:`digit_features` of ``y``); ``classes`` [N]
+    their class indices (class modes). Every mode but "class" feeds an F-vector through the same layer, so those
+    networks start from the same weights for one ``seed``. Batches, times and noise come from one generator and the
+    latents from another, so every mode sees the same training pairs. Optional auxiliary term:
+    aux_weight * :func:`aux_term` (classifier(x0_hat), features) at t <= aux_tmax."""
 
     def __init__(self, mode: str, x: Tensor, y: Tensor, gmm: Optional[FeatureGMM], *, seed: int = 0, size: str = "small",
-                 aux=None, aux_weight: float = 0.0, aux_tmax: int = 300, lr: float = 1e-3, batch: int = 128):
-        from ..models import default_model
+                 aux=None, aux_weight: float = 0.0, aux_tmax: int = 300, lr: float = 1e-3, batch: int = 128,
+                 feats: Optional[Tensor] = None, classes: Optional[Tensor] = None):
+        from ..models import MLPEps, default_model
         from ..schedules import DiscreteSchedule
 
-        torch.manual_seed(seed)
+        if mode not in COND_MODES:
+            raise ValueError(f"CondTrainer: argument 'mode' must be one of {COND_MODES}, got {mode!r}")
+        if mode.startswith("class-") and classes is None:
+            raise ValueError(f"CondTrainer: mode {mode!r} needs the training images' classes")
         self.mode, self.x, self.y, self.gmm = mode, x, y, gmm
-        self.feats = digit_features(y)
+        self.feats = digit_features(y) if feats is None else feats.float()
+        self.classes = classes
         self.sched = DiscreteSchedule.linear(1000)
-        if mode == "class":
-            self.net = default_model((1, 8, 8), 1000.0, arch="mlp", size=size, num_classes=10)
-        else:
-            from ..models import MLPEps
-
-            base = default_model((1, 8, 8), 1000.0, arch="mlp", size=size)
-            cfg = dict(base.config)
-            cfg.pop("arch")
-            cfg["cond_dim"] = len(FEATURES)
-            self.net = MLPEps(**cfg)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            if mode == "class":
+                self.net = default_model((1, 8, 8), 1000.0, arch="mlp", size=size, num_classes=10)
+            else:
+                cfg = dict(default_model((1, 8, 8), 1000.0, arch="mlp", size=size).config)
+                cfg.pop("arch")
+                cfg["cond_dim"] = self.feats.shape[1]
+                self.net = MLPEps(**cfg)
         import copy
 
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.g = torch.Generator().manual_seed(seed)
+        self.g_cond = torch.Generator().manual_seed(seed + 7919)
         self.aux, self.aux_weight, self.aux_tmax, self.batch = aux, aux_weight, aux_tmax, batch
         self.step = 0
         self.losses: List[float] = []
 
-    def cond_for(self, y: Tensor, feats: Tensor, g=None):
+    def cond_for(self, y: Tensor, feats: Tensor, g=None, classes: Optional[Tensor] = None):
         if self.mode == "class":
             return y
         if self.mode == "feature-bits":
             return 2 * feats - 1
-        return self.gmm.sample(feats, generator=g)
+        if self.mode == "feature":
+            return self.gmm.sample(feats, generator=g)
+        if classes is None or bool((classes < 0).any()):
+            raise ValueError("CondTrainer: class conditioning needs a known class for every request")
+        if self.mode == "class-code":
+            return self.gmm.targets.T[classes]
+        return self.gmm.sample(classes, generator=g)
 
     def train(self, steps: int):
         for _ in range(steps):
@@ -340,15 +495,14 @@ class CondTrainer:
             eps = torch.randn(x0.shape, generator=g)
             a, s = (v.float().view(-1, 1, 1, 1) for v in self.sched.alpha_sigma(t.double()))
             xt = a * x0 + s * eps
-            c = self.cond_for(y, f, g)
+            c = self.cond_for(y, f, self.g_cond, None if self.classes is None else self.classes[i])
             e = self.net(xt, t.float(), cond=c)
             L = (e - eps).pow(2).mean()
             if self.aux is not None and self.aux_weight > 0:
                 m = t <= self.aux_tmax
                 if bool(m.any()):
                     x0h = ((xt[m] - s[m] * e[m]) / a[m]).clamp(-1.5, 1.5)
-                    pred = aux_predict(self.aux[0], self.aux[1], x0h)
-                    L = L + self.aux_weight * ngmg_loss(pred, f[m].unsqueeze(1), sigma=0.5)
+                    L = L + self.aux_weight * aux_term(self.aux[0], self.aux[1], x0h, f[m])
             self.opt.zero_grad()
             L.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
@@ -360,9 +514,14 @@ class CondTrainer:
             self.losses.append(float(L.detach()))
 
     @torch.no_grad()
-    def sample(self, y: Tensor, feats: Tensor, K: int = 100, seed: int = 1) -> Tensor:
+    def sample(self, y: Tensor, feats: Tensor, K: int = 100, seed: int = 1, classes: Optional[Tensor] = None,
+               noise=None) -> Tensor:
+        """DDPM samples for the requests (y, feats[, classes]): latents from a generator seeded seed + 7919, the start
+        noise from one seeded ``seed``, the step noise from that one too or from ``noise(i, x)`` (e.g.
+        :func:`gmmkernels.diffusion.samplers.counter_noise`): every mode given one seed shares x_T and the step noise,
+        and the GMM modes share their latents' uniforms and normals."""
         from ..samplers import sample
 
         g = torch.Generator().manual_seed(seed)
-        c = self.cond_for(y, feats, g)
-        return sample(self.ema, self.sched, (len(y), 1, 8, 8), "ddpm", K, generator=g, cond=c)
+        c = self.cond_for(y, feats, torch.Generator().manual_seed(seed + 7919), classes)
+        return sample(self.ema, self.sched, (len(y), 1, 8, 8), "ddpm", K, generator=g, cond=c, noise=noise)
