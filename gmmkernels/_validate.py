@@ -222,12 +222,7 @@ def mixture_values(fn: str, logits: Tensor, scale: Tensor, cov_type: str) -> Non
     """The value checks of :func:`mixture` (they read tensor data)."""
     if not (_has_data(logits) and _has_data(scale)):
         return
-    if logits.numel() and bool(torch.isnan(logits).any()):
-        raise ValueError(f"{fn}: argument 'logits' contains NaN")
-    if logits.numel() and bool((logits == float("inf")).any()):
-        raise ValueError(f"{fn}: argument 'logits' contains +inf")
-    if logits.numel() and bool(torch.isneginf(logits).all(-1).any()):
-        raise ValueError(f"{fn}: argument 'logits' gives some mixture no component with positive weight (all -inf)")
+    log_weights(fn, "logits", logits)
     if cov_type == "full":
         diag = torch.diagonal(scale, dim1=-2, dim2=-1)
         if scale.numel() and bool(torch.triu(scale, 1).ne(0).any()):
@@ -239,3 +234,100 @@ def mixture_values(fn: str, logits: Tensor, scale: Tensor, cov_type: str) -> Non
             raise ValueError(f"{fn}: argument 'scale' contains non-finite values")
     elif scale.numel() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
         raise ValueError(f"{fn}: argument 'scale' must be positive and finite")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# arguments of the algorithms (fitting, samplers, training): values they read, generators, seeds, layouts
+
+
+def log_weights(fn: str, name: str, t: Tensor) -> None:
+    """Value check of log-weights / logits [..., K]: no NaN or +inf, and at least one finite entry per row."""
+    if not (values_enabled() and _has_data(t)):
+        return
+    if bool(torch.isnan(t).any()):
+        raise ValueError(f"{fn}: argument '{name}' contains NaN")
+    if bool((t == float("inf")).any()):
+        raise ValueError(f"{fn}: argument '{name}' contains +inf")
+    if bool(torch.isneginf(t).all(-1).any()):
+        raise ValueError(f"{fn}: argument '{name}' gives some mixture no component with positive weight (all -inf)")
+
+
+def nonnegative(fn: str, name: str, t: Tensor) -> None:
+    """Value check: every entry of ``t`` is >= 0 and finite."""
+    if values_enabled() and _has_data(t) and not bool(((t >= 0) & torch.isfinite(t)).all()):
+        raise ValueError(f"{fn}: argument '{name}' must be non-negative and finite")
+
+
+def spd(fn: str, name: str, t: Tensor) -> None:
+    """Value check: ``t`` [..., D, D] holds symmetric positive definite matrices."""
+    if not (values_enabled() and _has_data(t)):
+        return
+    finite(fn, name, t)
+    tol = 1e3 * torch.finfo(t.dtype).eps * t.abs().amax((-1, -2), keepdim=True).clamp_min(1)
+    if not bool(((t - t.transpose(-1, -2)).abs() <= tol).all()):
+        raise ValueError(f"{fn}: argument '{name}' must hold symmetric matrices")
+    if bool((torch.linalg.cholesky_ex(t.double())[1] != 0).any()):
+        raise ValueError(f"{fn}: argument '{name}' must hold positive definite matrices")
+
+
+def values(fn: str, name: str, t: Tensor) -> Tensor:
+    """``t`` must hold values: functions that read data (fitting, training) refuse meta tensors (shapes only)."""
+    if t.device.type == "meta":
+        raise ValueError(f"{fn}: argument '{name}' is a meta tensor (a shape without values); {fn} reads the values")
+    return t
+
+
+def generator(fn: str, name: str, g) -> Optional[torch.Generator]:
+    """None or a torch.Generator."""
+    if g is not None and not isinstance(g, torch.Generator):
+        raise TypeError(f"{fn}: argument '{name}' must be a torch.Generator or None, got {type(g).__name__}")
+    return g
+
+
+def seed(fn: str, name: str, value) -> int:
+    """A 64-bit seed: an int in [-2^63, 2^64), what ``torch.Generator.manual_seed`` takes."""
+    return integer(fn, name, value, lo=-(1 << 63), hi=(1 << 64) - 1, what="an int in [-2^63, 2^64)")
+
+
+def dtype(fn: str, name: str, value) -> torch.dtype:
+    """A floating-point torch.dtype."""
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise TypeError(f"{fn}: argument '{name}' must be a floating-point torch.dtype, got {value!r}")
+    return value
+
+
+def device(fn: str, name: str, value) -> Optional[torch.device]:
+    """None, or a torch.device / device string."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{fn}: argument '{name}' must be a torch.device, a device string or None, got {value!r}")
+    try:
+        return torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{fn}: argument '{name}' is not a device: {value!r}") from None
+
+
+def sizes(fn: str, name: str, value, *, what: str = "a tuple of positive ints") -> Tuple[int, ...]:
+    """A non-empty sequence of positive ints (a tensor shape)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, torch.Size)):
+        raise TypeError(f"{fn}: argument '{name}' must be {what}, got {value!r}")
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value):
+        raise TypeError(f"{fn}: argument '{name}' must be {what}, got {value!r}")
+    if len(value) == 0 or any(int(v) < 1 for v in value):
+        raise ValueError(f"{fn}: argument '{name}' must be {what}, got {tuple(value)!r}")
+    return tuple(int(v) for v in value)
+
+
+def batched(fn: str, name: str, t: Tensor, batch: Sequence[int], tail: Sequence[int], layout: str) -> None:
+    """``t`` has shape [*b, *tail] where b broadcasts to ``batch`` (b may be empty: one value for every data set);
+    ``layout`` names the shape in the message (e.g. "[..., K, D]")."""
+    tail, n = tuple(tail), len(tuple(tail))
+    ok = t.dim() >= n and tuple(t.shape[t.dim() - n:]) == tail and t.dim() - n <= len(batch)
+    if ok:
+        lead = tuple(t.shape[: t.dim() - n])
+        ok = all(a in (1, b) for a, b in zip(lead[::-1], tuple(batch)[::-1]))
+    if not ok:
+        want = list(batch) + list(tail)
+        raise ValueError(f"{fn}: argument '{name}' must have shape {layout} = {want} (leading dimensions may be "
+                         f"left out or 1), got {list(t.shape)}")

@@ -5,7 +5,73 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+
+class UsageError(Exception):
+    """A wrong command line or option value: the command exits with status 2 and this message on one line."""
+
+
+def one_line(msg) -> str:
+    """``msg`` on one line (newlines and runs of spaces folded)."""
+    return " ".join(str(msg).split())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors on stderr (exit status 2): '<prog>: error: <message> (see '<prog> --help')'."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")
+
+
+def output_dir(flag: str, path) -> Path:
+    """The output folder ``path`` of option ``flag``, created if needed; UsageError unless it is (or can become) a
+    folder in which files can be written."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag}: {p} exists and is not a folder")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write into {p}: {e.strerror or e}") from None
+    return p
+
+
+def device_option(flag: str, name, *, auto: bool = True):
+    """The torch.device of option ``flag`` ('cpu', 'cuda', 'cuda:N', or 'auto' when ``auto``); UsageError unless it
+    exists here."""
+    import torch
+
+    if auto and name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(name, str):
+        raise UsageError(f"{flag}: expected a device name, got {name!r}")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"{flag}: not a device: {name!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"{flag}: only cpu{', cuda and auto' if auto else ' and cuda'} are supported, got {name!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"{flag} {name}: no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"{flag} {name}: there are {torch.cuda.device_count()} CUDA devices")
+    return dev
+
+
+def seed_option(text: str) -> int:
+    """argparse type of --seed: an int in [0, 2^63)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= v < 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be an int in [0, 2^63), got {v}")
+    return v
 
 
 def _repo_root() -> Path | None:
@@ -23,6 +89,12 @@ def _cmd_info(args) -> int:
 def _cmd_demo(args) -> int:
     from . import demo
 
+    device_option("--device", args.device)
+    try:
+        demo._methods(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    output_dir("--out", args.out)
     return demo.run(args)
 
 
@@ -45,29 +117,13 @@ def _experiments():
     return experiments
 
 
-def _resolve_device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available")
-    return dev
-
-
 def _cmd_reproduce(args) -> int:
     import json
 
-    try:
-        device = _resolve_device(args.device)
-    except (RuntimeError, ValueError) as e:
-        print(f"gmmkernels reproduce: {e}", file=sys.stderr)
-        return 2
+    device = device_option("--device", args.device)
     exps = _experiments()
     name = exps.resolve(args.experiment)
-    out = Path(args.out or f"gmmkernels_out/reproduce_{name}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir("--out", args.out or f"gmmkernels_out/reproduce_{name}")
     print(f"gmmkernels reproduce {name}: writing to {out.resolve()} (device {device}{', quick' if args.quick else ''})",
           flush=True)
     import torch
@@ -82,7 +138,7 @@ def _cmd_reproduce(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="gmmkernels",
         description="Fused Gaussian-mixture kernels and the diffusion methods built on them.",
     )
@@ -91,25 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("info", help="versions, build flags, devices, backends of every op")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
-    s.set_defaults(func=_cmd_info)
+    s.set_defaults(func=_cmd_info, _parser=s)
 
     s = sub.add_parser("demo", help="run the demo on embedded data and write its outputs to a folder")
     s.add_argument("--out", default="gmmkernels_out/demo", help="output folder (default: %(default)s)")
     s.add_argument("--quick", action="store_true", help="smaller sizes and shorter training (about a minute)")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    s.add_argument("--seed", type=seed_option, default=0, help="random seed (default: %(default)s)")
     s.add_argument("--skip-diffusion", action="store_true", help="only the fused-op part")
     exps = _experiments()
     methods = "".join(f"{m}, " for m in (exps.EXPERIMENTS if exps else ()))
     s.add_argument("--methods", default="all",
                    help=f"comma-separated method sections after the diffusion core: {methods}'all' or 'none' "
                         "(default: %(default)s)")
-    s.set_defaults(func=_cmd_demo)
+    s.set_defaults(func=_cmd_demo, _parser=s)
 
-    s = sub.add_parser("bench", help="run the benchmark suite (source checkout); arguments go to benchmarks/run_all.py",
-                       add_help=False)
-    s.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --quick --device cpu --out DIR (try: bench --help)")
-    s.set_defaults(func=_cmd_bench)
+    s = sub.add_parser("bench", help="run the benchmark suite (source checkout); every argument goes to "
+                       "benchmarks/run_all.py, e.g. --quick --device cpu --out DIR (try: bench --help)", add_help=False)
+    s.set_defaults(func=_cmd_bench, _parser=s, bench_args=[])
 
     if exps and exps.EXPERIMENTS:
         s = sub.add_parser("reproduce",
@@ -118,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", default=None, help="output folder (default: gmmkernels_out/reproduce_EXPERIMENT)")
         s.add_argument("--quick", action="store_true", help="a fast, smaller version (minutes on a CPU)")
         s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-        s.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-        s.set_defaults(func=_cmd_reproduce)
+        s.add_argument("--seed", type=seed_option, default=0, help="random seed (default: %(default)s)")
+        s.set_defaults(func=_cmd_reproduce, _parser=s)
 
     try:
         from .diffusion import commands as diffusion_commands
@@ -130,20 +185,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse ``argv`` with ``parser`` (subcommands set ``func`` and ``_parser``) and run the command. A wrong command
+    line or option exits with status 2 and one line on stderr, naming the subcommand: argparse errors raise
+    SystemExit(2), a UsageError returns 2. ``bench`` passes every argument on to the benchmark runner."""
+    args, extra = parser.parse_known_args(argv)
+    sub = getattr(args, "_parser", None)
+    if extra:
+        if getattr(args, "func", None) is _cmd_bench:
+            args.bench_args = extra
+        else:
+            (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        parser.error("a command is required")
     try:
         return int(args.func(args) or 0)
+    except UsageError as e:
+        print(f"{sub.prog if sub is not None else parser.prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `gmmkernels info | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def main(argv=None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def render(info: dict) -> str:
 
 
 def main(argv=None) -> int:
-    import argparse
+    from .cli import ArgumentParser  # one-line errors, exit status 2
 
-    p = argparse.ArgumentParser(prog="gmmkernels info", description="Show versions, build flags, devices and backends.")
+    p = ArgumentParser(prog="gmmkernels info", description="Show versions, build flags, devices and backends.")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = p.parse_args(argv)
     return run(args)

@@ -53,3 +53,72 @@ def test_demo_methods_parsing():
     assert demo._methods(SimpleNamespace(methods=" smd , gms ")) == ["smd", "gms"]
     with pytest.raises(ValueError, match="unknown --methods entry 'x'"):
         demo._methods(SimpleNamespace(methods="x"))
+
+
+# -- wrong invocations of the top-level command and its info / demo / reproduce / bench subcommands, each in its own
+# process (python_tests/_cli_runner.py): exit status 2, one line on stderr naming the subcommand, no traceback
+
+from _cli_runner import assert_usage_error, run_many, run_one  # noqa: E402
+
+_NO_CUDA = not __import__("torch").cuda.is_available()
+WRONG = [
+    ([], "a command is required"),
+    (["nonsense"], "invalid choice: 'nonsense'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["info", "--jsn"], "gmmkernels info: error: unrecognized arguments: --jsn"),
+    (["info", "extra"], "gmmkernels info: error: unrecognized arguments: extra"),
+    (["demo", "--out", "{file}"], "gmmkernels demo: error: --out: {file} exists and is not a folder"),
+    (["demo", "--out", "{file}/sub"], "gmmkernels demo: error: --out: cannot write into {file}/sub"),
+    (["demo", "--device", "meta"], "--device: only cpu, cuda and auto are supported, got 'meta'"),
+    (["demo", "--device", "nonsense"], "--device: not a device: 'nonsense'"),
+    (["demo", "--seed", "-1"], "argument --seed: must be an int in [0, 2^63), got -1"),
+    (["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["demo", "--methods", "gms,bogus", "--out", "{tmp}/d", "--skip-diffusion"], "unknown --methods entry 'bogus'"),
+    (["demo", "--quick", "--bogus"], "gmmkernels demo: error: unrecognized arguments: --bogus"),
+    (["reproduce"], "the following arguments are required: experiment"),
+    (["reproduce", "nonsense"], "invalid choice: 'nonsense'"),
+    (["reproduce", "gms", "--out", "{file}"], "gmmkernels reproduce: error: --out: {file} exists and is not a folder"),
+    (["reproduce", "gms", "--device", "meta"], "gmmkernels reproduce: error: --device: only cpu"),
+    (["reproduce", "gms", "--seed", str(2**70)], "argument --seed: must be an int in [0, 2^63)"),
+    (["reproduce", "gms", "--quick", "extra"], "gmmkernels reproduce: error: unrecognized arguments: extra"),
+] + ([(["demo", "--device", "cuda"], "no CUDA device is available"),
+      (["reproduce", "gms", "--device", "cuda:0"], "no CUDA device is available")] if _NO_CUDA else [])
+
+
+@pytest.fixture(scope="module")
+def wrong_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "file").write_text("not a folder")
+    fill = lambda s: s.format(file=tmp / "file", tmp=tmp)  # noqa: E731
+    results = run_many([("gmmkernels", [fill(a) for a in argv]) for argv, _ in WRONG], cwd=tmp)
+    return {i: (r, fill(expect)) for i, ((_, expect), r) in enumerate(zip(WRONG, results))}
+
+
+@pytest.mark.parametrize("i", range(len(WRONG)), ids=[" ".join(a) or "(none)" for a, _ in WRONG])
+def test_wrong_invocation_exits_2_with_one_line(wrong_runs, i):
+    r, expect = wrong_runs[i]
+    assert_usage_error(r["rc"], r["stderr"], expect)
+
+
+def test_the_entry_point_reports_like_main(tmp_path):
+    r = run_one(["gmmkernels", "info", "--jsn"], cwd=tmp_path)
+    assert_usage_error(r.returncode, r.stderr, "gmmkernels info: error: unrecognized arguments: --jsn")
+    assert r.stdout == ""
+    r = run_one(["gmmkernels.info", "--jsn"], cwd=tmp_path)  # the info module's own entry point
+    assert_usage_error(r.returncode, r.stderr, "gmmkernels info: error: unrecognized arguments: --jsn")
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "--quick", "--help"]])
+def test_bench_passes_every_argument_to_the_runner(argv, tmp_path):
+    r = run_one(["gmmkernels", *argv], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "run_all.py" in r.stdout and "--quick" in r.stdout and "unrecognized" not in r.stderr
+
+
+def test_bench_arguments_reach_the_runner(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd: calls.append(cmd) or 0)
+    assert cli.main(["bench", "--quick", "--device", "cpu", "--only", "gms_fit"]) == 0
+    assert calls[0][-5:] == ["--quick", "--device", "cpu", "--only", "gms_fit"]
+    assert calls[0][1].endswith("run_all.py")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from ..cli import ArgumentParser, UsageError, device_option, one_line, output_dir, seed_option
+from ..cli import run as run_parser
 from .data import DATASETS, Dataset, get_dataset
 from .samplers import SAMPLERS
 
@@ -29,9 +32,6 @@ SAMPLE_DEFAULTS = dict(
     no_ema=False, clip=None, label=None, threads=None, quiet=False,
 )
 
-
-class UsageError(Exception):
-    """A bad flag or configuration value (exit status 2)."""
 
 
 # -- option handling --------------------------------------------------------------------------------
@@ -69,7 +69,10 @@ def _merge(args: argparse.Namespace, defaults: dict) -> dict:
     return opts
 
 
-def _check(opts: dict, name: str, kind, *, lo=None, choices=None, allow_none=False):
+def _check(opts: dict, name: str, kind, *, lo=None, lo_open=False, hi=None, hi_open=False, choices=None,
+           allow_none=False):
+    """Option ``name`` of ``opts`` has type ``kind`` (int: not a bool; float: an int is taken, and NaN and infinities
+    are refused), lies in the bounds and is one of ``choices``; else UsageError naming its flag."""
     v = opts[name]
     flag = "--" + name.replace("_", "-")
     if v is None and allow_none:
@@ -78,22 +81,37 @@ def _check(opts: dict, name: str, kind, *, lo=None, choices=None, allow_none=Fal
         v = opts[name] = float(v)
     if not isinstance(v, kind) or isinstance(v, bool) and kind is not bool:
         raise UsageError(f"{flag}: expected {kind.__name__}, got {v!r}")
-    if lo is not None and v < lo:
-        raise UsageError(f"{flag}: must be >= {lo}, got {v!r}")
+    if kind is float and not math.isfinite(v):
+        raise UsageError(f"{flag}: must be a finite number, got {v!r}")
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        raise UsageError(f"{flag}: must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and (v >= hi if hi_open else v > hi):
+        raise UsageError(f"{flag}: must be {'<' if hi_open else '<='} {hi}, got {v!r}")
     if choices is not None and v not in choices:
         raise UsageError(f"{flag}: must be one of {list(choices)}, got {v!r}")
 
 
+def _check_common(opts: dict) -> None:
+    """The options train and sample share."""
+    for k in ("K", "n_samples"):
+        _check(opts, k, int, lo=1)
+    _check(opts, "seed", int, lo=0, hi=(1 << 63) - 1)
+    _check(opts, "eta", float, lo=0.0, hi=1.0)
+    _check(opts, "sampler", str, choices=SAMPLERS)
+    _check(opts, "threads", int, lo=1, allow_none=True)
+    _check(opts, "quiet", bool)
+    for k in ("out", "device"):
+        _check(opts, k, str, allow_none=True)
+
+
 def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device: not a device: {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    if dev.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device: only cpu and cuda are supported, got {name!r}")
-    return dev
+    return device_option("--device", name, auto=False)
+
+
+def _seed_all(seed: int) -> None:
+    """Seed torch's global generators, which initialise the model weights and drive dropout: the same command with
+    the same --seed writes the same checkpoint and samples."""
+    torch.manual_seed(seed)
 
 
 def _say(opts, *msg):
@@ -140,7 +158,10 @@ def _sample(model, schedule, ds: Dataset, opts: dict, n: int, generator, device,
 
 
 def _dataset_from(opts) -> Dataset:
-    return get_dataset(opts["dataset"], n=opts["n_train"], seed=opts["seed"], dim=opts["dim"])
+    try:
+        return get_dataset(opts["dataset"], n=opts["n_train"], seed=opts["seed"], dim=opts["dim"])
+    except ValueError as e:  # gmm25 takes an even --dim >= 2
+        raise UsageError(f"--dim {opts['dim']} with --dataset {opts['dataset']}: {e}") from None
 
 
 # -- train ------------------------------------------------------------------------------------------
@@ -149,27 +170,23 @@ def _check_train(opts: dict) -> None:
     if opts["dataset"] is None:
         raise UsageError("--dataset is required (or a 'dataset' key in --config)")
     _check(opts, "dataset", str, choices=DATASETS)
-    for k in ("steps", "batch_size", "T", "n_train", "dim", "seed", "log_every", "eval_every", "ckpt_every",
-              "warmup", "K", "n_samples"):
+    _check_common(opts)
+    for k in ("steps", "log_every", "eval_every", "ckpt_every", "warmup"):
         _check(opts, k, int, lo=0)
-    for k in ("batch_size", "T", "K", "n_samples"):
+    for k in ("batch_size", "T", "dim"):
         _check(opts, k, int, lo=1)
     _check(opts, "n_train", int, lo=2)
-    for k in ("lr", "weight_decay", "ema", "grad_clip", "eta"):
+    _check(opts, "lr", float, lo=0.0, lo_open=True)
+    for k in ("weight_decay", "grad_clip"):
         _check(opts, k, float, lo=0.0)
-    if not opts["lr"] > 0:
-        raise UsageError("--lr: must be > 0")
-    if opts["ema"] >= 1:
-        raise UsageError("--ema: the EMA decay must be < 1")
-    if opts["eta"] > 1:
-        raise UsageError("--eta: must lie in [0, 1]")
+    _check(opts, "ema", float, lo=0.0, hi=1.0, hi_open=True)
+    _check(opts, "conditional", bool)
+    _check(opts, "resume", str, allow_none=True)
     _check(opts, "optimizer", str, choices=("adamw", "adam"))
     _check(opts, "schedule", str, choices=("linear", "cosine", "sigmoid", "vp"))
     _check(opts, "arch", str, choices=("mlp", "unet"), allow_none=True)
     _check(opts, "model_size", str, choices=("tiny", "small", "base"))
-    _check(opts, "sampler", str, choices=SAMPLERS)
     _check(opts, "heads", str)
-    _check(opts, "threads", int, lo=1, allow_none=True)
     heads = tuple(h.strip() for h in opts["heads"].split(",") if h.strip())
     if not heads or heads[0] != "eps" or any(h not in ("eps", "eps2", "eps3") for h in heads) or len(set(heads)) != len(heads):
         raise UsageError(f"--heads: a comma list starting with eps from eps,eps2,eps3, got {opts['heads']!r}")
@@ -191,7 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device = _device(opts["device"])
         return _train(opts, device)
     except UsageError as e:
-        print(f"gmmkernels train: error: {e}", file=sys.stderr)
+        print(f"gmmkernels train: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -199,7 +216,7 @@ def _train(opts: dict, device: torch.device) -> int:
     from .models import default_model
     from .plotting import data_vs_samples
     from .schedules import make_schedule
-    from .trainer import TrainConfig, Trainer, init_distributed
+    from .trainer import TrainConfig, Trainer, init_distributed, remove_stale_temp
     import torch.distributed as dist
 
     if opts["threads"]:
@@ -207,9 +224,12 @@ def _train(opts: dict, device: torch.device) -> int:
     rank, world, device = init_distributed(str(device))
     if opts["batch_size"] % world:
         raise UsageError(f"--batch-size {opts['batch_size']} is not divisible by the {world} processes")
-    out = Path(opts["out"] or f"gmmkernels_out/train-{opts['dataset']}")
+    out = output_dir("--out", opts["out"] or f"gmmkernels_out/train-{opts['dataset']}")
+    if rank == 0:
+        remove_stale_temp(out / "checkpoint.pt")
     ds = _dataset_from(opts)
     sched = make_schedule(opts["schedule"], opts["T"]) if opts["schedule"] != "vp" else make_schedule("vp")
+    _seed_all(opts["seed"])
     try:
         model = default_model(ds.data_shape, sched.t_max, arch=opts["arch"], size=opts["model_size"],
                               num_classes=ds.num_classes if opts["conditional"] else 0, heads=opts["heads"])
@@ -238,11 +258,10 @@ def _train(opts: dict, device: torch.device) -> int:
             raise UsageError(f"--resume: no checkpoint at {rp}")
         try:
             trainer.load(rp)
-        except (ValueError, RuntimeError, KeyError) as e:
-            raise UsageError(f"--resume: cannot resume from {rp}: {e}") from None
+        except ValueError as e:  # names the file and what is wrong with it
+            raise UsageError(f"--resume: {e}") from None
         _say(opts, f"resumed from {rp} at step {trainer.step}")
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(meta["options"], indent=1))
     t0 = time.time()
     trainer.train()
@@ -283,7 +302,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         opts = _merge(args, SAMPLE_DEFAULTS)
         return _sample_cmd(opts)
     except UsageError as e:
-        print(f"gmmkernels sample: error: {e}", file=sys.stderr)
+        print(f"gmmkernels sample: error: {one_line(e)}", file=sys.stderr)
         return 2
 
 
@@ -293,16 +312,12 @@ def _sample_cmd(opts: dict) -> int:
 
     if opts["ckpt"] is None:
         raise UsageError("--ckpt is required (a checkpoint file or a training --out directory)")
-    for k in ("K", "n_samples"):
-        _check(opts, k, int, lo=1)
-    _check(opts, "seed", int, lo=0)
-    _check(opts, "eta", float, lo=0.0)
-    _check(opts, "sampler", str, choices=SAMPLERS)
+    _check(opts, "ckpt", str)
+    _check_common(opts)
     _check(opts, "spacing", str, choices=("uniform", "quadratic"))
-    _check(opts, "clip", float, lo=0.0, allow_none=True)
-    _check(opts, "threads", int, lo=1, allow_none=True)
-    if opts["eta"] > 1:
-        raise UsageError("--eta: must lie in [0, 1]")
+    _check(opts, "clip", float, lo=0.0, lo_open=True, allow_none=True)
+    _check(opts, "label", int, lo=0, allow_none=True)
+    _check(opts, "no_ema", bool)
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
     device = _device(opts["device"])
@@ -312,10 +327,10 @@ def _sample_cmd(opts: dict) -> int:
         raise UsageError(f"--ckpt: no checkpoint at {p}")
     try:
         model, sched, ck = load_checkpoint(p, device=device, use_ema=not opts["no_ema"])
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise UsageError(f"--ckpt: cannot load {p}: {e}") from None
-    meta = ck.get("meta", {})
-    if meta.get("dataset") not in DATASETS:
+    except ValueError as e:  # names the file and what is wrong with it
+        raise UsageError(f"--ckpt: {e}") from None
+    meta = ck.get("meta")
+    if not isinstance(meta, dict) or meta.get("dataset") not in DATASETS or not isinstance(meta.get("options", {}), dict):
         raise UsageError(f"--ckpt: {p} does not name a known dataset")
     if opts["sampler"] == "sn_ddpm" and "eps2" not in getattr(model, "heads", ()):
         raise UsageError("--sampler sn_ddpm needs a model trained with the eps2 head (train --heads eps,eps2)")
@@ -326,9 +341,15 @@ def _sample_cmd(opts: dict) -> int:
     train_opts = meta.get("options", {})
     if opts["label"] is not None and not train_opts.get("conditional"):
         raise UsageError("--label needs a class-conditional checkpoint (train --conditional)")
-    ds = get_dataset(meta["dataset"], n=meta.get("n_train", 20000), seed=meta.get("data_seed", 0), dim=meta.get("dim", 2))
-    out = Path(opts["out"] or p.parent / f"samples-{opts['sampler']}-K{opts['K']}")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        ds = get_dataset(meta["dataset"], n=meta.get("n_train", 20000), seed=meta.get("data_seed", 0),
+                         dim=meta.get("dim", 2))
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--ckpt: {p}: the data set it names cannot be built: {e}") from None
+    if opts["label"] is not None and opts["label"] >= ds.num_classes:
+        raise UsageError(f"--label: {ds.name} has the classes 0..{ds.num_classes - 1}, got {opts['label']}")
+    out = output_dir("--out", opts["out"] or p.parent / f"samples-{opts['sampler']}-K{opts['K']}")
+    _seed_all(opts["seed"])
     g = torch.Generator(device=device).manual_seed(opts["seed"])
     copts = dict(opts, conditional=train_opts.get("conditional", False))
     cond = _cond(ds, copts, opts["n_samples"], g, device)
@@ -351,7 +372,7 @@ def _sample_cmd(opts: dict) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output directory")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_option, help="random seed (default 0)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--config", metavar="FILE", help="JSON or TOML file of options (keys = long flag names, '_' for '-'); flags override it")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -366,9 +387,11 @@ def register(subparsers) -> None:
     """Add the ``train`` and ``sample`` subcommands to an argparse subparsers object."""
     t = subparsers.add_parser(
         "train", help="train a DDPM epsilon-network on a toy set or the digits",
+        usage="%(prog)s --dataset {" + ",".join(DATASETS) + "} [options]",
         description="Train a DDPM (epsilon prediction, AdamW, EMA) and write checkpoint.pt, metrics.jsonl, "
                     "samples.png and metrics.json into --out. Multi-process: torchrun --nproc_per_node N -m gmmkernels.diffusion train ...")
-    t.add_argument("--dataset", choices=DATASETS, help="training data")
+    t.add_argument_group("required (on the command line or as 'dataset' in --config)").add_argument(
+        "--dataset", choices=DATASETS, help="training data")
     t.add_argument("--steps", type=int, help="optimizer steps (default 2000)")
     t.add_argument("--batch-size", type=int, help="global batch size (default 256)")
     t.add_argument("--lr", type=float, help="learning rate (default 2e-3)")
@@ -390,26 +413,26 @@ def register(subparsers) -> None:
     t.add_argument("--eval-every", type=int, help="sample and compute metrics every N steps, 0 = off (default 0)")
     t.add_argument("--ckpt-every", type=int, help="checkpoint every N steps, 0 = only at the end (default 0)")
     _common(t)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, _parser=t)
 
     s = subparsers.add_parser(
         "sample", help="sample from a trained checkpoint and score the samples",
+        usage="%(prog)s --ckpt PATH [options]",
         description="Draw samples from a checkpoint of `gmmkernels train` and write samples.pt, samples.png and metrics.json.")
-    s.add_argument("--ckpt", metavar="PATH", help="checkpoint file or training output directory")
+    s.add_argument_group("required (on the command line or as 'ckpt' in --config)").add_argument(
+        "--ckpt", metavar="PATH", help="checkpoint file or training output directory")
     s.add_argument("--spacing", choices=("uniform", "quadratic"), help="time-step spacing (default uniform)")
     s.add_argument("--no-ema", action="store_true", default=None, help="use the raw weights instead of the EMA")
     s.add_argument("--clip", type=float, help="clamp predicted x0 to [-c, c] (default 1 for images, off otherwise)")
     s.add_argument("--label", type=int, help="class label for a conditional model (default: all classes in turn)")
     _common(s)
-    s.set_defaults(func=cmd_sample)
+    s.set_defaults(func=cmd_sample, _parser=s)
 
 
 def main(argv: Optional[list] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gmmkernels.diffusion")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    parser = ArgumentParser(prog="python -m gmmkernels.diffusion")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return run_parser(parser, argv)
 
 
 # -- demo -------------------------------------------------------------------------------------------

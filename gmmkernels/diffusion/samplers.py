@@ -26,6 +26,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .. import _validate as V
 from ..reference.rng import philox_normal_ref, seed64
 from .oracle import heads_dict
 from .schedules import Schedule
@@ -70,7 +71,10 @@ def counter_noise(seed: int, tag: int = 7, offset: int = 0) -> NoiseFn:
     normal of element e at step i is Philox(seed, e, offset + i, tag), the same number whichever sampler draws it.
     With the default tag 7 these are the normals z of :func:`gmmkernels.gms_step` at ``offset=offset + i``, so a
     Gaussian sampler and GMS given one seed share every step's noise. Computed in float64 (exact to a few ulp)."""
-    key = seed64(seed)
+    fn = "counter_noise"
+    key = seed64(V.seed(fn, "seed", seed))
+    tag = V.integer(fn, "tag", tag, lo=0, hi=(1 << 16) - 1)
+    offset = V.integer(fn, "offset", offset, lo=0, hi=(1 << 32) - 1)
 
     def noise(i: int, like: Tensor) -> Tensor:
         idx = torch.arange(like.numel(), dtype=torch.int64)
@@ -94,11 +98,67 @@ def _x0(x: Tensor, eps: Tensor, a: float, s: float, clip_x0: Optional[float]) ->
     return x0.clamp(-clip_x0, clip_x0) if clip_x0 is not None else x0
 
 
-def _check_common(model, schedule):
+def _check_model(fn: str, model, schedule) -> None:
     if not callable(model):
-        raise TypeError("sampler: model must be callable as model(x, t)")
+        raise TypeError(f"{fn}: argument 'model' must be callable as model(x, t), got {type(model).__name__}")
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"sampler: schedule must be a DiscreteSchedule or VPSDE, got {type(schedule).__name__}")
+        raise TypeError(f"{fn}: argument 'schedule' must be a DiscreteSchedule or VPSDE, got {type(schedule).__name__}")
+
+
+def check_steps(fn: str, schedule: Schedule, K) -> int:
+    """K sampling steps: an int in [1, T] for a discrete schedule, >= 1 for the VP-SDE."""
+    hi = None if schedule.continuous else schedule.T
+    what = "the number of steps K must be an int " + (">= 1" if hi is None else f"in [1, T={hi}]")
+    return V.integer(fn, "K", K, lo=1, hi=hi, what=what)
+
+
+def _check_sample(fn: str, model, schedule, shape, method, K, generator, x_T, eta, clip_x0, spacing, device, dtype,
+                  x0_ref, gamma, last_var_max, progress, return_trajectory, noise) -> tuple:
+    """Checks of :func:`sample`'s arguments; returns (shape, K, gamma as a float64 tensor or None)."""
+    _check_model(fn, model, schedule)
+    shape = V.sizes(fn, "shape", shape, what="a shape (N, ...) of positive ints")
+    if not isinstance(method, str) or method not in SAMPLERS:
+        raise ValueError(f"{fn}: argument 'method': unknown sampler {method!r}; choose one of {SAMPLERS}")
+    if method == "euler_maruyama" and not schedule.continuous:
+        raise ValueError(f"{fn}: argument 'method' 'euler_maruyama' integrates the continuous VP-SDE; use schedule "
+                         "'vp' (DiscreteSchedule works with ddpm / ddpm_large / ddim / sn_ddpm / analytic_dpm)")
+    K = check_steps(fn, schedule, (schedule.T if not schedule.continuous else 100) if K is None else K)
+    V.generator(fn, "generator", generator)
+    if x_T is not None:
+        V.tensor(fn, "x_T", x_T)
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"{fn}: argument 'x_T' must have the shape {list(shape)}, got {list(x_T.shape)}")
+    V.number(fn, "eta", eta, lo=0.0, hi=1.0, what="a number in [0, 1]")
+    if clip_x0 is not None:
+        V.number(fn, "clip_x0", clip_x0, lo=0.0, lo_open=True, what="None or a positive finite number")
+    if last_var_max is not None:
+        V.number(fn, "last_var_max", last_var_max, lo=0.0, what="None or a finite number >= 0")
+    V.choice(fn, "spacing", spacing, ("uniform", "quadratic"))
+    V.device(fn, "device", device)
+    V.dtype(fn, "dtype", dtype)
+    V.flag(fn, "progress", progress)
+    V.flag(fn, "return_trajectory", return_trajectory)
+    if noise is not None and not callable(noise):
+        raise TypeError(f"{fn}: argument 'noise' must be a callable noise(i, x) -> Tensor, got {type(noise).__name__}")
+    if method == "analytic_dpm":
+        if gamma is not None:
+            gamma = torch.as_tensor(gamma, dtype=torch.float64).flatten()
+            if gamma.numel() != K:
+                raise ValueError(f"{fn}: argument 'gamma' must hold one value per step (K={K}), got {gamma.numel()}")
+            V.finite(fn, "gamma", gamma)
+        elif x0_ref is None:
+            raise ValueError(f"{fn}: 'analytic_dpm' needs x0_ref (data samples to estimate Gamma_t) or gamma")
+        else:
+            _check_data_like(fn, "x0_ref", x0_ref, shape)
+    return shape, K, gamma
+
+
+def _check_data_like(fn: str, name: str, t, shape) -> None:
+    """``t`` [M, *shape[1:]] with M >= 1: data samples of the law being sampled."""
+    V.tensor(fn, name, t)
+    if t.dim() != len(shape) or tuple(t.shape[1:]) != tuple(shape[1:]) or t.shape[0] < 1:
+        raise ValueError(f"{fn}: argument '{name}' must have shape [M, {', '.join(map(str, shape[1:]))}] with M >= 1, "
+                         f"got {list(t.shape)}")
 
 
 @torch.no_grad()
@@ -114,22 +174,21 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
     feed Analytic-DPM; ``last_var_max`` caps the last-step variance of SN-DDPM / Analytic-DPM. ``noise(i, x)``
     replaces the generator's per-step noise (step i of the K steps), e.g. :func:`counter_noise`.
     """
-    _check_common(model, schedule)
-    if method not in SAMPLERS:
-        raise ValueError(f"sample: unknown sampler {method!r}; choose one of {SAMPLERS}")
-    if K is None:
-        K = schedule.T if not schedule.continuous else 100
-    if method == "euler_maruyama" and not schedule.continuous:
-        raise ValueError("sample: 'euler_maruyama' integrates the continuous VP-SDE; use schedule 'vp' "
-                         "(DiscreteSchedule works with ddpm / ddpm_large / ddim / sn_ddpm / analytic_dpm)")
-    if method == "ddim" and not 0.0 <= float(eta) <= 1.0:
-        raise ValueError(f"sample: eta must lie in [0, 1], got {eta}")
+    return _sample("sample", model, schedule, shape, method, K, generator=generator, x_T=x_T, cond=cond, eta=eta,
+                   clip_x0=clip_x0, spacing=spacing, device=device, dtype=dtype, x0_ref=x0_ref, gamma=gamma,
+                   last_var_max=last_var_max, progress=progress, return_trajectory=return_trajectory, noise=noise)
+
+
+def _sample(fn: str, model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm", K: Optional[int] = None, *,
+            generator: Optional[torch.Generator] = None, x_T: Optional[Tensor] = None, cond=None, eta: float = 0.0,
+            clip_x0: Optional[float] = None, spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float32,
+            x0_ref: Optional[Tensor] = None, gamma: Optional[Tensor] = None, last_var_max: Optional[float] = None,
+            progress: bool = False, return_trajectory: bool = False, noise: Optional[NoiseFn] = None):
+    """:func:`sample`, with ``fn`` the name its messages give (the wrappers ddpm, ddim, ... pass theirs)."""
+    shape, K, gamma = _check_sample(fn, model, schedule, shape, method, K, generator, x_T, eta, clip_x0, spacing,
+                                    device, dtype, x0_ref, gamma, last_var_max, progress, return_trajectory, noise)
     ts = schedule.grid(K, spacing)
-    if clip_x0 is not None and not clip_x0 > 0:
-        raise ValueError(f"sample: clip_x0 must be positive, got {clip_x0}")
     x = start_noise(shape, x_T, generator, device, dtype)
-    if noise is not None and not callable(noise):
-        raise TypeError(f"sample: argument 'noise' must be a callable noise(i, x) -> Tensor, got {type(noise).__name__}")
     step = 0
 
     def z_like(x: Tensor) -> Tensor:
@@ -138,14 +197,8 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
     desc = f"{method} K={K}"
 
-    if method == "analytic_dpm":
-        if gamma is None:
-            if x0_ref is None:
-                raise ValueError("sample: 'analytic_dpm' needs x0_ref (data samples to estimate Gamma_t) or gamma")
-            gamma = estimate_gamma(model, schedule, x0_ref, ts[:-1], cond=None, generator=generator)
-        gamma = torch.as_tensor(gamma, dtype=torch.float64).flatten()
-        if gamma.numel() != K:
-            raise ValueError(f"sample: gamma must hold one value per step (K={K}), got {gamma.numel()}")
+    if method == "analytic_dpm" and gamma is None:
+        gamma = estimate_gamma(model, schedule, x0_ref, ts[:-1], cond=None, generator=generator)
 
     if method == "euler_maruyama":
         for i in progress_bar(range(K), progress, desc):
@@ -217,6 +270,19 @@ def sample(model, schedule: Schedule, shape: Sequence[int], method: str = "ddpm"
 def estimate_gamma(model, schedule: Schedule, x0: Tensor, times: Tensor, *, cond=None, batch_size: int = 4096,
                    generator: Optional[torch.Generator] = None) -> Tensor:
     """Analytic-DPM's Gamma_t = E_{x0, eps} ||eps_theta(x_t, t)||^2 / d at each time (float64 [len(times)])."""
+    fn = "estimate_gamma"
+    _check_model(fn, model, schedule)
+    V.tensor(fn, "x0", x0)
+    if x0.dim() < 2 or x0.shape[0] < 1:
+        raise ValueError(f"{fn}: argument 'x0' must have shape [M, ...] with M >= 1, got {list(x0.shape)}")
+    try:
+        times = torch.as_tensor(times, dtype=torch.float64).detach().cpu().flatten()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{fn}: argument 'times' must be a tensor or a sequence of numbers, got {times!r}") from None
+    if not bool(((times >= 0) & (times <= schedule.t_max)).all()):  # NaN fails both comparisons
+        raise ValueError(f"{fn}: argument 'times' must lie in [0, t_max={schedule.t_max:g}], got {times.tolist()}")
+    batch_size = V.integer(fn, "batch_size", batch_size, lo=1)
+    V.generator(fn, "generator", generator)
     out = []
     x0 = x0[:batch_size]
     d = x0[0].numel()
@@ -230,22 +296,21 @@ def estimate_gamma(model, schedule: Schedule, x0: Tensor, times: Tensor, *, cond
 
 def ddpm(model, schedule, shape, K=None, *, variance: str = "small", **kw):
     """Ancestral DDPM; ``variance`` 'small' (beta-tilde = lambda^2) or 'large' (beta_{t|s})."""
-    if variance not in ("small", "large"):
-        raise ValueError(f"ddpm: variance must be 'small' or 'large', got {variance!r}")
-    return sample(model, schedule, shape, "ddpm" if variance == "small" else "ddpm_large", K, **kw)
+    V.choice("ddpm", "variance", variance, ("small", "large"))
+    return _sample("ddpm", model, schedule, shape, "ddpm" if variance == "small" else "ddpm_large", K, **kw)
 
 
 def ddim(model, schedule, shape, K=None, *, eta: float = 0.0, **kw):
-    return sample(model, schedule, shape, "ddim", K, eta=eta, **kw)
+    return _sample("ddim", model, schedule, shape, "ddim", K, eta=eta, **kw)
 
 
 def sn_ddpm(model, schedule, shape, K=None, **kw):
-    return sample(model, schedule, shape, "sn_ddpm", K, **kw)
+    return _sample("sn_ddpm", model, schedule, shape, "sn_ddpm", K, **kw)
 
 
 def analytic_dpm(model, schedule, shape, K=None, **kw):
-    return sample(model, schedule, shape, "analytic_dpm", K, **kw)
+    return _sample("analytic_dpm", model, schedule, shape, "analytic_dpm", K, **kw)
 
 
 def euler_maruyama(model, schedule, shape, K=100, **kw):
-    return sample(model, schedule, shape, "euler_maruyama", K, **kw)
+    return _sample("euler_maruyama", model, schedule, shape, "euler_maruyama", K, **kw)

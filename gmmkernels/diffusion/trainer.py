@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .. import _validate as V
 from .oracle import heads_dict
 from .schedules import Schedule, schedule_from_spec
 
@@ -55,31 +57,27 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
-        def bad(msg):
-            raise ValueError(f"TrainConfig: {msg}")
-
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every", "warmup", "seed"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool):
-                bad(f"{name} must be an int, got {v!r}")
-        if self.steps < 0:
-            bad(f"steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            bad(f"batch_size must be >= 1, got {self.batch_size}")
-        if min(self.log_every, self.eval_every, self.ckpt_every, self.warmup) < 0:
-            bad("log_every, eval_every, ckpt_every and warmup must be >= 0")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            bad(f"lr must be a positive number, got {self.lr!r}")
-        if self.weight_decay < 0:
-            bad(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            bad("beta1 and beta2 must lie in [0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            bad(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            bad(f"grad_clip must be >= 0 or None, got {self.grad_clip}")
+        """Check every field; raises ValueError / TypeError naming it. Returns self."""
+        fn = "TrainConfig"
+        for name in ("steps", "log_every", "eval_every", "ckpt_every", "warmup"):
+            V.integer(fn, name, getattr(self, name), lo=0)
+        V.integer(fn, "batch_size", self.batch_size, lo=1)
+        V.seed(fn, "seed", self.seed)
+        V.number(fn, "lr", self.lr, lo=0.0, lo_open=True)
+        V.number(fn, "weight_decay", self.weight_decay, lo=0.0)
+        V.choice(fn, "optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("beta1", "beta2", "ema_decay"):
+            V.number(fn, name, getattr(self, name), lo=0.0, hi=1.0, hi_open=True)
+        if self.grad_clip is not None:
+            V.number(fn, "grad_clip", self.grad_clip, lo=0.0, what="None or a finite number >= 0 (0: off)")
+        if not isinstance(self.head_weights, dict):
+            raise TypeError(f"{fn}: argument 'head_weights' must be a dict of head name -> weight, got "
+                            f"{type(self.head_weights).__name__}")
+        for name, w in self.head_weights.items():
+            V.choice(fn, "head_weights", name, ("eps2", "eps3"))
+            V.number(fn, "head_weights", w, lo=0.0, what=f"a dict of finite weights >= 0 (entry {name!r})")
+        V.flag(fn, "conditional", self.conditional)
+        V.flag(fn, "progress", self.progress)
         return self
 
     @classmethod
@@ -127,16 +125,35 @@ class Trainer:
     def __init__(self, model: nn.Module, schedule: Schedule, data: Tensor, config: Optional[TrainConfig] = None, *,
                  labels: Optional[Tensor] = None, out_dir=None, device="cpu",
                  eval_fn: Optional[Callable[["Trainer"], dict]] = None, meta: Optional[dict] = None):
+        fn = "Trainer"
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{fn}: argument 'model' must be a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"{fn}: argument 'schedule' must be a DiscreteSchedule or VPSDE, got "
+                            f"{type(schedule).__name__}")
+        if config is not None and not isinstance(config, TrainConfig):
+            raise TypeError(f"{fn}: argument 'config' must be a TrainConfig or None, got {type(config).__name__}")
         self.config = (config or TrainConfig()).validate()
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if _dist_on() else (0, 1)
-        self.device = torch.device(device)
+        self.device = V.device(fn, "device", device) or torch.device("cpu")
         if self.config.batch_size % self.world:
-            raise ValueError(f"Trainer: batch_size={self.config.batch_size} must be divisible by the number of "
+            raise ValueError(f"{fn}: batch_size={self.config.batch_size} must be divisible by the number of "
                              f"processes ({self.world})")
+        V.tensor(fn, "data", data)
+        V.values(fn, "data", data)
         if data.dim() < 2 or data.shape[0] < 1:
-            raise ValueError(f"Trainer: data must be [N, *data_shape] with N >= 1, got {tuple(data.shape)}")
+            raise ValueError(f"{fn}: argument 'data' must have shape [N, *data_shape] with N >= 1, got "
+                             f"{list(data.shape)}")
+        V.finite(fn, "data", data)
+        if labels is not None:
+            V.tensor(fn, "labels", labels, floating=False)
+            if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+                raise TypeError(f"{fn}: argument 'labels' must be an integer tensor, got {labels.dtype}")
+            if tuple(labels.shape) != (data.shape[0],):
+                raise ValueError(f"{fn}: argument 'labels' must have shape [N={data.shape[0]}], got "
+                                 f"{list(labels.shape)}")
         if self.config.conditional and labels is None:
-            raise ValueError("Trainer: conditional=True needs labels")
+            raise ValueError(f"{fn}: argument 'labels' is None, but config.conditional=True needs labels")
         self.model = model.to(self.device)
         self.schedule = schedule
         self.data = data.float().to(self.device)
@@ -299,48 +316,144 @@ class Trainer:
             "model_config": getattr(self.model, "config", None),
             "schedule": self.schedule.spec(),
             "meta": self.meta,
-            "history": self.history,
+            "history": [{k: v for k, v in h.items() if k not in CLOCK_KEYS} for h in self.history],
         }
 
     def save(self, path) -> None:
-        """Write a checkpoint (rank 0, atomically: temp file then rename); all ranks wait for it."""
+        """Write a checkpoint (rank 0, atomically: a temporary file, flushed to disk, then renamed over ``path``, so a
+        crash leaves the previous checkpoint intact); all ranks wait for it. A save that fails or is interrupted
+        removes its temporary file; one left by a killed process is removed by the next save or load."""
         path = Path(path)
         if self.rank == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            torch.save(self.state_dict(), tmp)
-            os.replace(tmp, path)
+            tmp = temp_path(path)
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save(self.state_dict(), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         if _dist_on():
             dist.barrier()
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != "gmmkernels.diffusion/1":
-            raise ValueError("Trainer: not a gmmkernels diffusion checkpoint")
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["rng"]["generator"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        self.step = int(state["step"])
+        check_checkpoint(state, TRAINER_KEYS, "Trainer")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"Trainer: the checkpoint's weights do not fit this model and optimizer (another "
+                             f"architecture, size, heads or data shape?): {_first_line(e)}") from None
+        try:
+            rng, step = state["rng"], int(state["step"])
+            self.generator.set_state(rng["generator"])
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"Trainer: the checkpoint's step or random-number states are damaged: {_first_line(e)}") \
+                from None
+        self.step = step
         self.history = list(state.get("history", []))
         self._loss_sum, self._loss_n = 0.0, 0
 
     def load(self, path) -> None:
-        """Resume from a checkpoint written by :meth:`save` (same model and optimizer layout)."""
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        """Resume from a checkpoint written by :meth:`save` (same model and optimizer layout). A file that is not
+        such a checkpoint raises ValueError naming it and what is wrong; only tensors and plain containers are read
+        (``weights_only``), so no pickled code runs."""
+        path = Path(path)
+        if self.rank == 0:
+            remove_stale_temp(path)
+        state = read_checkpoint(path, self.device)
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: {str(e).removeprefix('Trainer: ')}") from None
+
+
+# -- checkpoint files -------------------------------------------------------------------------------
+
+FORMAT = "gmmkernels.diffusion/1"
+CLOCK_KEYS = ("time_s",)  # wall-clock fields of the history: logged, not checkpointed (checkpoints are reproducible)
+TRAINER_KEYS = ("step", "model", "ema", "optimizer", "rng")  # what resuming needs
+MODEL_KEYS = ("model_config", "schedule", "ema", "model")  # what load_checkpoint needs
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary file a save of ``path`` writes before renaming it."""
+    return path.with_name(path.name + ".tmp")
+
+
+def remove_stale_temp(path) -> None:
+    """Remove the temporary file a killed save of ``path`` left behind (no live save of it may be running)."""
+    temp_path(Path(path)).unlink(missing_ok=True)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def check_checkpoint(state, keys, who: str) -> None:
+    """``state`` is a checkpoint dict of this format holding ``keys``."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{who}: not a gmmkernels diffusion checkpoint (format {FORMAT!r})")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{who}: the checkpoint lacks {missing} (an incomplete or foreign file)")
+
+
+def read_checkpoint(path, device="cpu") -> dict:
+    """The checkpoint dict in ``path``, loaded with ``weights_only=True`` (tensors and plain containers only: no
+    pickled code runs). Anything else raises ValueError naming the file and what is wrong with it: missing, empty,
+    truncated, not a torch zip archive (random bytes, a raw pickle), holding other Python objects, or holding
+    something other than a checkpoint of this format."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the checkpoint: {e.strerror}") from None
+    if size == 0:
+        raise ValueError(f"{path}: the checkpoint file is empty (an interrupted copy?)")
+    if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):
+            what = "a truncated or damaged torch.save archive (an interrupted copy?)"
+        elif head[:1] == b"\x80":
+            what = "a raw pickle, not a torch.save archive; it is not loaded"
+        else:
+            what = "not a torch.save archive"
+        raise ValueError(f"{path}: {what}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: holds Python objects other than tensors and plain containers, which are not loaded "
+                         f"(weights only: {_first_line(e)[:200]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: a damaged torch.save archive: {_first_line(e)[:200]}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a gmmkernels diffusion checkpoint")
+    return state
 
 
 def load_checkpoint(path, device="cpu", use_ema: bool = True):
-    """(model, schedule, checkpoint dict) from a trainer checkpoint; the EMA weights by default."""
+    """(model, schedule, checkpoint dict) from a trainer checkpoint; the EMA weights by default. A file that is not
+    such a checkpoint raises ValueError naming it and what is wrong (see :func:`read_checkpoint`)."""
     from .models import build_model
 
-    ck = torch.load(path, map_location=device, weights_only=True)
-    if not isinstance(ck, dict) or ck.get("format") != "gmmkernels.diffusion/1":
-        raise ValueError(f"{path}: not a gmmkernels diffusion checkpoint")
-    if ck.get("model_config") is None:
-        raise ValueError(f"{path}: the checkpoint has no model_config (model built outside gmmkernels)")
-    model = build_model(ck["model_config"]).to(device)
-    model.load_state_dict(ck["ema"] if use_ema else ck["model"])
-    return model.eval(), schedule_from_spec(ck["schedule"]), ck
+    ck = read_checkpoint(path, device)
+    try:
+        check_checkpoint(ck, MODEL_KEYS, str(path))
+        if ck["model_config"] is None:
+            raise ValueError(f"{path}: the checkpoint has no model_config (model built outside gmmkernels)")
+        model = build_model(ck["model_config"]).to(device)
+        model.load_state_dict(ck["ema"] if use_ema else ck["model"])
+        schedule = schedule_from_spec(ck["schedule"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        msg = _first_line(e)
+        raise ValueError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    return model.eval(), schedule, ck

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .. import _validate as V
 from ..mixture import GaussianMixture
-from ._common import COV_TYPES, Convergence, FitResult
+from ._common import COV_TYPES, Convergence, FitResult, check_vb_priors
 from ._data import Chunked, ChunkSource, chunk_tensor, pass_backend
 from .em import em_iterations, em_result, initial_params, step_backends
 from .vb import VBModel, vb_iterations, vb_result
@@ -152,10 +152,11 @@ def fit_vb_chunked(
     src, first = _open(fn, chunks, cov_type, backend, distributed, group)
     batch, D, dt, dev = src.batch, src.D, src.dtype, src.device
     B = first.shape[0]
+    check_vb_priors(fn, first.reshape(*batch, -1, D), cov_type, weight_concentration_prior_type,
+                    weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
+                    covariance_prior)
     full = cov_type == "full"
     dofp = float(D) if degrees_of_freedom_prior is None else float(degrees_of_freedom_prior)
-    if dofp <= D - 1:
-        raise ValueError(f"{fn}: degrees_of_freedom_prior must be > D - 1 = {D - 1}, got {dofp}")
     m0 = (torch.zeros(B, D, dtype=dt, device=dev) if mean_prior is None
           else mean_prior.to(dt).expand(*batch, D).reshape(B, D) - src.shift[:, 0])
     if covariance_prior is None:  # np.cov / np.var with ddof=1, from one more pass

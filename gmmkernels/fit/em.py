@@ -26,7 +26,9 @@ from torch import Tensor
 
 from ..mixture import GaussianMixture
 from ..ops.mixture_suffstats import mixture_suffstats
-from ._common import Convergence, FitResult, check_fit_inputs, covariances, init_resp, scale_from_cov, scale_from_precision
+from .. import _validate as V
+from ._common import (Convergence, FitResult, check_em_init, check_fit_inputs, covariances, init_resp, scale_from_cov,
+                      scale_from_precision)
 from ._data import InMemory, pass_backend
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
@@ -68,7 +70,8 @@ def fit_em(
     """
     fn = "fit_em"
     K = n_components
-    check_fit_inputs(fn, x, K, cov_type, max_iter, tol, reg_covar)
+    check_fit_inputs(fn, x, K, cov_type, max_iter, tol, reg_covar, generator, init, mixture_init=True)
+    check_em_init(fn, x, K, cov_type, weights_init, means_init, precisions_init)
     e_backend, s_backend = step_backends(fn, backend)
     batch, N, D = x.shape[:-2], x.shape[-2], x.shape[-1]
     B = math.prod(batch)
@@ -97,7 +100,9 @@ def initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_
     tail = (K, D, D) if full else (K, D) if cov_type == "diag" else (K,)
     if isinstance(init, GaussianMixture):
         if init.K != K or init.D != D or init.cov_type != cov_type:
-            raise ValueError(f"{fn}: the init mixture has K={init.K}, D={init.D}, cov_type={init.cov_type!r}")
+            raise ValueError(f"{fn}: argument 'init' is a mixture with K={init.K}, D={init.D}, cov_type="
+                             f"{init.cov_type!r}, but the fit has K={K}, D={D}, cov_type={cov_type!r}")
+        V.tensors(fn, [("x", xc), ("init", init.means)], same_dtype=False)
         logits = init.logits.detach().to(dt).expand(*batch, K).reshape(B, K)
         means = init.means.detach().to(dt).expand(*batch, K, D).reshape(B, K, D) - shift
         scale = init.scale.detach().to(dt).expand(*batch, *tail).reshape(B, *tail)

@@ -8,7 +8,10 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from ..ops.gibbs_sweep import GibbsPrior, gibbs_sweep
+from .. import _dispatch
+from .. import _validate as V
+from ..ops.gibbs_sweep import GibbsPrior, check_prior, check_state, sweep
+from ._common import check_components, check_data
 from .kmeans import kmeans_plusplus
 
 
@@ -39,37 +42,42 @@ def gibbs(
 ) -> GibbsResult:
     """Run ``n_chains`` independent Gibbs chains of the conjugate diagonal Bayesian GMM on x [N, D] (one data set for
     all chains) or [C, N, D] (one per chain). One kernel launch per sweep; counter-based random numbers keyed by
-    (seed, chain, sweep), so the same seed gives the same chains. ``init`` = (logw, means, var); default: weights
-    uniform, means at k-means++ seeds of the data (per chain, drawn from ``seed``), variances = data variance."""
+    (seed, chain, sweep), so the same seed gives the same chains. ``init`` = (logw [C, K], means [C, K, D],
+    var [C, K, D]), or [K], [K, D], [K, D] for every chain; default: weights uniform, means at k-means++ seeds of the
+    data (per chain, drawn from ``seed``), variances = data variance. ``n_sweeps`` >= 1; with ``keep_trace`` the
+    sweeps burn_in, burn_in + thin, ... are kept."""
     fn = "gibbs"
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() not in (2, 3):
-        raise ValueError(f"{fn}: argument 'x' must be a floating tensor [N, D] or [C, N, D]")
-    K, C = n_components, n_chains
+    check_data(fn, x, layout="[N, D] or [C, N, D]", ranks=(2, 3))
     N, D = x.shape[-2:]
-    if not isinstance(K, int) or K < 1:
-        raise ValueError(f"{fn}: n_components must be a positive int, got {K!r}")
+    K = check_components(fn, n_components, N)
+    C = V.integer(fn, "n_chains", n_chains, lo=1)
+    n_sweeps = V.integer(fn, "n_sweeps", n_sweeps, lo=1)
+    burn_in = V.integer(fn, "burn_in", burn_in, lo=0)
+    thin = V.integer(fn, "thin", thin, lo=1)
+    keep_trace = V.flag(fn, "keep_trace", keep_trace)
+    seed = V.seed(fn, "seed", seed)
+    prior = check_prior(fn, GibbsPrior() if prior is None else prior)
     if x.dim() == 3 and x.shape[0] != C:
-        raise ValueError(f"{fn}: x has {x.shape[0]} data sets but n_chains={C}")
-    prior = prior or GibbsPrior()
-    if min(prior.alpha, prior.kappa0, prior.a0, prior.b0) <= 0:
-        raise ValueError(f"{fn}: prior alpha, kappa0, a0, b0 must be positive, got {prior}")
+        raise ValueError(f"{fn}: argument 'x' has {x.shape[0]} data sets but n_chains={C}")
+    if keep_trace and burn_in >= n_sweeps:
+        raise ValueError(f"{fn}: argument 'burn_in'={burn_in} leaves none of the n_sweeps={n_sweeps} sweeps to keep")
     dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     x = x.to(dt)
+    b = _dispatch.select(fn, "gibbs_sweep", backend, x.device, dt)
     if init is None:
-        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        g = torch.Generator(device="cpu").manual_seed(seed)
         xs = x.expand(C, N, D) if x.dim() == 3 else x.unsqueeze(0).expand(C, N, D)
-        if K > N:
-            raise ValueError(f"{fn}: n_components={K} exceeds the number of points N={N} (k-means++ initialisation)")
         idx = kmeans_plusplus(xs.cpu(), K, g).to(x.device)
         means = xs[torch.arange(C, device=x.device)[:, None], idx]
         var = xs.var(1, unbiased=False).clamp_min(1e-6)[:, None].expand(C, K, D).contiguous()
         logw = torch.full((C, K), -math.log(K), dtype=dt, device=x.device)
     else:
-        logw, means, var = (t.to(device=x.device, dtype=dt).contiguous() for t in init)
+        logw, means, var = _check_init(fn, init, x, C)
+    x3, m0 = check_state(fn, x, logw, means, var, prior, ("x", "init.logw", "init.means", "init.var"))
     traces = {"logw": [], "means": [], "var": []} if keep_trace else None
     z = None
     for s in range(n_sweeps):
-        z, logw, means, var = gibbs_sweep(x, logw, means, var, prior, seed=seed, step=s, backend=backend)
+        z, logw, means, var = sweep(x3, logw, means, var, m0, prior, seed, s, b)
         if keep_trace and s >= burn_in and (s - burn_in) % thin == 0:
             traces["logw"].append(logw)
             traces["means"].append(means)
@@ -77,3 +85,20 @@ def gibbs(
     if keep_trace:
         traces = {k: torch.stack(v) if v else None for k, v in traces.items()}
     return GibbsResult(logw, means, var, z, traces)
+
+
+def _check_init(fn: str, init, x: Tensor, C: int):
+    """``init`` = (logw, means, var) as tensors on x's device: [C, K], [C, K, D], [C, K, D] or, for every chain,
+    [K], [K, D], [K, D]. Returns them in x's dtype, expanded to C chains (their shapes and values are checked with
+    the sweep's)."""
+    if not isinstance(init, (tuple, list)):
+        raise TypeError(f"{fn}: argument 'init' must be a tuple (logw, means, var), got {type(init).__name__}")
+    if len(init) != 3:
+        raise ValueError(f"{fn}: argument 'init' must be a tuple (logw, means, var), got {len(init)} entries")
+    names = ("init.logw", "init.means", "init.var")
+    V.tensors(fn, [("x", x)] + list(zip(names, init)), same_dtype=False)
+    out = []
+    for t, rank in zip(init, (1, 2, 2)):
+        t = t.to(x.dtype)
+        out.append((t.expand(C, *t.shape) if t.dim() == rank else t).contiguous())
+    return tuple(out)

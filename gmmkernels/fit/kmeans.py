@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from .. import _validate as V
-from ..ops.mixture_dispatch import nearest_center
+from ..ops.mixture_dispatch import BACKENDS, nearest_center
+from ._common import check_components, check_data
 
 
 class KMeans(NamedTuple):
@@ -36,15 +37,11 @@ def kmeans_plusplus(x: Tensor, n_components: int, generator: Optional[torch.Gene
     Degenerate data are fine: when every remaining point coincides with a seed (fewer distinct points than K),
     the next seed is drawn uniformly, so duplicated seeds are returned rather than an error."""
     fn = "kmeans_plusplus"
-    V.tensor(fn, "x", x)
-    if x.dim() < 2:
-        raise ValueError(f"{fn}: argument 'x' must have shape [..., N, D], got {tuple(x.shape)}")
+    check_data(fn, x)
     N = x.shape[-2]
-    K = V.integer(fn, "n_components", n_components, lo=1)
-    if K > N:
-        raise ValueError(f"{fn}: n_components={K} exceeds the number of points N={N}")
+    K = check_components(fn, n_components, N)
     trials = 2 + int(math.log(K)) if n_local_trials is None else V.integer(fn, "n_local_trials", n_local_trials, lo=1)
-    V.finite(fn, "x", x)
+    V.generator(fn, "generator", generator)
     batch = x.shape[:-2]
     x3 = x.reshape(-1, N, x.shape[-1])
     B = x3.shape[0]
@@ -99,22 +96,22 @@ def kmeans(x: Tensor, k: int, *, iters: int = 50, seed: int = 0, tol: float = 0.
     dispatcher (assignment, GEMM-form distances) and a segmented mean. Empty clusters keep their previous center.
     Stops when no center moves by more than ``tol`` (0: exact fixed point) or after ``iters``."""
     fn = "kmeans"
-    V.tensor(fn, "x", x)
-    if x.dim() < 2:
-        raise ValueError(f"{fn}: argument 'x' must be a floating-point tensor [N, ...], got shape {tuple(x.shape)}")
-    k = V.integer(fn, "k", k, lo=1)
-    iters = V.integer(fn, "iters", iters, lo=1)
-    tol = V.number(fn, "tol", tol, lo=0.0)
-    seed = V.integer(fn, "seed", seed)
+    check_data(fn, x, layout="[N, ...]")
     N = x.shape[0]
+    k = V.integer(fn, "k", k, lo=1)
     if N < k:
         raise ValueError(f"{fn}: need at least k={k} points, got N={N}")
+    iters = V.integer(fn, "iters", iters, lo=1)
+    tol = V.number(fn, "tol", tol, lo=0.0)
+    seed = V.seed(fn, "seed", seed)
+    V.choice(fn, "backend", backend, BACKENDS)
     xf = x.detach().reshape(N, -1)
-    V.finite(fn, "x", xf)
     if init is not None:
         V.tensors(fn, [("x", x), ("init", init)], same_dtype=False)
         if init.shape[0] != k or init[0].numel() != xf.shape[1]:
-            raise ValueError(f"{fn}: argument 'init' must have shape [k={k}, ...] with {xf.shape[1]} values per center")
+            raise ValueError(f"{fn}: argument 'init' must have shape [k={k}, ...] with {xf.shape[1]} values per "
+                             f"center, got {list(init.shape)}")
+        V.finite(fn, "init", init)
         c = init.detach().reshape(k, -1).to(xf).clone()
     else:
         g = torch.Generator().manual_seed(seed)

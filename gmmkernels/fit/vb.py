@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..mixture import GaussianMixture
 from ..ops.mixture_suffstats import mixture_suffstats
-from ._common import Convergence, FitResult, check_fit_inputs, covariances, init_resp, scale_from_cov
+from ._common import Convergence, FitResult, check_fit_inputs, check_vb_priors, covariances, init_resp, scale_from_cov
 from ._data import InMemory, pass_backend
 from .em import step_backends
 
@@ -49,10 +49,10 @@ def fit_vb(
     """
     fn = "fit_vb"
     K = n_components
-    check_fit_inputs(fn, x, K, cov_type, max_iter, tol, reg_covar)
+    check_fit_inputs(fn, x, K, cov_type, max_iter, tol, reg_covar, generator, init)
+    check_vb_priors(fn, x, cov_type, weight_concentration_prior_type, weight_concentration_prior, mean_precision_prior,
+                    mean_prior, degrees_of_freedom_prior, covariance_prior)
     e_backend, s_backend = step_backends(fn, backend)
-    if weight_concentration_prior_type not in ("dirichlet_process", "dirichlet_distribution"):
-        raise ValueError(f"{fn}: weight_concentration_prior_type must be 'dirichlet_process' or 'dirichlet_distribution'")
     batch, N, D = x.shape[:-2], x.shape[-2], x.shape[-1]
     B = math.prod(batch)
     dt = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -67,8 +67,6 @@ def fit_vb(
     m0 = (torch.zeros(B, D, dtype=dt, device=dev) if mean_prior is None
           else mean_prior.to(dt).expand(*batch, D).reshape(B, D) - shift[:, 0])
     dofp = float(D) if degrees_of_freedom_prior is None else float(degrees_of_freedom_prior)
-    if dofp <= D - 1:
-        raise ValueError(f"{fn}: degrees_of_freedom_prior must be > D - 1 = {D - 1}, got {dofp}")
     if covariance_prior is None:
         if full:
             covp = xc.transpose(1, 2) @ xc / max(N - 1, 1)  # np.cov (ddof=1)

@@ -13,7 +13,7 @@ Dtypes: float32 and float64. Not differentiable (a sampler).
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -40,7 +40,47 @@ def check_prior(fn: str, prior) -> GibbsPrior:
     for name in ("alpha", "kappa0", "a0", "b0"):
         V.number(fn, f"prior.{name}", getattr(prior, name), lo=0.0, lo_open=True,
                  what="a positive finite number (prior alpha, kappa0, a0, b0 must be positive)")
+    if prior.m0 is not None and (isinstance(prior.m0, (str, bytes)) or not isinstance(prior.m0, (Tensor, Sequence))):
+        raise TypeError(f"{fn}: argument 'prior.m0' must be None, a tensor or a sequence of D numbers, got "
+                        f"{type(prior.m0).__name__}")
     return prior
+
+
+def check_state(fn: str, x, logw, means, var, prior, names: Tuple[str, str, str, str] = ("x", "logw", "means", "var")):
+    """The checks of one sweep's inputs (``names``: how the message calls x, logw, means, var). Returns
+    (x [1 or C, N, D], m0 [D] in x's dtype and device)."""
+    nx, nl, nm, nv = names
+    V.tensors(fn, [(nx, x), (nl, logw), (nm, means), (nv, var)])
+    prior = check_prior(fn, prior)
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{fn}: argument '{nx}' must have shape [N, D] or [C, N, D], got {list(x.shape)}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{fn}: argument '{nx}' must be float32 or float64, got {x.dtype}")
+    if logw.dim() != 2:
+        raise ValueError(f"{fn}: argument '{nl}' must have shape [C, K], got {list(logw.shape)}")
+    C, K = logw.shape
+    D = x.shape[-1]
+    V.shape(fn, nm, means, (C, K, D), "[C, K, D]")
+    V.shape(fn, nv, var, (C, K, D), "[C, K, D]")
+    x = x if x.dim() == 3 else x.unsqueeze(0)
+    if x.shape[0] not in (1, C):
+        raise ValueError(f"{fn}: argument '{nx}' has {x.shape[0]} data sets but '{nl}' has C={C} chains")
+    m0 = prior.m0
+    if isinstance(m0, Tensor):
+        V.tensors(fn, [(nx, x), ("prior.m0", m0)], same_dtype=False)
+    try:
+        m0 = torch.zeros(D, dtype=x.dtype, device=x.device) if m0 is None else torch.as_tensor(
+            m0, dtype=x.dtype, device=x.device).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{fn}: argument 'prior.m0' must be a tensor or a sequence of D numbers ({e})") from None
+    if m0.numel() != D:
+        raise ValueError(f"{fn}: argument 'prior.m0' must have D={D} entries, got {m0.numel()}")
+    V.finite(fn, "prior.m0", m0)
+    V.finite(fn, nx, x)
+    V.log_weights(fn, nl, logw)
+    V.finite(fn, nm, means)
+    V.positive(fn, nv, var)
+    return x, m0
 
 
 def gibbs_sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, prior: GibbsPrior, *, seed: int, step: int,
@@ -49,28 +89,18 @@ def gibbs_sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, prior: Gibb
     means, var [C, K, D]. Returns (z [C, N] int32, logw, means, var). Same (seed, step) -> same draws.
     backend 'reference' uses torch's global generator instead of the counter-based streams."""
     fn = "gibbs_sweep"
-    V.tensors(fn, [("x", x), ("logw", logw), ("means", means), ("var", var)])
-    prior = check_prior(fn, prior)
-    seed = V.integer(fn, "seed", seed, lo=-(1 << 63), hi=(1 << 64) - 1)
+    x, m0 = check_state(fn, x, logw, means, var, prior)
+    seed = V.seed(fn, "seed", seed)
     step = V.integer(fn, "step", step, lo=0, hi=(1 << 32) - 1)
-    if x.dim() == 2:
-        x = x.unsqueeze(0)
-    if x.dim() != 3 or logw.dim() != 2 or means.dim() != 3:
-        raise ValueError(f"{fn}: expected x [N, D] or [C, N, D], logw [C, K], means/var [C, K, D]")
-    C, K = logw.shape
-    D = x.shape[-1]
-    V.shape(fn, "means", means, (C, K, D), "[C, K, D]")
-    V.shape(fn, "var", var, (C, K, D), "[C, K, D]")
-    if x.shape[0] not in (1, C):
-        raise ValueError(f"{fn}: argument 'x' has {x.shape[0]} data sets but logw has C={C} chains")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{fn}: float32 or float64 expected, got {x.dtype}")
-    m0 = prior.m0 if prior.m0 is not None else torch.zeros(D)
-    m0 = torch.as_tensor(m0, dtype=x.dtype, device=x.device).reshape(-1)
-    if m0.numel() != D:
-        raise ValueError(f"{fn}: argument 'prior.m0' must have D={D} entries, got {m0.numel()}")
     b = _dispatch.select(fn, "gibbs_sweep", backend, x.device, x.dtype)
-    if b == "reference":
+    return sweep(x, logw, means, var, m0, prior, seed, step, b)
+
+
+def sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, m0: Tensor, prior: GibbsPrior, seed: int, step: int,
+          backend: str):
+    """The sweep itself, on arguments already checked (x [1 or C, N, D], m0 [D], a resolved backend): what
+    :func:`gibbs_sweep` runs, and what ``gibbs`` calls every sweep after checking its inputs once."""
+    if backend == "reference":
         z, lw, mu, v = _ref.gibbs_sweep_ref(x, logw, means, var, m0, prior.alpha, prior.kappa0, prior.a0, prior.b0)
         return z.to(torch.int32), lw, mu, v
     seed = ((seed + (1 << 63)) % (1 << 64)) - (1 << 63)  # the same 64 bits as a signed int64

@@ -54,6 +54,28 @@ def _check(fn: str, r, u, s) -> tuple[int, int]:
     return L, d
 
 
+def _check_hypernet(fn: str, h, z, w_in, b_in, p, q, s, w_out, b_out) -> tuple[int, int]:
+    """Checks of :func:`hypernet_adapter`'s arguments; returns (L, d_z)."""
+    V.tensors(fn, [("h", h), ("z", z), ("w_in", w_in), ("b_in", b_in), ("p", p), ("q", q), ("s", s), ("w_out", w_out),
+                   ("b_out", b_out)])
+    if h.dim() < 2:
+        raise ValueError(f"{fn}: argument 'h' must have shape [B, C_h, *spatial], got {list(h.shape)}")
+    if z.dim() != h.dim() or z.shape[0] != h.shape[0] or z.shape[2:] != h.shape[2:]:
+        want = f"[{h.shape[0]}, d_z{''.join(f', {n}' for n in h.shape[2:])}]"
+        raise ValueError(f"{fn}: argument 'z' must have shape [B, d_z, *spatial] = {want} to match 'h' "
+                         f"{list(h.shape)}, got {list(z.shape)}")
+    Ch, dz = h.shape[1], z.shape[1]
+    if p.dim() != 3:
+        raise ValueError(f"{fn}: argument 'p' must have shape [L, d_z, d_z] = [L, {dz}, {dz}], got {list(p.shape)}")
+    L = p.shape[0]
+    for name, t, want, layout in (("p", p, (L, dz, dz), "[L, d_z, d_z]"), ("q", q, (L, dz), "[L, d_z]"),
+                                  ("s", s, (L,), "[L]"), ("w_in", w_in, (dz, Ch), "[d_z, C_h]"),
+                                  ("b_in", b_in, (dz,), "[d_z]"), ("w_out", w_out, (Ch, dz), "[C_h, d_z]"),
+                                  ("b_out", b_out, (Ch,), "[C_h]")):
+        V.shape(fn, name, t, want, layout)
+    return L, dz
+
+
 def lowrank_adapter(r: Tensor, u: Tensor, s: Tensor, *, backend: str = "auto") -> Tensor:
     """r -> W_L ( ... (W_1 r)) with W_l = u_l u_l^T + softplus(s_l) I, never forming W_l.
 
@@ -93,13 +115,8 @@ def hypernet_adapter(h: Tensor, z: Tensor, w_in: Tensor, b_in: Tensor, p: Tensor
     b_out [C_h]. The per-layer maps run as one GEMM; the chain is :func:`lowrank_adapter`.
     """
     fn = "hypernet_adapter"
-    if h.dim() < 2 or z.dim() != h.dim() or z.shape[0] != h.shape[0] or z.shape[2:] != h.shape[2:]:
-        raise ValueError(f"{fn}: 'h' [B, C_h, ...] and 'z' [B, d_z, ...] must share batch and spatial sizes, got "
-                         f"{tuple(h.shape)} and {tuple(z.shape)}")
-    L, dz = p.shape[0], z.shape[1]
-    if p.shape != (L, dz, dz) or q.shape != (L, dz) or s.shape != (L,):
-        raise ValueError(f"{fn}: expected p [L, d_z, d_z], q [L, d_z], s [L] with d_z={dz}, got {tuple(p.shape)}, "
-                         f"{tuple(q.shape)}, {tuple(s.shape)}")
+    L, dz = _check_hypernet(fn, h, z, w_in, b_in, p, q, s, w_out, b_out)
+    V.choice(fn, "backend", backend, ADAPTER_BACKENDS)
     perm = (0, *range(2, h.dim()), 1)
     hp = h.permute(perm)
     zp = z.permute(perm)

@@ -96,12 +96,11 @@ def test_resume_is_bit_identical(tmp_path, arch):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(batch_size=0), "batch_size"),
-    (dict(optimizer="sgd"), "optimizer"),
-    (dict(lr=-1.0), "lr"),
-    (dict(ema_decay=1.0), "ema_decay"),
-    (dict(steps=2.5), "steps must be an int"),
-    (dict(grad_clip=-1.0), "grad_clip"),
+    (dict(batch_size=0), "TrainConfig: argument 'batch_size' must be an int >= 1, got 0"),
+    (dict(optimizer="sgd"), "TrainConfig: argument 'optimizer' must be one of"),
+    (dict(lr=-1.0), "TrainConfig: argument 'lr' must be a finite number > 0, got -1.0"),
+    (dict(ema_decay=1.0), r"TrainConfig: argument 'ema_decay' must be a finite number in \[0, 1\), got 1.0"),
+    (dict(grad_clip=-1.0), "TrainConfig: argument 'grad_clip' must be None or a finite number >= 0"),
 ])
 def test_bad_train_config(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -109,9 +108,11 @@ def test_bad_train_config(kw, match):
 
 
 def test_bad_trainer_args():
+    with pytest.raises(TypeError, match="TrainConfig: argument 'steps' must be an int >= 0, got 2.5"):
+        TrainConfig(steps=2.5).validate()
     with pytest.raises(ValueError, match="unknown keys"):
         TrainConfig.from_dict({"stepz": 3})
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(ValueError, match="Trainer: argument 'labels' is None, but config.conditional=True needs labels"):
         Trainer(_mlp(), make_schedule("linear", 10), torch.zeros(10, 2), TrainConfig(conditional=True))
     with pytest.raises(ValueError, match="not a gmmkernels diffusion checkpoint"):
         Trainer(_mlp(), make_schedule("linear", 10), torch.zeros(10, 2)).load_state_dict({"x": 1})

@@ -66,11 +66,11 @@ def test_per_chain_data_and_errors():
     x = torch.randn(3, 20, 2)
     r = gibbs(x, 2, n_chains=3, n_sweeps=2, seed=0)
     assert r.means.shape == (3, 2, 2) and r.z.shape == (3, 20) and r.z.dtype == torch.int32
-    with pytest.raises(ValueError, match="gibbs: x has 3 data sets but n_chains=4"):
+    with pytest.raises(ValueError, match="gibbs: argument 'x' has 3 data sets but n_chains=4"):
         gibbs(x, 2, n_chains=4)
-    with pytest.raises(ValueError, match="gibbs: prior alpha"):
+    with pytest.raises(ValueError, match=r"gibbs: argument 'prior.alpha' must be a positive finite number \(prior alpha"):
         gibbs(x[0], 2, prior=GibbsPrior(alpha=0.0))
-    with pytest.raises(ValueError, match="exceeds the number of points"):
+    with pytest.raises(ValueError, match="gibbs: n_components=25 exceeds the number of points N=20"):
         gibbs(x[0], 25)
     with pytest.raises(RuntimeError, match="gibbs_sweep: means must be"):
         torch.ops.gmmkernels.gibbs_sweep(x[:1], torch.zeros(2, 2), torch.zeros(2, 3, 2), torch.ones(2, 3, 2), torch.zeros(2),
