@@ -104,9 +104,13 @@ def nonnegative(fn: str, name: str, t: Tensor) -> None:
         raise ValueError(f"{fn}: argument '{name}' must be non-negative and finite")
 
 
-def nonzero(fn: str, name: str, t: Tensor) -> None:
-    """Value check: no entry of ``t`` is 0."""
-    if values_enabled() and _has_data(t) and bool((t == 0).any()):
+def nonzero(fn: str, name: str, t) -> None:
+    """No entry of ``t`` is 0: a value check for a tensor, always checked for a Python number."""
+    if isinstance(t, Tensor):
+        bad = values_enabled() and _has_data(t) and bool((t == 0).any())
+    else:
+        bad = float(t) == 0
+    if bad:
         raise ValueError(f"{fn}: argument '{name}' must be non-zero")
 
 

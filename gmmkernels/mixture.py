@@ -173,7 +173,7 @@ class GaussianMixture(nn.Module):
     def _coef(self, fn: str, name: str, c: Scalar, *, nonneg: bool = False) -> Tensor:
         """A scalar or a tensor that broadcasts to batch_shape, finite (and >= 0 when ``nonneg``), as a tensor."""
         if isinstance(c, Tensor):
-            V.tensors(fn, [(name, c), ("means", self.means)], same_dtype=False)
+            V.tensor(fn, name, c, floating=False)
             ok = c.dim() <= len(self.batch_shape)
             try:
                 torch.broadcast_shapes(c.shape, self.batch_shape)
@@ -182,14 +182,19 @@ class GaussianMixture(nn.Module):
             if not ok:
                 raise ValueError(f"{fn}: argument '{name}' must be a scalar or broadcast to batch_shape "
                                  f"{tuple(self.batch_shape)}, got shape {tuple(c.shape)}")
+            c = c.to(device=self.means.device, dtype=self.means.dtype)  # e.g. a schedule's float64 CPU tensor
             (V.nonnegative if nonneg else V.finite)(fn, name, c)
-            return c.to(self.means.dtype)
+            return c
         V.number(fn, name, c, lo=0.0 if nonneg else None)
         return torch.tensor(float(c), dtype=self.means.dtype, device=self.means.device)
 
     def _alpha_sigma(self, fn: str, alpha: Scalar, sigma: Scalar):
         a, s = self._coef(fn, "alpha", alpha), self._coef(fn, "sigma", sigma, nonneg=True)
-        if V.values_enabled() and V.has_data(a) and V.has_data(s) and bool(((a == 0) & (s == 0)).any()):
+        if isinstance(alpha, Tensor) or isinstance(sigma, Tensor):  # a value check (reads tensor data)
+            both_zero = V.values_enabled() and V.has_data(a) and V.has_data(s) and bool(((a == 0) & (s == 0)).any())
+        else:  # Python numbers: no tensor read
+            both_zero = float(alpha) == 0 and float(sigma) == 0
+        if both_zero:
             raise ValueError(f"{fn}: arguments 'alpha' and 'sigma' are both 0 (the noised law would be a point mass)")
         return a, s
 
@@ -232,7 +237,7 @@ class GaussianMixture(nn.Module):
         fn = "GaussianMixture.posterior_mean"
         x_t = V.points(fn, "x_t", x_t, self.means, self.D)
         a, s = self._alpha_sigma(fn, alpha, sigma)
-        V.nonzero(fn, "alpha", a)
+        V.nonzero(fn, "alpha", alpha if not isinstance(alpha, Tensor) else a)
         return (x_t + (s**2)[..., None, None] * self._noised(fn, alpha, sigma).score(x_t, **kw)) / a[..., None, None]
 
     def posterior_components(self, x_t: Tensor, alpha: Scalar, sigma: Scalar, **kw):

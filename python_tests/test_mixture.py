@@ -182,6 +182,25 @@ def test_meta_device_traces_shapes():
     assert m.posterior_mean(x, a, a, backend="reference").shape == (4, 2)
     assert m.eps(x, 0.0, a, backend="reference").shape == (4, 2)
     assert m.sample((5,)).shape == (5, 2)
+    # Python numbers are checked as numbers, so a point mass or alpha = 0 is refused even on meta tensors
+    with pytest.raises(ValueError, match=r"GaussianMixture\.posterior_mean: argument 'alpha' must be non-zero"):
+        m.posterior_mean(x, 0.0, 0.5, backend="reference")
+    with pytest.raises(ValueError, match=r"GaussianMixture\.noised: arguments 'alpha' and 'sigma' are both 0"):
+        m.noised(0.0, 0)
+
+
+def test_schedule_coefficients_take_the_mixture_dtype():
+    """A float64 (or integer) coefficient tensor, as a schedule stores them, works with a float32 mixture."""
+    _, logits, means, scale = make_mixture("diag", (2,), 1, 3, 2, seed=6)
+    m = GaussianMixture(logits.float(), means.float(), scale.float())
+    x = torch.randn(2, 5, 2)
+    alpha = torch.tensor([0.6, 0.8], dtype=torch.float64)
+    out = m.posterior_mean(x, alpha, (1 - alpha**2).sqrt(), backend="reference")
+    assert out.dtype == torch.float32
+    ref = torch.stack([m.posterior_mean(x, float(a), float((1 - a**2).sqrt()), backend="reference")[i]
+                       for i, a in enumerate(alpha)])
+    torch.testing.assert_close(out, ref)
+    assert m.noised(torch.tensor(1), 0.0).means.dtype == torch.float32
 
 
 def test_bad_construction():
