@@ -46,11 +46,31 @@ def _cuda_decision(torch, cuda_home):
     return True, "CPU+CUDA"
 
 
+# setup.py commands that compile; the others (egg_info, dist_info, sdist, ...) only describe or package the sources
+# and need no torch (the sdist takes csrc/ from MANIFEST.in)
+_BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install", "bdist_egg"}
+
+_NO_TORCH = """gmmkernels: torch is not importable here, and the extension must be compiled against the torch it will run with.
+Install torch first, then build without pip's build isolation (an isolated build would download another torch):
+    CPU machine:  pip install torch  (the CPU build), then  pip install --no-build-isolation .
+    GPU machine:  pip install torch  (a CUDA build matching your toolkit), then  pip install --no-build-isolation .
+Pure-Python install (reference and Triton backends only):  GMMKERNELS_NO_EXTENSION=1 pip install ."""
+
+
+def _metadata_only() -> bool:
+    return not _BUILD_COMMANDS.intersection(sys.argv[1:])
+
+
 def get_extensions():
     if _flag("GMMKERNELS_NO_EXTENSION"):
         _say("building no native extension (GMMKERNELS_NO_EXTENSION=1): reference and Triton backends only")
         return [], {}
-    import torch
+    try:
+        import torch
+    except ImportError:
+        if _metadata_only():
+            return [], {}
+        sys.exit(_NO_TORCH)
     from torch.utils import cpp_extension
 
     build_cuda, reason = _cuda_decision(torch, cpp_extension.CUDA_HOME)
@@ -88,10 +108,14 @@ def get_extensions():
     clash = sorted({s for s in stems if stems.count(s) > 1})
     if clash:
         raise RuntimeError(f"gmmkernels: sources that would share an object file: {clash}")
-    _say(f"building {reason}" + (" [debug]" if debug else ""))
+    if _metadata_only():
+        return [], {}
+    _say(f"building {reason} against torch {torch.__version__} ({len(srcs)} files)" + (" [debug]" if debug else ""))
     ext = Ext(
         "gmmkernels._C",
         srcs,
+        # setuptools rebuilds only when a listed file is newer than the library: list the headers too
+        depends=sorted(glob.glob("csrc/include/**/*.h", recursive=True)),
         include_dirs=[os.path.join(here, "csrc", "include")],
         define_macros=macros,
         extra_compile_args=args,

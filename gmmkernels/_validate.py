@@ -54,6 +54,9 @@ def _has_data(t: Tensor) -> bool:
     return t.numel() > 0 and t.device.type != "meta"
 
 
+has_data = _has_data
+
+
 # ----------------------------------------------------------------------------------------------------------
 # tensors
 
@@ -93,6 +96,31 @@ def positive(fn: str, name: str, t: Tensor) -> None:
     """Value check: every entry of ``t`` is positive and finite."""
     if values_enabled() and _has_data(t) and not bool(((t > 0) & torch.isfinite(t)).all()):
         raise ValueError(f"{fn}: argument '{name}' must be positive and finite")
+
+
+def nonnegative(fn: str, name: str, t: Tensor) -> None:
+    """Value check: every entry of ``t`` is >= 0 and finite."""
+    if values_enabled() and _has_data(t) and not bool(((t >= 0) & torch.isfinite(t)).all()):
+        raise ValueError(f"{fn}: argument '{name}' must be non-negative and finite")
+
+
+def nonzero(fn: str, name: str, t) -> None:
+    """No entry of ``t`` is 0: a value check for a tensor, always checked for a Python number."""
+    if isinstance(t, Tensor):
+        bad = values_enabled() and _has_data(t) and bool((t == 0).any())
+    else:
+        bad = float(t) == 0
+    if bad:
+        raise ValueError(f"{fn}: argument '{name}' must be non-zero")
+
+
+def points(fn: str, name: str, x, like: Tensor, D: int) -> Tensor:
+    """Structural check of points ``x`` [..., N, D] for a mixture whose parameters look like ``like``: a
+    floating-point tensor on its device and of its dtype, with at least two dimensions and D in the last."""
+    tensors(fn, [(name, x), ("means", like)])
+    if x.dim() < 2 or x.shape[-1] != D:
+        raise ValueError(f"{fn}: argument '{name}' must have shape [..., N, D={D}], got {tuple(x.shape)}")
+    return x
 
 
 def shape(fn: str, name: str, t: Tensor, want: Sequence[int], what: Optional[str] = None) -> None:
@@ -250,12 +278,6 @@ def log_weights(fn: str, name: str, t: Tensor) -> None:
         raise ValueError(f"{fn}: argument '{name}' contains +inf")
     if bool(torch.isneginf(t).all(-1).any()):
         raise ValueError(f"{fn}: argument '{name}' gives some mixture no component with positive weight (all -inf)")
-
-
-def nonnegative(fn: str, name: str, t: Tensor) -> None:
-    """Value check: every entry of ``t`` is >= 0 and finite."""
-    if values_enabled() and _has_data(t) and not bool(((t >= 0) & torch.isfinite(t)).all()):
-        raise ValueError(f"{fn}: argument '{name}' must be non-negative and finite")
 
 
 def spd(fn: str, name: str, t: Tensor) -> None:

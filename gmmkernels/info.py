@@ -36,6 +36,7 @@ def collect() -> dict:
         "native_extension": _backend.HAS_C,
         "native_extension_error": None if _backend.HAS_C else str(_backend.C_IMPORT_ERROR),
         "build": _backend.build_info(),
+        "build_problem": _backend.LOAD_PROBLEM,
         "cpu_threads": torch.get_num_threads(),
         "devices": {d: (torch.cuda.get_device_name(int(d.split(":")[1])) if d.startswith("cuda") else platform.processor() or "cpu") for d in devices},
         "ops": {},
@@ -69,6 +70,8 @@ def render(info: dict) -> str:
         lines.append(f"native     built ({cuda}; openmp={b.get('openmp')}; cpu simd={b.get('cpu_simd')}; torch {b.get('torch_version_built')})")
     else:
         lines.append(f"native     NOT built: {info['native_extension_error']}")
+    if info.get("build_problem"):
+        lines.append(f"WARNING    {info['build_problem']}")
     lines.append(f"threads    {info['cpu_threads']}")
     for d, name in info["devices"].items():
         lines.append(f"device     {d}: {name}")
