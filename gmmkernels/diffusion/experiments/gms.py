@@ -435,7 +435,9 @@ def _plot_contrasts(ax, contrasts: List[Dict], metric: str, title: str, unit: st
             ys.append(c["mean"] * r)
             lo.append((c["mean"] - ci[0]) * r)
             hi.append((ci[1] - c["mean"]) * r)
-        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", ms=4, capsize=3, color=COLORS[a], label=f"{a} - {b}")
+        hollow = b == "gms_merged"  # gms - gms_merged shares the arm's colour with gms - sn_ddpm
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="s" if hollow else "o", ms=4, capsize=3, color=COLORS[a],
+                    mfc="white" if hollow else COLORS[a], label=f"{a} - {b}")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xticks(range(len(Ks)))
     ax.set_xticklabels([f"K={K}" for K in Ks])
