@@ -173,52 +173,168 @@ def ssim(x: Tensor, ref: Tensor, data_range: float = 2.0, win: int = 3) -> Tenso
     return s.flatten(1).mean(-1)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# paired comparisons and noise floors
+# -- paired comparisons and noise floors -------------------------------------------------------------
 
-# two-sided 95% quantiles t_{0.975, df} of Student's t, df = 1..30 (standard tables)
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+def _t_abs_cdf(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with an integer ``df`` >= 1, by the finite series of Abramowitz & Stegun
+    26.7.3 / 26.7.4 in theta = atan(t / sqrt(df)) (exact up to rounding)."""
+    th = math.atan(t / math.sqrt(df))
+    s, c = math.sin(th), math.cos(th)
+    if df % 2:  # odd: (2/pi) (theta + sin(theta) [cos + (2/3) cos^3 + ... + (2.4...(df-3))/(3.5...(df-2)) cos^(df-2)])
+        acc = term = c if df > 1 else 0.0
+        for k in range(3, df - 1, 2):
+            term *= c * c * (k - 1) / k
+            acc += term
+        return 2.0 / math.pi * (th + s * acc)
+    acc = term = 1.0  # even: sin(theta) [1 + (1/2) cos^2 + (1.3)/(2.4) cos^4 + ... + cos^(df-2) term]
+    for k in range(2, df - 1, 2):
+        term *= c * c * (k - 1) / k
+        acc += term
+    return s * acc
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (integer >= 1, 0 < p < 1), by bisection on the
+    exact CDF to 1e-12 (e.g. t_quantile(0.975, 2) = 4.3027)."""
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"t_quantile: argument 'df' must be an int >= 1, got {df!r}")
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"t_quantile: argument 'p' must lie in (0, 1), got {p!r}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    target = 2.0 * p - 1.0
+    lo, hi = 0.0, 1.0
+    while _t_abs_cdf(hi, df) < target:
+        hi *= 2.0
+    while hi - lo > 1e-12 * max(1.0, hi):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _t_abs_cdf(mid, df) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def paired_difference(a, b, units=None, level: float = 0.95) -> Dict:
+    """Summary of the paired differences d_i = a_i - b_i, where pair i ran both arms on the same random numbers.
+
+    ``units`` (optional, one label per pair, e.g. the training seed of the model both arms sampled from): the
+    differences are averaged within each unit first, and the statistics are taken over the unit means, so the
+    interval speaks for new units (new training runs), not only for new sampler seeds of the same models.
+    Returns ``n`` (units), ``n_pairs``, ``mean``, ``se`` (sd / sqrt(n)), ``ci`` (the two-sided Student-t interval at
+    ``level``; NaN when n < 2), ``excludes_zero``, ``n_below`` / ``n_above`` (units with a mean difference < 0 / > 0)
+    and ``per_unit`` (the unit means, in the order the units first appear)."""
+    a = [float(v) for v in a]
+    b = [float(v) for v in b]
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference: arguments 'a' and 'b' must be non-empty and of one length, got "
+                         f"{len(a)} and {len(b)}")
+    d = [x - y for x, y in zip(a, b)]
+    if units is None:
+        per = d
+    else:
+        units = list(units)
+        if len(units) != len(d):
+            raise ValueError(f"paired_difference: argument 'units' must hold one label per pair ({len(d)}), got "
+                             f"{len(units)}")
+        groups: Dict = {}
+        for u, v in zip(units, d):
+            groups.setdefault(u, []).append(v)
+        per = [sum(v) / len(v) for v in groups.values()]
+    n = len(per)
+    mean = sum(per) / n
+    nan = float("nan")
+    if n > 1:
+        se = math.sqrt(sum((v - mean) ** 2 for v in per) / (n - 1) / n)
+        h = t_quantile(0.5 + level / 2.0, n - 1) * se
+        ci = [mean - h, mean + h]
+    else:
+        se, ci = nan, [nan, nan]
+    return {"n": n, "n_pairs": len(d), "mean": mean, "se": se, "ci": ci, "level": level,
+            "excludes_zero": bool(n > 1 and (ci[0] > 0 or ci[1] < 0)),
+            "n_below": sum(v < 0 for v in per), "n_above": sum(v > 0 for v in per), "per_unit": per}
+
+
+def paired_verdict(d: Dict, lower_is_better: bool = True, tol: float = 0.0) -> str:
+    """'better' / 'worse' (the first arm against the second) when the interval of a :func:`paired_difference`
+    excludes zero and the mean difference exceeds ``tol`` in size (the metric's resolution, e.g. a small fraction of
+    its noise floor: common random numbers make even rounding-level differences significant); 'no difference'
+    otherwise; 'inconclusive (one unit)' with a single unit."""
+    if d["n"] < 2:
+        return "inconclusive (one unit)"
+    if not d["excludes_zero"] or abs(d["mean"]) <= tol:
+        return "no difference"
+    return "better" if (d["mean"] < 0) == lower_is_better else "worse"
+
+
+def paired_contrast(a, b, units=None, floor: Optional[float] = None, lower_is_better: bool = True,
+                    resolution: float = 1e-3) -> Dict:
+    """:func:`paired_difference` of a - b plus what a table needs: the largest |a_i - b_i| over the pairs, |mean| as a
+    fraction of the metric's noise ``floor`` (when given and non-zero) and the :func:`paired_verdict`, with a
+    resolution of ``resolution`` x ``floor``."""
+    d = paired_difference(a, b, units=units)
+    d["max_abs_pair_difference"] = max(abs(float(x) - float(y)) for x, y in zip(a, b))
+    d["fraction_of_floor"] = abs(d["mean"]) / floor if floor else float("nan")
+    d["verdict"] = paired_verdict(d, lower_is_better, tol=resolution * abs(floor or 0.0))
+    return d
+
+
+def format_paired(d: Dict, fmt: str = ".3f") -> str:
+    """'-1.76 +- 0.09 [95% CI -1.96, -1.56], 8/8 below 0' for a :func:`paired_difference`."""
+    agree = max(d["n_below"], d["n_above"])
+    side = "below" if d["n_below"] >= d["n_above"] else "above"
+    return (f"{d['mean']:+{fmt}} +- {d['se']:{fmt}} [{100 * d['level']:.0f}% CI {d['ci'][0]:+{fmt}}, "
+            f"{d['ci'][1]:+{fmt}}], {agree}/{d['n']} {side} 0")
+
+
+def real_split_floor(data: Tensor, metric, n_splits: int = 8, seed: int = 0, n: Optional[int] = None) -> Dict:
+    """A metric's own noise floor on a finite real data set: ``metric(A, B)`` for ``n_splits`` random splits of
+    ``data`` into two disjoint parts A and B (sizes n and len(data) - n; default halves), i.e. the value the metric
+    gives two independent samples of real data. Returns mean, sd and the values."""
+    N = data.shape[0]
+    n = N // 2 if n is None else int(n)
+    if not 1 < n < N - 1:
+        raise ValueError(f"real_split_floor: argument 'n' must leave at least two points on each side of {N}, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    vals = []
+    for _ in range(n_splits):
+        p = torch.randperm(N, generator=g)
+        vals.append(float(metric(data[p[:n]], data[p[n:]])))
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+    return {"mean": m, "sd": sd, "values": vals, "n": n, "n_rest": N - n}
+
+
+def pixel_fd(x: Tensor, reference: Tensor) -> float:
+    """Frechet distance between two samples in pixel space (each flattened to [N, D])."""
+    return frechet_distance(*gaussian_stats(_flat(x)), *gaussian_stats(_flat(reference)))
 
 
 def t_quantile_975(df: int) -> float:
-    """t_{0.975, df}: the table for df <= 30, beyond it the Cornish-Fisher expansion around 1.95996 (error < 1e-3)."""
-    if df < 1:
-        raise ValueError(f"t_quantile_975: argument 'df' must be >= 1, got {df}")
-    if df <= 30:
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df)
+    """t_{0.975, df}, the factor of a two-sided 95% Student-t interval (:func:`t_quantile`)."""
+    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
+        raise ValueError(f"t_quantile_975: argument 'df' must be >= 1, got {df!r}")
+    return t_quantile(0.975, df)
 
 
 def paired_stats(a, b, higher_better: bool = False) -> Dict:
     """Paired comparison of arm ``a`` against arm ``b`` over matched units (training seeds, sampler seeds, images):
-    d = a - b per unit. Returns n, the means of both arms, ``diff`` (mean d), ``se`` (its standard error),
-    ``ci95`` (Student-t interval of the mean difference), ``a_better`` (units where a beats b; ties count for
-    neither), ``excludes_zero`` (the interval does not contain 0) and ``a_wins`` (it excludes 0 on a's side).
-    With one unit the standard error and interval are NaN and nothing is significant."""
+    d = a - b per unit (:func:`paired_difference`). Returns n, the means of both arms, ``diff`` (mean d), ``se`` (its
+    standard error), ``ci95`` (Student-t interval of the mean difference), ``a_better`` (units where a beats b; ties
+    count for neither), ``excludes_zero`` (the interval does not contain 0) and ``a_wins`` (it excludes 0 on a's
+    side). With one unit the standard error and interval are NaN and nothing is significant."""
     a = torch.as_tensor(a, dtype=torch.float64).flatten()
     b = torch.as_tensor(b, dtype=torch.float64).flatten()
     if a.shape != b.shape or a.numel() == 0:
         raise ValueError(f"paired_stats: arguments 'a' and 'b' must hold the same number (>= 1) of paired values, "
                          f"got {a.numel()} and {b.numel()}")
-    d = a - b
-    n = d.numel()
-    mean = float(d.mean())
-    if n > 1:
-        se = float(d.std(unbiased=True) / math.sqrt(n))
-        h = t_quantile_975(n - 1) * se
-        lo, hi = mean - h, mean + h
-    else:
-        se = lo = hi = float("nan")
-    better = (d > 0) if higher_better else (d < 0)
-    excl = bool(n > 1 and (lo > 0 or hi < 0))
+    d = paired_difference(a.tolist(), b.tolist())
+    lo, hi = d["ci"]
+    excl = d["excludes_zero"]
     wins = bool(excl and ((lo > 0) if higher_better else (hi < 0)))
-    return {"n": n, "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": mean, "se": se, "ci95": [lo, hi],
-            "a_better": int(better.sum()), "excludes_zero": excl, "a_wins": wins, "higher_better": bool(higher_better)}
+    return {"n": d["n"], "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": d["mean"], "se": d["se"],
+            "ci95": [lo, hi], "a_better": d["n_above"] if higher_better else d["n_below"], "excludes_zero": excl,
+            "a_wins": wins, "higher_better": bool(higher_better)}
 
 
-def format_paired(p: Dict, fmt: str = ".3g") -> str:
+def format_paired_stats(p: Dict, fmt: str = ".3g") -> str:
     """One line of :func:`paired_stats`: 'a vs b: diff ± se (95% [lo, hi]), a better on k/n'."""
     return (f"{p['mean_a']:{fmt}} vs {p['mean_b']:{fmt}}: diff {p['diff']:+{fmt}} ± {p['se']:{fmt}} "
             f"(95% [{p['ci95'][0]:{fmt}}, {p['ci95'][1]:{fmt}}]), better on {p['a_better']}/{p['n']}")

@@ -115,8 +115,8 @@ def test_paired_stats_against_the_t_interval():
     assert not r["excludes_zero"] and r["a_better"] == 1
     one = M.paired_stats([1.0], [2.0])
     assert math.isnan(one["se"]) and not one["excludes_zero"]
-    assert "better on 4/4" in M.format_paired(p)
-    assert M.t_quantile_975(1) == 12.706 and M.t_quantile_975(200) == pytest.approx(1.972, abs=1e-3)
+    assert "better on 4/4" in M.format_paired_stats(p)
+    assert M.t_quantile_975(1) == pytest.approx(12.706, abs=1e-3) and M.t_quantile_975(200) == pytest.approx(1.972, abs=1e-3)
     assert M.t_quantile_975(31) == pytest.approx(2.040, abs=1e-3)
     with pytest.raises(ValueError, match="paired_stats: arguments 'a' and 'b'"):
         M.paired_stats([1.0, 2.0], [1.0])
@@ -131,3 +131,67 @@ def test_digits_fd_floor_shrinks_with_n():
     assert big["mean"] < small["mean"]
     with pytest.raises(ValueError, match="digits_fd_floor: argument 'n'"):
         M.digits_fd_floor(1)
+
+
+# -- paired comparisons and noise floors
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 10, 30, 200])
+def test_t_quantile_matches_scipy(df):
+    stats = pytest.importorskip("scipy.stats")
+    for p in (0.5, 0.6, 0.9, 0.975, 0.9995, 0.025):
+        assert M.t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-9, abs=1e-12)
+
+
+def test_t_quantile_bad_arguments():
+    with pytest.raises(ValueError, match="t_quantile: argument 'df'"):
+        M.t_quantile(0.9, 0)
+    with pytest.raises(ValueError, match="t_quantile: argument 'p'"):
+        M.t_quantile(1.0, 3)
+
+
+def test_paired_difference_pairs_and_units():
+    a = [1.0, 2.0, 3.5, 4.0]
+    b = [1.5, 2.5, 3.0, 5.0]
+    d = M.paired_difference(a, b)
+    diffs = [-0.5, -0.5, 0.5, -1.0]
+    m = sum(diffs) / 4
+    se = math.sqrt(sum((v - m) ** 2 for v in diffs) / 3 / 4)
+    assert d["n"] == d["n_pairs"] == 4 and d["mean"] == pytest.approx(m) and d["se"] == pytest.approx(se)
+    h = M.t_quantile(0.975, 3) * se
+    assert d["ci"] == pytest.approx([m - h, m + h]) and not d["excludes_zero"]
+    assert (d["n_below"], d["n_above"]) == (3, 1)
+    # units: the differences are averaged per unit and the interval is over the unit means
+    du = M.paired_difference(a, b, units=["s0", "s0", "s1", "s1"])
+    assert du["n"] == 2 and du["n_pairs"] == 4 and du["per_unit"] == pytest.approx([-0.5, -0.25])
+    assert du["se"] == pytest.approx(0.125) and du["ci"][1] - du["ci"][0] == pytest.approx(2 * 12.7062047 * 0.125)
+    one = M.paired_difference([1.0], [0.0])
+    assert one["n"] == 1 and math.isnan(one["se"]) and M.paired_verdict(one) == "inconclusive (one unit)"
+    with pytest.raises(ValueError, match="paired_difference: arguments 'a' and 'b'"):
+        M.paired_difference([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="paired_difference: argument 'units'"):
+        M.paired_difference([1.0, 2.0], [1.0, 2.0], units=[0])
+
+
+def test_paired_verdict_needs_the_interval_and_the_resolution():
+    shift = M.paired_difference([0.9, 1.9, 2.95, 3.9], [1.0, 2.0, 3.0, 4.0])  # all lower, tight
+    assert shift["excludes_zero"] and M.paired_verdict(shift) == "better"
+    assert M.paired_verdict(shift, lower_is_better=False) == "worse"
+    assert M.paired_verdict(shift, tol=0.5) == "no difference"  # below the metric's resolution
+    noisy = M.paired_difference([0.0, 2.0, -1.0, 1.5], [1.0, 1.0, 0.0, 1.0])
+    assert not noisy["excludes_zero"] and M.paired_verdict(noisy) == "no difference"
+    assert M.format_paired(shift, ".2f").startswith("-0.09 +- 0.01 [95% CI -0.") and "4/4 below 0" in \
+        M.format_paired(shift, ".2f")
+
+
+def test_real_split_floor_and_pixel_fd():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 3, generator=g, dtype=F64)
+    f = M.real_split_floor(x, lambda a, b: float(a.mean() - b.mean()), n_splits=5, seed=1)
+    assert f["n"] == 200 and f["n_rest"] == 200 and len(f["values"]) == 5
+    assert len(set(f["values"])) == 5 and abs(f["mean"]) < 0.2  # different splits, centred on 0
+    assert M.real_split_floor(x, lambda a, b: len(a) + 0.0, n_splits=2, n=100)["values"] == [100.0, 100.0]
+    with pytest.raises(ValueError, match="real_split_floor: argument 'n'"):
+        M.real_split_floor(x, lambda a, b: 0.0, n=399)
+    # pixel FD of a shifted copy: |shift|^2
+    assert M.pixel_fd(x, x + 0.5) == pytest.approx(3 * 0.25, abs=1e-9)

@@ -163,18 +163,84 @@ def test_short_training_lowers_loss():
     assert 0 <= m_["within_2sigma"] <= 1 and m_["n_modes"] == 49
 
 
-def test_toy_metrics_count_diverged_samples():
+def test_toy_metrics_clamp_and_count_escaped_samples():
+    """A few samples far out must not dominate: they count in the escaped fraction and, clamped to twice the data's
+    extent, in the sliced W1 and the mode statistics; a NaN sample goes to the box's corner."""
     from gmmkernels.diffusion.data import get_dataset
 
     ds = get_dataset("grid7x7", n=2000, seed=0)
     x = ds.x[:400].clone()
     clean = SX._toy_metrics(x, ds)
-    assert clean["diverged_fraction"] == 0.0
+    assert clean["escaped_fraction"] == 0.0 and clean["max_abs_over_extent"] <= 1.0
     x[:10] = float("nan")
     x[10:20] = 1e6
     m = SX._toy_metrics(x, ds)
-    assert m["diverged_fraction"] == pytest.approx(20 / 400)
-    assert math.isfinite(m["sliced_w1"]) and m["sliced_w1"] < 0.5
+    assert m["escaped_fraction"] == pytest.approx(20 / 400)
+    assert math.isfinite(m["sliced_w1"]) and clean["sliced_w1"] < m["sliced_w1"] < clean["sliced_w1"] + 0.5
+    assert m["within_2sigma"] == pytest.approx(clean["within_2sigma"] * 380 / 400, abs=0.03)
+    y = ds.x[:400].clone()
+    y[:20] = 1e3  # the same 20 escaped samples 1000x nearer give the same clamped metrics
+    assert SX._toy_metrics(y, ds)["sliced_w1"] == pytest.approx(m["sliced_w1"])
+
+
+def test_arms_share_x_T_and_step_noise():
+    """Common random numbers: a vanilla network and an SMD network that ignores its latent (zero adapter outputs,
+    same core weights) give identical samples for one seed, whether the latent is fresh or held at zero; an SMD
+    network that uses its latent does not, and another seed gives other samples."""
+    vanilla, smd = _pair((2,), T=10)
+    kw = dict(method="ddpm", generator=None)
+    a = S.sample(vanilla, 300, **{**kw, "generator": torch.Generator().manual_seed(5)})
+    for latent in ("fresh", "zero"):
+        b = S.sample(smd, 300, latent=latent, **{**kw, "generator": torch.Generator().manual_seed(5)})
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    assert (S.sample(vanilla, 300, **{**kw, "generator": torch.Generator().manual_seed(6)}) - a).abs().max() > 0.1
+    torch.manual_seed(0)
+    live = S.build_smd_model((2,), smd.schedule, latent_dim=8, size="tiny")
+    live.base.load_state_dict(vanilla.base.state_dict())
+    f = S.sample(live, 300, **{**kw, "generator": torch.Generator().manual_seed(5)})
+    z = S.sample(live, 300, latent="zero", **{**kw, "generator": torch.Generator().manual_seed(5)})
+    assert (f - z).abs().max() > 1e-4  # the latent matters here, so fresh and zero latents differ
+    with pytest.raises(ValueError, match="smd.sample: argument 'latent'"):
+        S.sample(live, 3, latent="mean")
+
+
+def test_eta_sensitivity_units_and_mixture_spread():
+    """Under v-prediction eps = a_t v + sigma_t x_t, and a_T ~ 0 on the sigmoid schedule: the eps units hide the
+    latent at t = T, the prediction's own units do not. A latent-free network has zero sensitivity and spread."""
+    sch = S.make_smd_schedule("sigmoid", 20)
+    torch.manual_seed(0)
+    m = S.build_smd_model((2,), sch, latent_dim=8, size="tiny", objective="v")
+    data = torch.randn(256, 2)
+    pred = S.eta_sensitivity(m, data, n=128, n_eta=4)
+    eps = S.eta_sensitivity(m, data, n=128, n_eta=4, units="eps")
+    assert set(pred) == set(eps) == {"t=2", "t=10", "t=20"}
+    assert pred["t=20"] > 1e-3 and eps["t=20"] < 2e-2 * pred["t=20"]
+    spread = S.mixture_spread(m, data, n=128, n_eta=4)
+    assert set(spread) == {"t=2", "t=10", "t=20"} and all(v > 0 for v in spread.values())
+    _, off = _pair((2,), T=20)
+    assert all(v == 0.0 for v in S.mixture_spread(off, data, n=64, n_eta=3).values())
+    vanilla = S.build_smd_model((2,), sch, smd=False, size="tiny")
+    assert S.eta_sensitivity(vanilla, data) == {} and S.mixture_spread(vanilla, data) == {}
+    with pytest.raises(ValueError, match="eta_sensitivity: argument 'units'"):
+        S.eta_sensitivity(m, data, units="x0")
+
+
+def test_run_task_pairs_the_arms_and_collects_contrasts():
+    """One tiny toy task: every sampler seed runs every arm; the eta = 0 arm is the SMD network sampled with the
+    latent at zero; the contrasts are paired over the training seeds with the noise floor as the resolution."""
+    base = {"experiment": "toy", "setting": "code", "T": 5, "keep_samples": True, "steps": 20, "n": 300,
+            "latent_dim": 4, "sampler_seeds": 2, "size": "tiny", "batch_size": 128, "lr": 2e-3, "ema_decay": 0.9}
+    runs = [SX._run_task({**base, "train_seed": s}) for s in (0, 1)]
+    r = runs[0]
+    assert [(x["arm"], x["sampler_seed"]) for x in r["results"]] == [(a, j) for j in range(2) for a in SX.ARMS]
+    assert set(r["samples"]) == set(SX.ARMS) and set(r["eta_sensitivity"]) == {"t=1", "t=2", "t=5"}
+    floor = {k: {"mean": 0.1, "sd": 0.01} for k in SX.TOY_METRICS}
+    col = SX._collect(runs, SX.TOY_METRICS, floor)
+    assert len(col["rows"]) == len(SX.ARMS) and len(col["contrasts"]) == len(SX.CONTRASTS) * len(SX.TOY_METRICS)
+    assert all(row["units"] == [0, 0, 1, 1] for row in col["rows"])
+    c = col["contrasts"][0]
+    assert c["n"] == 2 and c["n_pairs"] == 4 and c["verdict"] in ("better", "worse", "no difference")
+    assert col["latent"][0]["eta_sensitivity"]["t=5"]["mean"] >= 0
 
 
 def test_bad_arguments():

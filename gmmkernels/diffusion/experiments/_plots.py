@@ -58,3 +58,17 @@ def forest_figure(panels, path, base: float = 1.2, per_panel: float = 0.0, per_r
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return str(path)
+
+
+def save_figure(fig, path, shows: str, better: str, dpi: int = 110, bbox: bool = False) -> dict:
+    """Write ``fig`` to ``path`` (tight layout; ``bbox=True``: a tight bounding box instead, for figures with a shared
+    colourbar), close it, and return its entry of a summary's "figures": {"path", "shows", "better"}."""
+    import matplotlib.pyplot as plt
+
+    if bbox:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    else:
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return {"path": str(path), "shows": shows, "better": better}

@@ -1,11 +1,26 @@
 """The GMS experiments (``gmmkernels reproduce gms``, the GMS section of ``gmmkernels demo``): DDPM, SN-DDPM and
 the GMS samplers of :mod:`gmmkernels.diffusion.methods.gms` compared at equal NFE on toy mixtures with the exact
-oracle heads (sliced W1, exact NLL) and on the 8x8 digits with a trained backbone and heads (digits Frechet
-distance), plus the ablations of a GMS step; tables, verdict and plots.
+oracle heads (sliced W1, exact NLL) and on the 8x8 digits with trained backbones and heads (digits Frechet
+distance), with the controls that tell which part of a GMS step does what; tables, verdict and plots.
+
+How the comparisons are made (docs/methods.md (GMS)):
+
+* Common random numbers: every arm run with one seed shares x_T, every step's normals and (GMS) the component
+  choices (:func:`~gmmkernels.diffusion.methods.gms.run_sampler`), so a difference between two arms is the
+  difference of their kernels, not of their noise. The control ``sn_fused - sn_ddpm`` (SN-DDPM's kernel computed by
+  the fused step) must then be zero up to rounding.
+* The contrasts (:data:`CONTRASTS`) split GMS into parts: the official Adan fit's change of mean and variance with
+  the components merged (``gms_merged - sn_fused``), its mixture alone (``gms - gms_merged``), and the closed-form
+  fit, which matches the first three moments where SN-DDPM matches two (``gms_closed - sn_ddpm``).
+* Replicates: sampler seeds on the exact oracle; training seeds (backbone + heads) times sampler seeds on the
+  digits, where the differences are averaged per training seed and the interval is taken over training seeds.
+  A claim counts as reproduced when the 95% interval of the paired difference excludes zero.
+* Noise floors: each metric between two independent samples of real data of the same size (several draws).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -14,11 +29,13 @@ import torch
 from torch import Tensor
 
 from ... import GaussianMixture
-from ..methods.gms import (ABLATIONS, SAMPLER_LABELS, SAMPLERS, fit_diagnostics, official_last_var, run_sampler,
-                           train_backbone, train_gms_heads)
+from ..methods.gms import (SAMPLER_LABELS, fit_diagnostics, official_last_var, run_sampler, train_backbone,
+                           train_gms_heads)
+from ..metrics import format_paired, paired_contrast
 from ..oracle import MixtureOracle
 from ..schedules import Schedule, make_schedule
-from ._plots import pyplot
+from ._parallel import cpu_seconds, default_workers, run_tasks, torch_threads
+from ._plots import pyplot, save_figure
 
 
 #: GMS paper, CIFAR10 linear schedule, FID vs K (docs/methods.md (GMS), via GMFlow's Table 5)
@@ -29,12 +46,40 @@ PAPER_CIFAR10_FID = {
     "GMS": [13.80, 5.48, 4.00, 3.46],
 }
 
+#: the arms of every experiment (all at equal NFE, on the same heads)
+ARMS = ("ddpm", "sn_ddpm", "sn_fused", "gms", "gms_merged", "gms_closed")
+
+#: (arm, baseline, what the paired difference arm - baseline isolates)
+CONTRASTS = (
+    ("sn_fused", "sn_ddpm", "control: the same Gaussian kernel through the fused step (must be 0)"),
+    ("gms", "sn_ddpm", "the claim: GMS (official Adan fit) vs SN-DDPM"),
+    ("gms_closed", "sn_ddpm", "GMS with the closed-form fit (third moment matched) vs SN-DDPM"),
+    ("gms_merged", "sn_fused", "the Adan fit's shift of mean and variance, components merged"),
+    ("gms", "gms_merged", "the Adan fit's mixture alone (its component choice)"),
+    ("ddpm", "sn_ddpm", "context: DDPM's fixed variance vs SN-DDPM's learned one"),
+)
+
+QUICK_DROPS = ("quick: oracle n 4000 / 2000 (full 6000 / 3000), K 10, 25 (full 10, 25, 50), 3 oracle seeds "
+               "(full 5); digits: 150 + 100 training steps (full 500 + 250; both a tiny UNet), 2 training seeds x 2 "
+               "sampler seeds (full 3 x 2), n 200 (full 400), K 10 (full 10, 25), 2 floor draws (full 5)")
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
 
 def _diag_summary(diag: List[Dict]) -> str:
     f = lambda k: sum(d[k] for d in diag) / len(diag)  # noqa: E731
-    return (f"mean over the {len(diag)} GMM steps: separation |mu1-mu2|/sqrt(V) Adan {f('sep_adan'):.4f} vs closed form "
-            f"{f('sep_closed'):.3f}; variance ratio v/V Adan {f('var_ratio_adan'):.3f} vs closed form "
+    return (f"mean over the {len(diag)} GMM steps: separation |mu1-mu2|/sqrt(V) Adan {f('sep_adan'):.4f} vs closed "
+            f"form {f('sep_closed'):.3f}; variance ratio v/V Adan {f('var_ratio_adan'):.3f} vs closed form "
             f"{f('var_ratio_closed'):.3f}")
+
+
+def _mean_sd(vals: Sequence[float]) -> Dict:
+    vals = [float(v) for v in vals]
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else float("nan")
+    return {"mean": m, "sd": sd, "n_draws": len(vals)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -64,19 +109,51 @@ def _toy_metrics(x: Tensor, ref: Tensor, mix: GaussianMixture) -> Dict:
             "frac_outside_unit": float((x.abs() > 1.0).any(1).double().mean())}
 
 
-def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int], samplers: Sequence[str],
-                      schedule: Optional[Schedule] = None, log=print) -> Dict:
-    """GMS vs SN-DDPM vs DDPM with the exact heads of a toy mixture: sliced W1 to fresh data and the exact NLL."""
+#: a difference smaller than this fraction of the metric's noise floor is below its resolution ("no difference")
+RESOLUTION = 1e-3
+
+
+def _contrasts(rows: List[Dict], Ks: Sequence[int], key: str, floor: float,
+               units_key: Optional[str] = None) -> List[Dict]:
+    """Every :data:`CONTRASTS` entry at every K where both arms ran: the paired difference of ``key`` (lower is
+    better), pair i of one arm against pair i of the other (same random numbers), units from ``units_key``; the
+    verdict needs the 95% interval to exclude 0 and the difference to exceed :data:`RESOLUTION` x ``floor``."""
+    out = []
+    for K in Ks:
+        for arm, base, what in CONTRASTS:
+            ra = _row(rows, arm, K)
+            rb = _row(rows, base, K)
+            if ra is None or rb is None:
+                continue
+            d = paired_contrast(ra[key + "_per_seed"], rb[key + "_per_seed"],
+                                units=ra[units_key] if units_key else None, floor=floor, resolution=RESOLUTION)
+            out.append({"arm": arm, "baseline": base, "K": K, "metric": key, "isolates": what,
+                        "mean_arm": ra[key], "mean_baseline": rb[key], **d})
+    return out
+
+
+def _row(rows: List[Dict], sampler: str, K: int) -> Optional[Dict]:
+    r = [r for r in rows if r["sampler"] == sampler and r["K"] == K]
+    return r[0] if r else None
+
+
+def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int], samplers: Sequence[str] = ARMS,
+                      schedule: Optional[Schedule] = None, log=_log, floor_draws: int = 8) -> Dict:
+    """Every sampler in ``samplers`` at every K with the exact heads of a toy mixture, sampler seed s shared by all
+    arms (common random numbers): sliced W1 to a fixed data sample of size n and the exact NLL; the paired
+    :data:`CONTRASTS`; the noise floor (the same metrics for ``floor_draws`` fresh data samples of size n)."""
     schedule = schedule or make_schedule("linear", 1000)
     mix = toy_mixture(name)
     oracle = MixtureOracle(mix, schedule)
     D = mix.D
     ref = mix.sample(n, generator=torch.Generator().manual_seed(12345)).double()
-    ref2 = mix.sample(n, generator=torch.Generator().manual_seed(54321)).double()
-    floor = _toy_metrics(ref2, ref, mix)
+    floor = [_toy_metrics(mix.sample(n, generator=torch.Generator().manual_seed(54321 + i)).double(), ref, mix)
+             for i in range(floor_draws)]
     res = {"dataset": name, "D": D, "n": n, "seeds": list(seeds), "T": getattr(schedule, "T", None),
-           "schedule": schedule.spec(), "entropy_estimate": floor["nll"], "data_floor_sliced_w1": floor["sliced_w1"],
+           "schedule": schedule.spec(),
+           "floor": {k: _mean_sd([f[k] for f in floor]) for k in ("sliced_w1", "nll")},
            "rows": [], "samples": {}}
+    res["floor"]["what"] = f"the metrics of {floor_draws} fresh data samples of size n (NLL: the entropy estimate)"
     for K in Ks:
         for sname in samplers:
             per_seed = []
@@ -92,10 +169,9 @@ def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int]
                    **{k: sum(m[k] for m in per_seed) / len(per_seed) for k in per_seed[0]},
                    "sliced_w1_per_seed": [m["sliced_w1"] for m in per_seed],
                    "nll_per_seed": [m["nll"] for m in per_seed], "seconds": round(sec, 2)}
-            row["nll_gap"] = row["nll"] - res["entropy_estimate"]
             res["rows"].append(row)
-            log(f"  oracle {name} K={K:4d} {sname:12s}: SW1 {row['sliced_w1']:.4f}  NLL {row['nll']:.4f} "
-                f"(data {res['entropy_estimate']:.4f})  [{sec:.1f}s]")
+            log(f"  oracle {name} K={K:4d} {sname:12s}: SW1 {row['sliced_w1']:.5f}  NLL {row['nll']:.4f}  [{sec:.1f}s]")
+    res["contrasts"] = _contrasts(res["rows"], Ks, "sliced_w1", res["floor"]["sliced_w1"]["mean"])
     res["fit_diagnostics"] = {"K": min(Ks), "steps": fit_diagnostics(oracle, schedule, ref, min(Ks))}
     res["fit_diagnostics"]["summary"] = _diag_summary(res["fit_diagnostics"]["steps"])
     log(f"  oracle {name} fit at K={min(Ks)}: {res['fit_diagnostics']['summary']}")
@@ -106,127 +182,177 @@ def oracle_experiment(name: str, Ks: Sequence[int], n: int, seeds: Sequence[int]
 # digits
 
 
-def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps: int, size: str, seeds: Sequence[int],
-                      samplers: Sequence[str], device="cpu", extra_seed_Ks: Sequence[int] = (),
-                      ablations: Sequence[str] = (), ablation_Ks: Sequence[int] = (), ablation_seeds: Sequence[int] = (),
-                      log=print) -> Dict:
-    """Backbone + frozen-backbone heads on the 8x8 digits, then every sampler at every K: the digits FD (``rows``);
-    then SN-DDPM, GMS and the :data:`~gmmkernels.diffusion.methods.gms.ABLATIONS` at ``ablation_Ks`` over
-    ``ablation_seeds`` (``ablation_rows``; seed s gives every sampler the same x_T)."""
+def _digits_seed(task: Dict) -> Dict:
+    """One training seed of the digits experiment: backbone (seed s) and heads (seed 1000 + s), the fit diagnostics,
+    then every arm at every K for each sampler seed (seed 1000 s + j, shared by the arms). Runs in a worker."""
     from ..data import load_digits
-    from ..metrics import digits_fd, frechet_distance, gaussian_stats
+    from ..metrics import digits_fd, pixel_fd
 
+    s = task["train_seed"]
     data, _ = load_digits(8)
     sch = make_schedule("linear", 1000)
     t0 = time.perf_counter()
-    backbone, tb = train_backbone(data, sch, steps=backbone_steps, arch="unet", size=size, batch_size=128, lr=2e-3,
-                                  ema_decay=0.995 if backbone_steps < 3000 else 0.999, seed=0, device=device,
-                                  log_every=max(backbone_steps // 5, 1))
+    backbone, tb = train_backbone(data, sch, steps=task["backbone_steps"], arch="unet", size=task["size"],
+                                  batch_size=128, lr=2e-3, ema_decay=0.995, seed=s,
+                                  log_every=max(task["backbone_steps"] // 20, 1))
     t_bb = time.perf_counter() - t0
-    log(f"  digits: backbone ({size} UNet) {backbone_steps} steps in {t_bb:.0f}s, loss {tb.history[-1]['loss']:.4f}")
     t0 = time.perf_counter()
-    model, th = train_gms_heads(backbone, sch, data, mode="complex",
-                                steps=head_steps, batch_size=128, lr=1e-3, ema_decay=0.995, seed=1, device=device,
-                                log_every=max(head_steps // 5, 1))
+    model, th = train_gms_heads(backbone, sch, data, mode="complex", steps=task["head_steps"], batch_size=128,
+                                lr=1e-3, ema_decay=0.995, seed=1000 + s, log_every=max(task["head_steps"] // 20, 1))
     t_h = time.perf_counter() - t0
-    log(f"  digits: heads (complex, frozen backbone) {head_steps} steps in {t_h:.0f}s, "
-        f"head loss {th.history[0]['loss']:.3f} -> {th.history[-1]['loss']:.3f}")
+    _log(f"  digits train seed {s}: backbone ({task['size']} UNet) {task['backbone_steps']} steps in {t_bb:.0f}s, "
+        f"loss {tb.history[-1]['loss']:.4f}; heads {task['head_steps']} steps in {t_h:.0f}s, head loss "
+        f"{th.history[0]['loss']:.3f} -> {th.history[-1]['loss']:.3f}")
+    n = task["n"]
+    diag = fit_diagnostics(model, sch, data[:n], min(task["Ks"]))
+    out = {"task": task, "train_seed": s, "backbone_seconds": round(t_bb, 1), "head_seconds": round(t_h, 1),
+           "backbone_loss": tb.history, "head_loss": th.history,
+           "params_backbone": sum(p.numel() for p in backbone.parameters()),
+           "params_heads": sum(p.numel() for p in model.head.parameters()),
+           "fit_diagnostics": diag, "results": [], "samples": {}}
+    lv = task["last_var_max"]
+    for K in task["Ks"]:
+        for arm in task["arms"]:
+            t0 = time.perf_counter()
+            for j in range(task["sampler_seeds"]):
+                x = run_sampler(arm, model, sch, (n, 1, 8, 8), K, seed=1000 * s + j, clip_x0=1.0, last_var_max=lv)
+                out["results"].append({"sampler": arm, "K": K, "sampler_seed": j, "fd": digits_fd(x, data),
+                                       "fd_pixels": pixel_fd(x, data)})
+                if j == 0 and task.get("keep_samples"):
+                    out["samples"][(arm, K)] = x[:64].clone()
+            fds = [r["fd"] for r in out["results"] if r["sampler"] == arm and r["K"] == K]
+            _log(f"  digits train seed {s} K={K:3d} {arm:10s}: FD {', '.join(f'{v:.3f}' for v in fds)}  "
+                 f"[{time.perf_counter() - t0:.0f}s]")
+    return out
+
+
+def _digits_tasks(Ks: Sequence[int], n: int, backbone_steps: int, head_steps: int, size: str,
+                  train_seeds: Sequence[int], sampler_seeds: int, arms: Sequence[str] = ARMS) -> List[Dict]:
     lv = official_last_var(2.0)
-    pix = lambda x: frechet_distance(*gaussian_stats(x.reshape(len(x), -1)),  # noqa: E731
-                                     *gaussian_stats(data.reshape(len(data), -1)))
-    real = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:min(n, len(data))]]
+    return [{"kind": "digits", "train_seed": s, "Ks": list(Ks), "n": n, "backbone_steps": backbone_steps,
+             "head_steps": head_steps, "size": size, "sampler_seeds": sampler_seeds, "arms": list(arms),
+             "last_var_max": lv, "keep_samples": s == train_seeds[0]} for s in train_seeds]
+
+
+def _digits_collect(per_seed: List[Dict], floor_draws: int, log=_log) -> Dict:
+    """The digits results of the training seeds (:func:`_digits_seed` outputs, in seed order): rows per arm and K
+    (values in (training seed, sampler seed) order, with the training seed as the unit), the contrasts, the floor."""
+    from ..data import load_digits
+    from ..metrics import digits_fd, pixel_fd, real_split_floor
+
+    data, _ = load_digits(8)
+    t = per_seed[0]["task"]
+    Ks, arms = t["Ks"], t["arms"]
     res = {"dataset": "digits 8x8 (1797 images, [-1, 1])", "T": 1000, "schedule": "linear 1e-4..0.02",
-           "backbone": {"arch": "unet", "size": size, "steps": backbone_steps, "seconds": round(t_bb, 1),
-                        "params": sum(p.numel() for p in backbone.parameters()), "loss_history": tb.history},
-           "heads": {"mode": "complex", "steps": head_steps, "seconds": round(t_h, 1),
-                     "params": sum(p.numel() for p in model.head.parameters()), "loss_history": th.history},
-           "n": n, "seeds": list(seeds), "last_var_max": lv, "clip_x0": 1.0,
-           "fd_real_subset": digits_fd(real, data), "fd_pixels_real_subset": pix(real), "rows": [], "samples": {}}
-    model = model.to(device)
-    res["fit_diagnostics"] = {"K": min(Ks), "steps": fit_diagnostics(model, sch, data[:n].to(device), min(Ks))}
-    res["fit_diagnostics"]["summary"] = _diag_summary(res["fit_diagnostics"]["steps"])
+           "backbone": {"arch": "unet", "size": t["size"], "steps": t["backbone_steps"],
+                        "params": per_seed[0]["params_backbone"]},
+           "heads": {"mode": "complex", "steps": t["head_steps"], "params": per_seed[0]["params_heads"]},
+           "n": t["n"], "train_seeds": [p["train_seed"] for p in per_seed],
+           "sampler_seeds_per_train_seed": t["sampler_seeds"], "last_var_max": t["last_var_max"], "clip_x0": 1.0,
+           "rows": [], "samples": per_seed[0]["samples"],
+           "per_train_seed": [{k: v for k, v in r.items() if k not in ("samples", "results", "task")}
+                              for r in per_seed]}
+    halves = {"fd": real_split_floor(data, digits_fd, floor_draws),
+              "fd_pixels": real_split_floor(data, pixel_fd, floor_draws)}
+    res["floor"] = {k: {"mean": v["mean"], "sd": v["sd"], "n_draws": floor_draws} for k, v in halves.items()}
+    res["floor"]["what"] = (f"the metric between two disjoint halves ({halves['fd']['n']} / {halves['fd']['n_rest']}) "
+                            f"of the real digits, {floor_draws} random splits; the samples' metric (n={t['n']} "
+                            "against all 1797) has a smaller floor")
+    for K in Ks:
+        for arm in arms:
+            rs = [(r, p["train_seed"]) for p in per_seed for r in p["results"] if r["sampler"] == arm and r["K"] == K]
+            row = {"sampler": arm, "K": K, "units": [u for _, u in rs]}
+            for key in ("fd", "fd_pixels"):
+                vals = [r[key] for r, _ in rs]
+                row[key + "_per_seed"] = vals
+                row[key] = sum(vals) / len(vals)
+            res["rows"].append(row)
+    res["contrasts"] = _contrasts(res["rows"], Ks, "fd", res["floor"]["fd"]["mean"], units_key="units")
+    res["contrasts_pixels"] = _contrasts(res["rows"], Ks, "fd_pixels", res["floor"]["fd_pixels"]["mean"],
+                                         units_key="units")
+    diag = [d for p in per_seed for d in p["fit_diagnostics"]]
+    res["fit_diagnostics"] = {"K": min(Ks), "summary": _diag_summary(diag), "per_train_seed": [
+        _diag_summary(p["fit_diagnostics"]) for p in per_seed]}
     log(f"  digits fit at K={min(Ks)}: {res['fit_diagnostics']['summary']}")
-    runs = [(K, sname, "rows") for K in Ks for sname in samplers]
-    if ablations:
-        res["ablation_rows"] = []
-        runs += [(K, a, "ablation_rows") for K in ablation_Ks for a in ("sn_ddpm", "gms", *ablations)]
-    done: Dict[tuple, tuple] = {}  # (sampler, K, seed) -> (FD, pixel FD): sampling is deterministic per seed
-    for K, sname, table in runs:
-        if table == "rows":
-            sds = list(seeds) + [s for s in (max(seeds) + 1,) if K in extra_seed_Ks]
-        else:
-            sds = list(ablation_seeds or seeds)
-        fds, fps = [], []
-        t0 = time.perf_counter()
-        for sd in sds:
-            if (sname, K, sd) not in done:  # the ablation table repeats SN-DDPM / GMS runs of the main one
-                x = run_sampler(sname, model, sch, (n, 1, 8, 8), K, seed=sd, clip_x0=1.0, last_var_max=lv,
-                                device=device).cpu()
-                done[(sname, K, sd)] = (digits_fd(x, data), pix(x))
-                if sd == sds[0] and table == "rows":
-                    res["samples"][(sname, K)] = x
-            fds.append(done[(sname, K, sd)][0])
-            fps.append(done[(sname, K, sd)][1])
-        sec = time.perf_counter() - t0
-        row = {"sampler": sname, "K": K, "fd": sum(fds) / len(fds), "fd_per_seed": fds,
-               "fd_pixels": sum(fps) / len(fps), "seconds": round(sec, 1)}
-        res[table].append(row)
-        log(f"  digits{' (ablation)' if table != 'rows' else ''} K={K:4d} {sname:12s}: FD {row['fd']:.3f} (seeds {', '.join(f'{v:.3f}' for v in fds)}), "
-            f"FD pixels {row['fd_pixels']:.3f}  [{sec:.0f}s]")
     return res
+
+
+def digits_experiment(Ks: Sequence[int], n: int, backbone_steps: int, head_steps: int, size: str,
+                      train_seeds: Sequence[int], sampler_seeds: int, arms: Sequence[str] = ARMS,
+                      workers: int = 1, floor_draws: int = 8, log=_log) -> Dict:
+    """Backbone + frozen-backbone heads on the 8x8 digits for each training seed, then every arm at every K for
+    ``sampler_seeds`` sampler seeds per training seed (common random numbers across arms): the digits FD and the
+    pixel FD of n samples against all 1797 digits; the paired :data:`CONTRASTS` with the training seed as the
+    unit; the noise floor (both metrics between disjoint halves of the real digits, ``floor_draws`` splits). The
+    training seeds run on ``workers`` processes."""
+    tasks = _digits_tasks(Ks, n, backbone_steps, head_steps, size, train_seeds, sampler_seeds, arms)
+    return _digits_collect(run_tasks(_digits_seed, tasks, workers), floor_draws, log)
+
+
+def _task(task: Dict) -> Dict:
+    """One task of :func:`reproduce_gms`'s process pool: a digits training seed or an oracle experiment."""
+    if task["kind"] == "oracle":
+        return oracle_experiment(**task["kw"])
+    return _digits_seed(task)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # tables, plots, verdict
 
 
-def _md_table(rows: List[Dict], metrics: Sequence[tuple], Ks: Sequence[int], samplers: Sequence[str]) -> str:
-    lines = []
-    for key, label, fmt in metrics:
-        lines.append(f"| {label} | " + " | ".join(f"K={K}" for K in Ks) + " |")
-        lines.append("|---|" + "---|" * len(Ks))
-        for s in samplers:
-            vals = []
-            for K in Ks:
-                r = [r for r in rows if r["sampler"] == s and r["K"] == K]
-                vals.append(format(r[0][key], fmt) if r else "-")
-            lines.append(f"| {SAMPLER_LABELS[s]} | " + " | ".join(vals) + " |")
-        lines.append("")
-    return "\n".join(lines)
+def _metric_table(rows: List[Dict], key: str, label: str, fmt: str, floor: Dict) -> str:
+    Ks = sorted({r["K"] for r in rows})
+    arms = [a for a in ARMS if any(r["sampler"] == a for r in rows)]
+    lines = [f"| {label} | " + " | ".join(f"K={K}" for K in Ks) + " |", "|---|" + "---|" * len(Ks)]
+    for a in arms:
+        vals = [format(_row(rows, a, K)[key], fmt) if _row(rows, a, K) else "-" for K in Ks]
+        lines.append(f"| {SAMPLER_LABELS[a]} | " + " | ".join(vals) + " |")
+    lines.append("| noise floor (real vs real, mean +- sd) | " + " | ".join(
+        f"{format(floor['mean'], fmt)} +- {format(floor['sd'], fmt)}" for _ in Ks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _contrast_table(contrasts: List[Dict], fmt: str, unit: str) -> str:
+    Ks = sorted({c["K"] for c in contrasts})
+    lines = [f"| paired difference (arm - baseline; 95% CI; {unit} agreeing in sign) | what it isolates | "
+             + " | ".join(f"K={K}" for K in Ks) + " |", "|---|---|" + "---|" * len(Ks)]
+    for arm, base, what in CONTRASTS:
+        cells = []
+        for K in Ks:
+            c = [c for c in contrasts if c["arm"] == arm and c["baseline"] == base and c["K"] == K]
+            cells.append(f"{format_paired(c[0], fmt)}; {100 * c[0]['fraction_of_floor']:.2g}% of the floor: "
+                         f"{c[0]['verdict']}" if c else "-")
+        if any(cell != "-" for cell in cells):
+            lines.append(f"| {arm} - {base} | {what} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _tables(res: Dict) -> str:
     parts = []
     for name in ("gmm1d", "gmm2d"):
-        if name not in res.get("oracle", {}):
+        o = res.get("oracle", {}).get(name)
+        if o is None:
             continue
-        o = res["oracle"][name]
-        Ks = sorted({r["K"] for r in o["rows"]})
-        ss = [s for s in SAMPLERS if any(r["sampler"] == s for r in o["rows"])]
-        parts.append(f"### Exact oracle, {name} (D={o['D']}, n={o['n']}, mean over seeds {o['seeds']}, linear T=1000)\n")
-        parts.append(f"Data floor: sliced W1 between two data samples {o['data_floor_sliced_w1']:.4f}; "
-                     f"NLL of data samples (entropy estimate) {o['entropy_estimate']:.4f}.\n")
-        parts.append(_md_table(o["rows"], [("sliced_w1", "sliced W1 (lower is better)", ".4f"),
-                                          ("nll", "exact NLL of the samples, nats (data value above)", ".4f")], Ks, ss))
+        parts.append(f"### Exact oracle, {name} (D={o['D']}, n={o['n']}, {len(o['seeds'])} sampler seeds, common "
+                     "random numbers across arms, linear T=1000)\n")
+        parts.append(_metric_table(o["rows"], "sliced_w1", "sliced W1 to data, mean over seeds (lower is better)",
+                                   ".5f", o["floor"]["sliced_w1"]))
+        parts.append(_metric_table(o["rows"], "nll", "exact NLL of the samples, nats (not a ranking: the floor row "
+                                   "is the data's entropy)", ".4f", o["floor"]["nll"]))
+        parts.append(_contrast_table(o["contrasts"], ".5f", "sampler seeds"))
         parts.append(f"Fit at K={o['fit_diagnostics']['K']} on exact x_t: {o['fit_diagnostics']['summary']}.\n")
     if "digits" in res:
         d = res["digits"]
-        Ks = sorted({r["K"] for r in d["rows"]})
-        ss = [s for s in SAMPLERS if any(r["sampler"] == s for r in d["rows"])]
-        parts.append(f"### Digits 8x8 (UNet {d['backbone']['size']}, backbone {d['backbone']['steps']} steps + heads "
-                     f"{d['heads']['steps']} steps, n={d['n']}, linear T=1000)\n")
-        parts.append(f"Floor: FD of {min(d['n'], 1797)} real digits (a subset of the reference) {d['fd_real_subset']:.3f}.\n")
-        parts.append(_md_table(d["rows"], [("fd", "digits FD (classifier features; lower is better)", ".3f"),
-                                          ("fd_pixels", "FD in pixel space", ".3f")], Ks, ss))
+        parts.append(f"### Digits 8x8 ({len(d['train_seeds'])} training seeds x {d['sampler_seeds_per_train_seed']} "
+                     f"sampler seeds; UNet {d['backbone']['size']}, backbone {d['backbone']['steps']} steps + heads "
+                     f"{d['heads']['steps']} steps; n={d['n']} samples against all 1797 digits; linear T=1000)\n")
+        parts.append(_metric_table(d["rows"], "fd", "digits FD (classifier features), mean (lower is better)", ".3f",
+                                   d["floor"]["fd"]))
+        parts.append(_metric_table(d["rows"], "fd_pixels", "FD in pixel space, mean", ".4f", d["floor"]["fd_pixels"]))
+        parts.append(f"Noise floor: {d['floor']['what']}.\n")
+        parts.append("Paired differences of the digits FD: averaged per training seed, interval over training seeds.\n")
+        parts.append(_contrast_table(d["contrasts"], ".3f", "training seeds"))
         parts.append(f"Fit at K={d['fit_diagnostics']['K']} on noised data: {d['fit_diagnostics']['summary']}.\n")
-        ar = d.get("ablation_rows", [])
-        if ar:
-            ab = [a for a in ("sn_ddpm", "gms", *ABLATIONS) if any(r["sampler"] == a for r in ar)]
-            aK = sorted({r["K"] for r in ar})
-            parts.append(f"Ablation, {len(ar[0]['fd_per_seed'])} seeds (seed s gives every sampler the same x_T; see "
-                         "ablation_sample in methods/gms.py): which part of a GMS step helps?\n")
-            parts.append(_md_table(ar, [("fd", "digits FD, mean over seeds", ".3f")], aK, ab))
-            parts.append(_ablation_summary(ar, aK) + "\n")
     parts.append("### Paper (CIFAR10 FID, linear schedule; docs/methods.md (GMS))\n")
     p = PAPER_CIFAR10_FID
     parts.append("| sampler | " + " | ".join(f"K={K}" for K in p["K"]) + " |\n|---|" + "---|" * len(p["K"]))
@@ -235,167 +361,205 @@ def _tables(res: Dict) -> str:
     return "\n".join(parts)
 
 
-def _ablation_summary(rows: List[Dict], Ks: Sequence[int]) -> str:
-    """Per K: each sampler's FD minus SN-DDPM's, paired by seed (same x_T), as mean +- standard error."""
+def _find(contrasts: List[Dict], arm: str, base: str, K: int) -> Optional[Dict]:
+    c = [c for c in contrasts if c["arm"] == arm and c["baseline"] == base and c["K"] == K]
+    return c[0] if c else None
+
+
+def _claims(res: Dict) -> List[Dict]:
+    """The findings, one per (experiment, contrast, K): the contrasts of the arms against their baselines."""
     out = []
-    for K in Ks:
-        sn = _get(rows, "sn_ddpm", K, "fd_per_seed")
-        if sn is None:
-            continue
-        parts = []
-        for a in ("gms", *ABLATIONS):
-            v = _get(rows, a, K, "fd_per_seed")
-            if v is None:
-                continue
-            d = [x - y for x, y in zip(v, sn)]
-            m = sum(d) / len(d)
-            se = (sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d)) ** 0.5 if len(d) > 1 else float("nan")
-            parts.append(f"{a} {m:+.2f} +- {se:.2f}")
-        out.append(f"K={K} (SN-DDPM {sum(sn) / len(sn):.2f}): " + ", ".join(parts))
-    return "FD minus SN-DDPM's, paired by seed, mean +- standard error — " + "; ".join(out) + "."
-
-
-def _get(rows, s, K, key):
-    r = [r for r in rows if r["sampler"] == s and r["K"] == K]
-    return r[0][key] if r else None
-
-
-def _compare(g_seeds: Sequence[float], s_seeds: Sequence[float], margin: float = 0.02) -> str:
-    """'GMS better' / 'SN-DDPM better' when at least two paired seeds (same x_T) all agree and the mean relative
-    difference exceeds ``margin``; 'one seed only' with a single seed; otherwise 'no clear difference'."""
-    g, s = sum(g_seeds) / len(g_seeds), sum(s_seeds) / len(s_seeds)
-    rel = g / s - 1.0
-    if len(g_seeds) < 2:
-        return "one seed only, not conclusive"
-    if all(a < b for a, b in zip(g_seeds, s_seeds)) and rel < -margin:
-        return "GMS better"
-    if all(a > b for a, b in zip(g_seeds, s_seeds)) and rel > margin:
-        return "SN-DDPM better"
-    return "no clear difference"
+    exps = [(f"oracle {k}", o["contrasts"], "sliced W1", ".5f") for k, o in res.get("oracle", {}).items()]
+    if "digits" in res:
+        exps.append(("digits", res["digits"]["contrasts"], "digits FD", ".3f"))
+    for label, cs, metric, fmt in exps:
+        for c in cs:
+            out.append({"experiment": label, "metric": metric, "arm": c["arm"], "baseline": c["baseline"],
+                        "K": c["K"], "difference": format_paired(c, fmt), "verdict": c["verdict"],
+                        "reproduced": c["verdict"] == "better"})
+    return out
 
 
 def _verdict(res: Dict) -> str:
-    """GMS (official variant) vs SN-DDPM at every K, per experiment, with paired seeds, stated plainly."""
-    out = []
-    few = []
-    exps = [(f"oracle {k}", o["rows"], "sliced_w1") for k, o in res.get("oracle", {}).items()]
-    if "digits" in res:
-        d = res["digits"]
-        # where the ablation ran SN-DDPM and GMS over more seeds, judge those K on the larger set
-        more = {(r["sampler"], r["K"]) for r in d.get("ablation_rows", []) if r["sampler"] in ("gms", "sn_ddpm")}
-        rows = [r for r in d["rows"] if (r["sampler"], r["K"]) not in more]
-        rows += [r for r in d.get("ablation_rows", []) if (r["sampler"], r["K"]) in more]
-        exps.append(("digits", rows, "fd"))
-    for label, rows, key in exps:
-        Ks = sorted({r["K"] for r in rows})
-        cmp = []
-        for K in Ks:
-            gp, sp = _get(rows, "gms", K, key + "_per_seed"), _get(rows, "sn_ddpm", K, key + "_per_seed")
-            if gp is None or sp is None:
-                continue
-            g, s = sum(gp) / len(gp), sum(sp) / len(sp)
-            word = _compare(gp, sp)
-            cmp.append(f"K={K}: GMS {g:.4g} vs SN-DDPM {s:.4g} ({(g / s - 1) * 100:+.0f}%, {len(gp)} seed"
-                       f"{'s' if len(gp) > 1 else ''}: {word})")
-            if K == Ks[0]:
-                few.append(word)
-        out.append(f"{label} ({key}): " + "; ".join(cmp))
-    if res.get("digits", {}).get("ablation_rows"):
-        d = res["digits"]["ablation_rows"]
-        out.append("digits ablation: " + _ablation_summary(d, sorted({r["K"] for r in d})))
-    if few and all(w == "GMS better" for w in few):
-        head = "Yes here: GMS (official Adan fit) beats SN-DDPM at the fewest steps in every experiment"
-    elif any(w == "GMS better" for w in few):
-        head = ("Mixed: GMS (official Adan fit) beats SN-DDPM at the fewest steps in "
-                f"{sum(w == 'GMS better' for w in few)} of {len(few)} experiments")
-    elif few and all(w.startswith("one seed") for w in few):
-        head = "Inconclusive: one seed per experiment at the fewest steps"
+    """The claim (GMS beats SN-DDPM at few steps) per experiment and K, from the paired intervals; then the closed
+    form, the decomposition and the control."""
+    def line(arm, base):
+        parts = []
+        exps = [(f"oracle {k}", o["contrasts"], ".5f") for k, o in res.get("oracle", {}).items()]
+        if "digits" in res:
+            exps.append(("digits", res["digits"]["contrasts"], ".3f"))
+        for label, cs, fmt in exps:
+            ks = sorted({c["K"] for c in cs})
+            cells = [f"K={K} {format_paired(c, fmt)} ({c['verdict']})" for K in ks
+                     for c in [_find(cs, arm, base, K)] if c]
+            parts.append(f"{label}: " + "; ".join(cells))
+        return " | ".join(parts)
+
+    digits = res.get("digits", {}).get("contrasts", [])
+    k0 = min((c["K"] for c in digits), default=None)
+    main = _find(digits, "gms", "sn_ddpm", k0) if k0 is not None else None
+    if main is None:
+        head = "Inconclusive: no digits run"
+    elif main["verdict"] == "better":
+        head = (f"Reproduced on the digits at K={k0}: GMS (official Adan fit) has a lower FD than SN-DDPM, "
+                f"{format_paired(main, '.3f')} over training seeds")
     else:
-        head = "No: GMS (official Adan fit) does not beat SN-DDPM at the fewest steps in these experiments"
-    return (f"{head} (paper, CIFAR10 FID at K=10: GMS 13.80 vs SN-DDPM 16.33). " + " | ".join(out))
+        head = (f"Not reproduced on the digits at K={k0}: GMS (official Adan fit) minus SN-DDPM "
+                f"{format_paired(main, '.3f')} over training seeds ({main['verdict']})")
+    return (f"{head} (paper, CIFAR10 FID at K=10: GMS 13.80 vs SN-DDPM 16.33). Paired differences, every random "
+            f"number shared, 95% intervals. GMS (Adan) - SN-DDPM: {line('gms', 'sn_ddpm')}. GMS closed form - "
+            f"SN-DDPM: {line('gms_closed', 'sn_ddpm')}. Adan fit's mean/variance shift (merged - sn_fused): "
+            f"{line('gms_merged', 'sn_fused')}. Adan fit's mixture (gms - merged): {line('gms', 'gms_merged')}. "
+            f"Control (sn_fused - sn_ddpm, same kernel): {line('sn_fused', 'sn_ddpm')}.")
 
 
-def _plot(res: Dict, path: Path) -> Optional[str]:
+COLORS = {"ddpm": "tab:gray", "sn_ddpm": "tab:blue", "sn_fused": "tab:cyan", "gms": "tab:red",
+          "gms_merged": "tab:purple", "gms_closed": "tab:orange"}
+
+
+def _plot_contrasts(ax, contrasts: List[Dict], metric: str, title: str, unit: str) -> None:
+    """The contrasts but the DDPM context, as % of the baseline's mean, with their 95% intervals."""
+    Ks = sorted({c["K"] for c in contrasts})
+    shown = [(a, b) for a, b, _ in CONTRASTS if a != "ddpm"
+             and any(c["arm"] == a and c["baseline"] == b for c in contrasts)]
+    w = 0.8 / max(len(shown), 1)
+    for i, (a, b) in enumerate(shown):
+        xs, ys, lo, hi = [], [], [], []
+        for j, K in enumerate(Ks):
+            c = _find(contrasts, a, b, K)
+            if c is None:
+                continue
+            r = 100.0 / c["mean_baseline"]
+            ci = c["ci"] if all(math.isfinite(v) for v in c["ci"]) else [c["mean"], c["mean"]]
+            xs.append(j - 0.4 + (i + 0.5) * w)
+            ys.append(c["mean"] * r)
+            lo.append((c["mean"] - ci[0]) * r)
+            hi.append((ci[1] - c["mean"]) * r)
+        hollow = b == "gms_merged"  # gms - gms_merged shares the arm's colour with gms - sn_ddpm
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="s" if hollow else "o", ms=4, capsize=3, color=COLORS[a],
+                    mfc="white" if hollow else COLORS[a], label=f"{a} - {b}")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(Ks)))
+    ax.set_xticklabels([f"K={K}" for K in Ks])
+    ax.set_xlabel("K (steps)")
+    ax.set_ylabel(f"paired difference of {metric}, % of the baseline\n(< 0: arm better; 95% CI over {unit})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def _plot_metric_vs_k(ax, rows: List[Dict], key: str, floor: Dict, title: str, ylabel: str) -> None:
+    for a in ARMS:
+        rr = sorted([r for r in rows if r["sampler"] == a], key=lambda r: r["K"])
+        if rr:
+            ax.plot([r["K"] for r in rr], [r[key] for r in rr], "o-", ms=3, color=COLORS[a], label=SAMPLER_LABELS[a])
+    ax.axhspan(floor["mean"] - floor["sd"], floor["mean"] + floor["sd"], color="k", alpha=0.15,
+               label="noise floor (real vs real, mean +- sd)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    Ks = sorted({r["K"] for r in rows})
+    ax.set_xticks(Ks)
+    ax.set_xticklabels([str(K) for K in Ks])
+    ax.minorticks_off()
+    ax.set_xlabel("K (steps = network evaluations)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+
+
+def _plot(res: Dict, out: Path) -> List[Dict]:
+    """Three figures: the paired differences and the metrics against K; samples over the data; training losses."""
     plt = pyplot()
     if plt is None:
-        return None
+        return []
+    figs = []
     oracle = res.get("oracle", {})
-    ncol = 1 + len(oracle) + (1 if "digits" in res else 0)
-    fig, axes = plt.subplots(2, max(ncol, 2), figsize=(4.2 * max(ncol, 2), 7.5), squeeze=False)
-    col = 0
-    colors = {"ddpm": "tab:gray", "sn_ddpm": "tab:blue", "gms": "tab:red", "gms_closed": "tab:orange",
-              "gms_element": "tab:green"}
-    def metric_vs_k(ax, rows, key, floor, floor_label, title):
-        for s in SAMPLERS:
-            rr = sorted([r for r in rows if r["sampler"] == s], key=lambda r: r["K"])
-            if rr:
-                ax.plot([r["K"] for r in rr], [r[key] for r in rr], "o-", color=colors[s], label=SAMPLER_LABELS[s])
-        ax.axhline(floor, color="k", ls=":", lw=1, label=floor_label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("K (steps)")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=6)
-
-    # row 0: metric vs K
-    for name, o in oracle.items():
-        metric_vs_k(axes[0][col], o["rows"], "sliced_w1", o["data_floor_sliced_w1"], "data floor",
-                    f"exact oracle {name}: sliced W1")
-        col += 1
+    exps = [(f"exact oracle {k}", o["contrasts"], o["rows"], "sliced_w1", o["floor"]["sliced_w1"], "sliced W1",
+             "sampler seeds") for k, o in oracle.items()]
     if "digits" in res:
         d = res["digits"]
-        metric_vs_k(axes[0][col], d["rows"], "fd", d["fd_real_subset"], "real subset", "digits FD")
-    # row 1: samples at the fewest K
-    c = 0
+        exps.append(("digits", d["contrasts"], d["rows"], "fd", d["floor"]["fd"], "digits FD", "training seeds"))
+    fig, axes = plt.subplots(2, len(exps), figsize=(5.2 * len(exps), 8.5), squeeze=False)
+    for j, (label, cs, rows, key, floor, metric, unit) in enumerate(exps):
+        _plot_contrasts(axes[0][j], cs, metric, f"{label}: paired differences (common random numbers)", unit)
+        _plot_metric_vs_k(axes[1][j], rows, key, floor, f"{label}: {metric} against K", f"{metric} (lower is better)")
+    figs.append(save_figure(fig, out / "gms.png",
+        shows="top: paired differences arm - baseline with 95% intervals per K (the "
+              "sn_fused - sn_ddpm control must sit on 0); bottom: each metric against K with the real-vs-real "
+              "noise floor", better="a difference below 0 (the arm beats its baseline); a lower metric"))
+
+    fig, axes = plt.subplots(2, 4, figsize=(17, 8.5), squeeze=False)
+    fig.subplots_adjust(wspace=0.35)
+    ax = axes[0][0]
     if "gmm1d" in oracle:
         o = oracle["gmm1d"]
         K = min(r["K"] for r in o["rows"])
-        ax = axes[1][c]
         mix = toy_mixture("gmm1d")
         grid = torch.linspace(-1.2, 1.2, 400, dtype=torch.float64).unsqueeze(1)
-        ax.plot(grid[:, 0], mix.log_prob(grid).exp(), "k-", lw=1.5, label="data density")
-        for s in ("sn_ddpm", "gms"):
+        ax.fill_between(grid[:, 0], mix.log_prob(grid).exp(), color="0.85", label="data density")
+        for s in ("sn_ddpm", "gms", "gms_closed"):
             x = o["samples"].get((s, K))
             if x is not None:
-                ax.hist(x[:, 0].numpy(), bins=120, range=(-1.2, 1.2), density=True, histtype="step", color=colors[s],
+                ax.hist(x[:, 0].numpy(), bins=120, range=(-1.2, 1.2), density=True, histtype="step", color=COLORS[s],
                         label=SAMPLER_LABELS[s])
-        ax.set_title(f"gmm1d samples, K={K}", fontsize=9)
+        ax.set_xlabel("x")
+        ax.set_ylabel("density")
+        ax.set_title(f"gmm1d: data (grey) vs samples, K={K}, same seed", fontsize=9)
         ax.legend(fontsize=6)
-        c += 1
     if "gmm2d" in oracle:
         o = oracle["gmm2d"]
         K = min(r["K"] for r in o["rows"])
-        ax = axes[1][c]
-        for s, mk in (("sn_ddpm", "."), ("gms", ".")):
+        data = toy_mixture("gmm2d").sample(3000, generator=torch.Generator().manual_seed(1))
+        for ax, s in zip(axes[0][1:], ("sn_ddpm", "gms", "gms_closed")):
             x = o["samples"].get((s, K))
-            if x is not None:
-                ax.scatter(x[:3000, 0], x[:3000, 1], s=1, alpha=0.4, color=colors[s], label=SAMPLER_LABELS[s])
-        ax.set_xlim(-1.1, 1.1)
-        ax.set_ylim(-1.1, 1.1)
-        ax.set_aspect("equal")
-        ax.set_title(f"gmm2d samples, K={K}", fontsize=9)
-        ax.legend(fontsize=6, markerscale=6)
-        c += 1
-    if "digits" in res and c < axes.shape[1]:
+            if x is None:
+                continue
+            ax.scatter(data[:, 0], data[:, 1], s=2, color="0.7", label="data")
+            ax.scatter(x[:2000, 0], x[:2000, 1], s=1, alpha=0.5, color=COLORS[s], label="samples")
+            ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), xlabel="x1", ylabel="x2")
+            ax.set_aspect("equal")
+            ax.set_title(f"gmm2d, K={K}: {SAMPLER_LABELS[s]}\n(samples over the data in grey)", fontsize=9)
+            ax.legend(fontsize=6, markerscale=5, loc="upper right")
+    if "digits" in res:
         d = res["digits"]
         K = min(r["K"] for r in d["rows"])
-        ims = [d["samples"].get((s, K)) for s in ("sn_ddpm", "gms")]
-        ims = [x[:32] for x in ims if x is not None]
-        if ims:
-            grid = torch.cat([x.reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64) for x in ims], 0)
-            ax = axes[1][c]
-            ax.imshow(grid.clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
-            ax.set_title(f"digits K={K}: SN-DDPM (top), GMS (bottom)", fontsize=9)
+        from ..data import load_digits
+
+        panels = [("real digits (data)", load_digits(8)[0][:32])] + [
+            (f"{SAMPLER_LABELS[s]}, K={K}", d["samples"][(s, K)][:32])
+            for s in ("sn_ddpm", "gms", "gms_closed") if (s, K) in d["samples"]]
+        for ax, (title, x) in zip(axes[1], panels):
+            im = ax.imshow(x.reshape(4, 8, 8, 8).permute(0, 2, 1, 3).reshape(32, 64).clamp(-1, 1).numpy(), cmap="gray",
+                           vmin=-1, vmax=1)
+            ax.set_title(title + ("" if title.startswith("real") else "\n(same x_T and noise in every sampler)"),
+                         fontsize=9)
             ax.axis("off")
-            c += 1
-    for r in range(2):
-        for j in range(axes.shape[1]):
-            if not axes[r][j].has_data() and not axes[r][j].images:
-                axes[r][j].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
+        fig.colorbar(im, ax=list(axes[1]), fraction=0.015, label="pixel value")
+    for row in axes:
+        for ax in row:
+            if not ax.has_data() and not ax.images:
+                ax.axis("off")
+    figs.append(save_figure(fig, out / "gms_samples.png",
+        shows="samples at the fewest K drawn with the same random numbers by every "
+              "sampler: 1-D histograms over the data density, 2-D samples over the data, digits next to real ones",
+        better="samples that follow the grey data more closely", bbox=True))
+
+    if "digits" in res:
+        d = res["digits"]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
+        for p_ in d["per_train_seed"]:
+            for ax, key, what in ((axes[0][0], "backbone_loss", "eps-backbone loss"),
+                                  (axes[0][1], "head_loss", "eps2 + eps3 head loss (frozen backbone)")):
+                h = p_[key]
+                ax.plot([r["step"] for r in h], [r["loss"] for r in h], label=f"training seed {p_['train_seed']}")
+                ax.set_xlabel("optimizer step")
+                ax.set_ylabel(what)
+                ax.set_yscale("log")
+                ax.set_title(what, fontsize=9)
+                ax.legend(fontsize=6)
+        figs.append(save_figure(fig, out / "gms_training.png",
+            shows="training losses of the digits backbone and heads per training seed "
+                  "(separate axes: different scales)", better="lower, flat at the end"))
+    return figs
 
 
 def _strip(res: Dict) -> Dict:
@@ -409,67 +573,157 @@ def _strip(res: Dict) -> Dict:
     return out
 
 
-def reproduce_gms(out: Path, quick: bool = False, device="cpu") -> dict:
+def _summary_lines(res: Dict) -> List[str]:
+    lines = [res["verdict"].split(". Paired")[0] + "."]
+    for label, o in [(f"oracle {k}", o) for k, o in res.get("oracle", {}).items()]:
+        for arm in ("gms", "gms_closed"):
+            cs = [c for c in o["contrasts"] if c["arm"] == arm and c["baseline"] == "sn_ddpm"]
+            lines.append(f"{label}, {arm} - sn_ddpm (sliced W1; floor {o['floor']['sliced_w1']['mean']:.4f}): "
+                         + "; ".join(f"K={c['K']} {c['mean']:+.5f} ({c['verdict']})" for c in cs))
+    if "digits" in res:
+        d = res["digits"]
+        for arm, base in (("gms", "sn_ddpm"), ("gms_closed", "sn_ddpm"), ("sn_fused", "sn_ddpm")):
+            cs = [c for c in d["contrasts"] if c["arm"] == arm and c["baseline"] == base]
+            lines.append(f"digits, {arm} - {base} (FD; floor {d['floor']['fd']['mean']:.2f}): "
+                         + "; ".join(f"K={c['K']} {format_paired(c, '.3f')} ({c['verdict']})" for c in cs))
+    return lines
+
+
+def _plot_samples(res: Dict) -> Dict:
+    """The samples the figures show (the fewest K; at most 20000 / 2000 / 32 per arm), keyed like ``res``."""
+    keep = {}
+    for name, o in res.get("oracle", {}).items():
+        K = min(r["K"] for r in o["rows"])
+        keep[name] = {k: v[: 20000 if name == "gmm1d" else 2000] for k, v in o["samples"].items() if k[1] == K}
+    if "digits" in res:
+        K = min(r["K"] for r in res["digits"]["rows"])
+        keep["digits"] = {k: v[:32] for k, v in res["digits"]["samples"].items() if k[1] == K}
+    return keep
+
+
+def replot(out: Path) -> List[Dict]:
+    """Redraw the figures of a finished run from its ``results.json`` and ``samples.pt`` (no sampling)."""
+    out = Path(out)
+    res = json.loads((out / "results.json").read_text())
+    samples = torch.load(out / "samples.pt", weights_only=False)
+    for name, o in res.get("oracle", {}).items():
+        o["samples"] = samples.get(name, {})
+    if "digits" in res:
+        res["digits"]["samples"] = samples.get("digits", {})
+    return _plot(res, out)
+
+
+def reproduce_gms(out: Path, quick: bool = False, device="cpu", workers: Optional[int] = None) -> dict:
     """The GMS reproduction (``gmmkernels reproduce gms``).
 
-    (1) exact oracle (no training) on the 1-D and 2-D toy mixtures (:func:`toy_mixture`): DDPM, SN-DDPM and GMS
-        (official Adan fit per image; closed-form fit; per-element components on 2-D, where it differs) at
-        K = 10, 25, 50, 100 on the linear T=1000 schedule; sliced W1 to fresh data and the exact NLL;
-    (2) digits 8x8: a UNet eps-backbone, then the eps2/eps3 heads on the frozen backbone, the same samplers and K,
-        the digits Frechet distance (:func:`gmmkernels.diffusion.metrics.digits_fd`, an FID analogue).
-    Writes ``results.json`` (tables, verdict), ``results.md`` (markdown tables) and ``gms.png`` into ``out``; returns
-    the results. quick=True: fewer samples and K, a tiny digits model (well under a minute of CPU on one thread).
+    (1) exact oracle (no training) on the 1-D and 2-D toy mixtures (:func:`toy_mixture`): the :data:`ARMS` at K = 10,
+        25, 50 on the linear T=1000 schedule, 5 sampler seeds with common random numbers across arms; sliced W1
+        to data and the exact NLL; the paired :data:`CONTRASTS` and the noise floors;
+    (2) digits 8x8: for each of 3 training seeds a tiny-UNet eps-backbone and the eps2/eps3 heads on it, then the same
+        arms at K = 10, 25 with 2 sampler seeds each; the digits Frechet distance
+        (:func:`gmmkernels.diffusion.metrics.digits_fd`, an FID analogue), the contrasts over training seeds.
+    Writes ``results.json`` (tables, contrasts, verdict), ``results.md``, the figures and ``samples.pt`` (the samples
+    the figures show; :func:`replot` redraws them) into ``out``; returns the results. The digits training seeds and
+    the two oracle experiments run as tasks on ``workers`` processes (default
+    :func:`~gmmkernels.diffusion.experiments._parallel.default_workers`). ``quick``: see :data:`QUICK_DROPS` (a few
+    minutes of CPU). ``device`` is accepted for the command's signature; the runs use the
+    CPU (the networks are too small to gain from a GPU).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    t0 = time.perf_counter()
-    log = lambda s: print(s, flush=True)  # noqa: E731
+    workers = default_workers() if workers is None else workers
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    log = _log
     if quick:
-        Ks, n1, n2, seeds = (10, 25), 4000, 2000, (0,)
-        dig = dict(Ks=(10,), n=200, backbone_steps=150, head_steps=100, size="tiny", seeds=(0,), extra_seed_Ks=(),
-                   ablations=("sn_fused", "gms_merged"), ablation_Ks=(10,), ablation_seeds=(0, 1))
+        Ks, n1, n2, seeds, fl = (10, 25), 4000, 2000, (0, 1, 2), 2
+        dig = dict(Ks=(10,), n=200, backbone_steps=150, head_steps=100, size="tiny", train_seeds=(0, 1),
+                   sampler_seeds=2)
     else:
-        Ks, n1, n2, seeds = (10, 25, 50, 100), 20000, 10000, (0, 1, 2)
-        dig = dict(Ks=(10, 25, 50, 100), n=1000, backbone_steps=3000, head_steps=1500, size="small", seeds=(0, 1, 2),
-                   ablations=tuple(ABLATIONS), ablation_Ks=(10, 25), ablation_seeds=tuple(range(8)))
-    res: Dict = {"quick": quick, "device": str(device),
+        # sized for about an hour on a shared 2-core CPU
+        Ks, n1, n2, seeds, fl = (10, 25, 50), 6000, 3000, tuple(range(5)), 5
+        dig = dict(Ks=(10, 25), n=400, backbone_steps=500, head_steps=250, size="tiny", train_seeds=(0, 1, 2),
+                   sampler_seeds=2)
+    res: Dict = {"quick": quick, "quick_drops": QUICK_DROPS, "device": "cpu", "workers": workers,
                  "setup": {"schedule": "linear T=1000 (beta 1e-4..0.02)", "gms_weight": 1 / 3, "adan": "lr 0.06, 70 it",
-                           "var_floor": 0.1, "note": "oracle: float64, exact heads, x0 clip 1, no last-step cap; "
-                                                     "digits: float32, last-step variance cap (2*2/255*sqrt(pi/2))^2"}}
-    res["oracle"] = {
-        "gmm1d": oracle_experiment("gmm1d", Ks, n1, seeds, ("ddpm", "sn_ddpm", "gms", "gms_closed"), log=log),
-        "gmm2d": oracle_experiment("gmm2d", Ks, n2, seeds, ("ddpm", "sn_ddpm", "gms", "gms_closed", "gms_element"),
-                                   log=log),
-    }
+                           "var_floor": 0.1, "pairing": "common random numbers: x_T, every step's normals and the "
+                           "component choices shared by every arm run with one seed (methods.gms.run_sampler)",
+                           "note": "oracle: float64, exact heads, x0 clip 1, no last-step cap; "
+                                   "digits: float32, last-step variance cap (2*2/255*sqrt(pi/2))^2"}}
+    # one pool for everything: the digits training seeds (the longest tasks) first, then the two oracle experiments
+    tasks = _digits_tasks(**dig) + [
+        {"kind": "oracle", "kw": dict(name=name, Ks=Ks, n=nn, seeds=seeds, samplers=ARMS, floor_draws=fl)}
+        for name, nn in (("gmm1d", n1), ("gmm2d", n2))]
+    done = run_tasks(_task, tasks, workers)
+    res["oracle"] = {"gmm1d": done[-2], "gmm2d": done[-1]}
     res["oracle"]["gmm1d"]["note"] = "1-D: per-element and per-image component draws are the same thing"
-    res["digits"] = digits_experiment(samplers=("ddpm", "sn_ddpm", "gms", "gms_closed", "gms_element"), device=device,
-                                      log=log, **dig)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["digits"] = _digits_collect(done[:-2], fl, log)
     res["tables_md"] = _tables(res)
     res["verdict"] = _verdict(res)
+    res["claims"] = _claims(res)
     res["paper_cifar10_fid"] = PAPER_CIFAR10_FID
-    res["plot"] = _plot(res, out / "gms.png")
+    res["figures"] = _plot(res, out)
+    res["summary"] = _summary_lines(res)
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    res["cpu_seconds"] = round(cpu_seconds() - c0, 1)
     clean = _strip(res)
     (out / "results.json").write_text(json.dumps(clean, indent=1, default=str))
-    (out / "results.md").write_text("## GMS reproduction\n\n" + res["tables_md"] + "\n\n**Verdict.** " + res["verdict"] + "\n")
+    torch.save(_plot_samples(res), out / "samples.pt")
+    (out / "results.md").write_text("## GMS reproduction\n\n" + res["tables_md"] + "\n\n**Verdict.** " + res["verdict"]
+                                    + "\n")
     print(res["tables_md"])
     print("verdict:", res["verdict"])
+    print(f"gms reproduce: {res['seconds']:.0f} s wall, {res['cpu_seconds']:.0f} s CPU (this process and its "
+          f"{workers} worker process{'es' if workers > 1 else ''})", flush=True)
     return clean
 
 
 def demo_section(out: Path, quick: bool = True) -> dict:
-    """Demo: exact oracle on the 1-D toy mixture, DDPM vs SN-DDPM vs GMS at K = 10 (and 25 when not quick);
-    a few seconds on a CPU."""
+    """Demo: exact oracle on the 1-D toy mixture, DDPM / SN-DDPM / GMS (Adan and closed form) at K = 10 and 25 with
+    common random numbers over a few sampler seeds; a few seconds on a CPU."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    Ks = (10,) if quick else (10, 25)
-    n = 4000 if quick else 20000
-    o = oracle_experiment("gmm1d", Ks, n, (0,), ("ddpm", "sn_ddpm", "gms"), log=lambda s: print(s, flush=True))
-    res = {"dataset": "gmm1d (rescaled into [-1, 1]), exact heads", "n": n,
-           "data_floor_sliced_w1": o["data_floor_sliced_w1"], "entropy_estimate": o["entropy_estimate"]}
+    Ks = (10, 25)
+    n, seeds = (4000, (0, 1, 2)) if quick else (20000, tuple(range(6)))
+    arms = ("ddpm", "sn_ddpm", "gms", "gms_closed")
+    with torch_threads(1):
+        o = oracle_experiment("gmm1d", Ks, n, seeds, arms, floor_draws=4)
+    res = {"dataset": "gmm1d (rescaled into [-1, 1]), exact heads", "n": n, "sampler_seeds": len(seeds),
+           "floor_sliced_w1": o["floor"]["sliced_w1"]["mean"], "entropy_estimate": o["floor"]["nll"]["mean"]}
     for r in o["rows"]:
         res[f"sw1_{r['sampler']}_K{r['K']}"] = round(r["sliced_w1"], 5)
         res[f"nll_{r['sampler']}_K{r['K']}"] = round(r["nll"], 5)
+    res["summary"] = [f"exact-oracle 1-D mixture, {len(seeds)} sampler seeds, every random number shared by the arms; "
+                      f"sliced W1 noise floor {o['floor']['sliced_w1']['mean']:.4f}"]
+    for c in o["contrasts"]:
+        if c["baseline"] == "sn_ddpm" and c["arm"] in ("gms", "gms_closed"):
+            res[f"diff_sw1_{c['arm']}_minus_sn_ddpm_K{c['K']}"] = round(c["mean"], 6)
+            res["summary"].append(f"K={c['K']}: {c['arm']} - sn_ddpm sliced W1 {format_paired(c, '.5f')} "
+                                  f"({c['verdict']})")
+    res["figures"] = []
+    plt = pyplot()
+    if plt is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        mix = toy_mixture("gmm1d")
+        grid = torch.linspace(-1.2, 1.2, 400, dtype=torch.float64).unsqueeze(1)
+        ax = axes[0]
+        ax.fill_between(grid[:, 0], mix.log_prob(grid).exp(), color="0.85", label="data density")
+        for s in ("sn_ddpm", "gms", "gms_closed"):
+            ax.hist(o["samples"][(s, 10)][:, 0].numpy(), bins=100, range=(-1.2, 1.2), density=True, histtype="step",
+                    color=COLORS[s], label=SAMPLER_LABELS[s])
+        ax.set(xlabel="x", ylabel="density", title="data (grey) vs samples at K=10, same random numbers")
+        ax.legend(fontsize=6)
+        for a in arms:
+            rr = [r for r in o["rows"] if r["sampler"] == a]
+            axes[1].plot([r["K"] for r in rr], [r["sliced_w1"] for r in rr], "o-", color=COLORS[a],
+                         label=SAMPLER_LABELS[a])
+        f = o["floor"]["sliced_w1"]
+        axes[1].axhspan(f["mean"] - f["sd"], f["mean"] + f["sd"], color="k", alpha=0.15, label="noise floor")
+        axes[1].set(xlabel="K (steps)", ylabel="sliced W1 to data (lower is better)", xscale="log", yscale="log",
+                    title="sliced W1 against K")
+        axes[1].legend(fontsize=6)
+        res["figures"].append(save_figure(fig, out / "gms_demo.png",
+            shows="1-D mixture: sample histograms over the data density at K=10 "
+                  "(left) and sliced W1 against K with the real-vs-real noise floor (right)",
+            better="lower sliced W1; histograms closer to the grey density"))
     (out / "gms_demo.json").write_text(json.dumps(res, indent=1))
     return res

@@ -711,7 +711,7 @@ def reproduce_mgdm(out: Path, quick: bool = False, device="cpu", plan: Optional[
 def demo_section(out: Path, quick: bool = True) -> dict:
     """A short MGDM section for the demo: the dim-10 toy, MGDM (toy_config) vs DPS at equal network calls over a few
     sampler seeds with the same x_T."""
-    from ..metrics import format_paired, paired_stats
+    from ..metrics import format_paired_stats, paired_stats
 
     n, K = (150, TOY_K_QUICK) if quick else (400, 100)
     seeds = [0, 1] if quick else [0, 1, 2]
@@ -720,7 +720,7 @@ def demo_section(out: Path, quick: bool = True) -> dict:
     r0 = rs[0]
     summary = [f"gmm_25(10), one random linear measurement (sigma_y 0.1), {len(seeds)} sampler seeds (same x_T for both):",
                "sliced W1 to exact posterior samples, MGDM vs DPS (gamma 0.5, equal calls capped at 999 steps): "
-               + format_paired(p),
+               + format_paired_stats(p),
                f"floors: exact vs exact {r0['sw_exact_vs_exact']:.3f}, prior vs exact {r0['sw_prior_vs_exact']:.3f}; "
                f"network evaluations: MGDM {r0['mgdm_calls']}, DPS {r0['dps_calls']}"]
     for line in summary:

@@ -601,7 +601,7 @@ def km_inertia(x: Tensor, prior: MixPrior) -> float:
 def demo_section(out: Path, quick: bool) -> dict:
     """DDPM, the control DDPM+j and mixDDPM+j on the standardised gmm25 toy, two training seeds with common random
     numbers; writes mixddpm_samples.png and returns the metrics, the paired differences, figures and summary."""
-    from ..metrics import format_paired, paired_stats
+    from ..metrics import format_paired_stats, paired_stats
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -623,7 +623,7 @@ def demo_section(out: Path, quick: bool) -> dict:
     for a, b in (("mixDDPM+j", "DDPM+j"), ("DDPM+j", "DDPM")):
         p = paired_stats([val[(a, s)]["sliced_w1"] for s in seeds], [val[(b, s)]["sliced_w1"] for s in seeds])
         res[f"{a} vs {b}"] = p
-        summary.append(f"sliced W1 {a} vs {b}: " + format_paired(p))
+        summary.append(f"sliced W1 {a} vs {b}: " + format_paired_stats(p))
     for name in arms:
         res[name] = {k: sum(val[(name, s)][k] for s in seeds) / len(seeds) for k in ("sliced_w1", "on_mode", "reeff_l2")}
     summary.append("the mixture prior's own effect is the first line (control: the same index j fed to DDPM)")

@@ -544,7 +544,7 @@ def demo_section(out: Path, quick: bool) -> dict:
     """NGMG vs BCE vs MAE on the auxiliary feature classifier (20% label noise, paired seeds); writes
     ngmg_stability.png and returns the summaries, paired differences, figures and summary lines."""
     from ..data import load_digits
-    from ..metrics import format_paired
+    from ..metrics import format_paired_stats
     from .mixddpm import single_thread
 
     out = Path(out)
@@ -563,7 +563,7 @@ def demo_section(out: Path, quick: bool) -> dict:
     for r in aux["comparisons"]:
         if r["metric"] == "final_acc":
             res[r["comparison"]] = {k: r[k] for k in ("diff", "se", "ci95", "a_better", "n")}
-            lines.append(f"clean test accuracy {r['comparison']}: " + format_paired(r))
+            lines.append(f"clean test accuracy {r['comparison']}: " + format_paired_stats(r))
     lines.append("MAE is the bounded-loss control: NGMG's edge over BCE under label noise is that of a bounded loss")
     res["figures"] = [{"path": _plot_stability(aux["curves"], out / "ngmg_stability.png", aux["chosen_lr"]),
                        "shows": "clean test accuracy of the auxiliary classifier per loss, and each training loss",

@@ -133,6 +133,12 @@ def _kernel_seed(generator: Optional[torch.Generator]) -> int:
     return int(torch.randint(0, 1 << 62, (1,), generator=generator, device=gdev))
 
 
+def _check_seed(fn: str, seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{fn}: argument 'seed' must be None or an int (its 64 bits are the key), got {seed!r}")
+    return seed
+
+
 def _step_coeffs(schedule: Schedule, ts: Tensor, i: int) -> Tuple[float, float, GMSCoeffs]:
     """(t, s, coefficients) of step i of the time grid ``ts`` (transition t = ts[i] -> s = ts[i + 1])."""
     t, s = float(ts[i]), float(ts[i + 1])
@@ -145,7 +151,7 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
                fit: str = "adan", per_image: bool = True, weight: float = 1.0 / 3.0, iters: int = 70, lr: float = 0.06,
                var_floor: float = 0.1, n_el: Optional[int] = None, last_var_max: Optional[float] = None,
                spacing: str = "uniform", device=None, dtype: torch.dtype = torch.float32, backend: str = "auto",
-               progress: bool = False, return_trajectory: bool = False):
+               progress: bool = False, return_trajectory: bool = False, seed: Optional[int] = None):
     """Draw ``shape[0]`` samples with the GMS sampler in K steps (docs/methods.md (GMS)).
 
     Args:
@@ -162,6 +168,9 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
         :func:`official_last_var` (CIFAR10).
       spacing: time grid ('uniform' or 'quadratic'); dtype: dtype of x and of the fused step.
       backend: backend of gms_step ("auto" | "reference" | "cpu" | "cuda").
+      seed: the 64-bit seed of the in-kernel RNG (default: drawn from ``generator`` after x_T). Step i draws its
+        normals and component choices at Philox offset i, so a Gaussian sampler given
+        ``noise=samplers.counter_noise(seed)`` and this x_T shares every random number with this sampler.
     Returns x0 [shape], or (x0, [x_{t_K}, ..., x_{t_0}]) with ``return_trajectory``.
     """
     fn = "gms_sample"
@@ -183,7 +192,7 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
         raise ValueError(f"{fn}: argument 'x_T' has shape {tuple(x_T.shape)} but shape is {shape}")
     ts = schedule.grid(K, spacing)
     x = _samplers.start_noise(shape, x_T, generator, device, dtype)
-    seed = _kernel_seed(generator)
+    seed = _kernel_seed(generator) if seed is None else _check_seed(fn, seed)
     traj: List[Tensor] = [x.clone()] if return_trajectory else []
     for i in _samplers.progress_bar(range(K), progress, f"gms K={K}"):
         t, s, c = _step_coeffs(schedule, ts, i)
@@ -202,25 +211,31 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
 def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, variant: str, *,
                     generator: Optional[torch.Generator] = None, weight: float = 1.0 / 3.0,
                     last_var_max: Optional[float] = None, device=None, dtype: torch.dtype = torch.float32,
-                    backend: str = "auto") -> Tensor:
+                    backend: str = "auto", x_T: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
     """A GMS sampler with one part taken out, to tell which part of a GMS step matters (``variant`` in
     :data:`ABLATIONS`). Every step but the last computes the fused step's moments (official clamps) and fit with
-    ``return_params``, then draws x_s = m + sqrt(c v) z with z ~ N(0, I) from ``generator``:
+    ``return_params``, then draws x_s = m + sqrt(c v) z with z the fused step's own normals of that step (the
+    counter-based stream at (seed, element, offset i, tag 7), :func:`gmmkernels.diffusion.samplers.counter_noise`):
       sn_fused:        fit "gaussian": m = M1, v = V (SN-DDPM on GMS's clamped moments), c = 1;
       sn_fused_v95/90: the same with the variance scaled by c = 0.95 / 0.90;
       gms_merged:      the official Adan fit, but the two components merged: m = w mu1 + (1 - w) mu2 and v the fitted
                        (within-component) variance, c = 1: GMS's variance without its mixture.
-    The last step is the Gaussian step of :func:`gms_sample` (capped by ``last_var_max``). x_T and the kernel seed are
-    drawn from ``generator`` as in :func:`gms_sample`, so a seed gives the same x_T as :func:`run_sampler`'s others."""
+    The last step is the Gaussian step of :func:`gms_sample` (capped by ``last_var_max``). x_T (default: drawn from
+    ``generator``) and the kernel ``seed`` (default: drawn from ``generator`` after x_T) are those of
+    :func:`gms_sample`, so an ablation, GMS and a Gaussian sampler given ``noise=counter_noise(seed)`` share x_T and
+    every step's normals (common random numbers)."""
     fn = "ablation_sample"
     if variant not in ABLATIONS:
         raise ValueError(f"{fn}: argument 'variant' must be one of {tuple(ABLATIONS)}, got {variant!r}")
     fit, merge, c = ABLATIONS[variant]
     K = _check_K(fn, schedule, K)
     shape = tuple(int(v) for v in shape)
+    if x_T is not None and tuple(x_T.shape) != shape:
+        raise ValueError(f"{fn}: argument 'x_T' has shape {tuple(x_T.shape)} but shape is {shape}")
     ts = schedule.grid(K, "uniform")
-    x = _samplers.start_noise(shape, None, generator, device, dtype)
-    seed = _kernel_seed(generator)
+    x = _samplers.start_noise(shape, x_T, generator, device, dtype)
+    seed = _kernel_seed(generator) if seed is None else _check_seed(fn, seed)
+    z = _samplers.counter_noise(seed)
     for i in range(K):
         t, s, co = _step_coeffs(schedule, ts, i)
         h = _heads(fn, model, x, t, None)
@@ -231,17 +246,23 @@ def ablation_sample(model, schedule: Schedule, shape: Sequence[int], K: int, var
         st = gms_step(x, h["eps"], h["eps2"], h["eps3"], co, method=fit, weight=weight, seed=seed, offset=i,
                       return_params=True, backend=backend)
         m = weight * st.mu1 + (1.0 - weight) * st.mu2 if merge else st.mu1
-        x = m + (c * st.var).clamp_min(0.0).sqrt() * _samplers.step_noise(x, generator)
+        x = m + (c * st.var).clamp_min(0.0).sqrt() * z(i, x)
     return x
 
 
 def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: int, *, seed: int = 0,
                 clip_x0: float = 1.0, last_var_max: Optional[float] = None, dtype: torch.dtype = torch.float32,
-                device=None, batch_size: Optional[int] = None, backend: str = "auto") -> Tensor:
-    """One of :data:`SAMPLERS` with a common setup: the same x_T (generator seeded with ``seed``), x0 clipped to
-    [-clip_x0, clip_x0] for DDPM / SN-DDPM (GMS always clips to [-1, 1], as the official moments), the same last-step
-    variance cap for SN-DDPM and GMS. ``batch_size`` splits large draws (each chunk gets its own seed; note that
-    the official Adan fit's 1/n_el scale is then the chunk's)."""
+                device=None, batch_size: Optional[int] = None, backend: str = "auto",
+                common_noise: bool = True) -> Tensor:
+    """One of :data:`SAMPLERS` or :data:`ABLATIONS` with a common setup: x0 clipped to [-clip_x0, clip_x0] for DDPM /
+    SN-DDPM (GMS always clips to [-1, 1], as the official moments), the same last-step variance cap for SN-DDPM and
+    GMS, and common random numbers: a generator seeded with ``seed`` gives x_T and then one kernel seed, and every
+    sampler takes its step-i noise from the counter-based stream of that kernel seed at offset i (GMS and the
+    ablations through the fused step, DDPM / SN-DDPM through ``noise=counter_noise(kernel seed)``), GMS also its
+    component choices. So two samplers run with one ``seed`` share every random number they both draw, and two
+    samplers with the same kernel give the same samples up to rounding. ``common_noise=False``: DDPM / SN-DDPM draw
+    their step noise from the generator instead (x_T is still shared). ``batch_size`` splits large draws (each chunk
+    gets its own seed; note that the official Adan fit's 1/n_el scale is then the chunk's)."""
     if name not in SAMPLERS and name not in ABLATIONS:
         raise ValueError(f"run_sampler: argument 'name' must be one of {SAMPLERS + tuple(ABLATIONS)}, got {name!r}")
     shape = tuple(shape)
@@ -252,16 +273,23 @@ def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: i
         n = min(bs, N - n0)
         g = torch.Generator(device=device if device is not None else "cpu").manual_seed(seed * 1000003 + j)
         sh = (n, *shape[1:])
-        if name in ABLATIONS:
-            outs.append(ablation_sample(model, schedule, sh, K, name, generator=g, last_var_max=last_var_max,
-                                        device=device, dtype=dtype, backend=backend))
-        elif name in ("ddpm", "sn_ddpm"):
+        if name in ("ddpm", "sn_ddpm") and not common_noise:
             outs.append(_samplers.sample(model, schedule, sh, name, K, generator=g, clip_x0=clip_x0,
                                          last_var_max=last_var_max, device=device, dtype=dtype))
+            continue
+        x_T = _samplers.start_noise(sh, None, g, device, dtype)
+        kseed = _kernel_seed(g)
+        if name in ABLATIONS:
+            outs.append(ablation_sample(model, schedule, sh, K, name, x_T=x_T, seed=kseed, last_var_max=last_var_max,
+                                        device=device, dtype=dtype, backend=backend))
+        elif name in ("ddpm", "sn_ddpm"):
+            outs.append(_samplers.sample(model, schedule, sh, name, K, x_T=x_T, noise=_samplers.counter_noise(kseed),
+                                         clip_x0=clip_x0, last_var_max=last_var_max, device=device, dtype=dtype))
         else:
             fit = "closed" if name == "gms_closed" else "adan"
-            outs.append(gms_sample(model, schedule, sh, K, generator=g, fit=fit, per_image=name != "gms_element",
-                                   last_var_max=last_var_max, device=device, dtype=dtype, backend=backend))
+            outs.append(gms_sample(model, schedule, sh, K, x_T=x_T, seed=kseed, fit=fit,
+                                   per_image=name != "gms_element", last_var_max=last_var_max, device=device,
+                                   dtype=dtype, backend=backend))
     return torch.cat(outs)
 
 

@@ -282,15 +282,24 @@ def train(model: SMDModel, data: Tensor, *, steps: int = 2000, batch_size: int =
     return {"ema": ema, "losses": losses, "seconds": time.perf_counter() - t0, "steps": steps}
 
 
+LATENTS = ("fresh", "zero")
+
+
 @torch.no_grad()
 def sample(model: SMDModel, n: int, *, method: str = "ddpm", K: Optional[int] = None,
            generator: Optional[torch.Generator] = None, clip_x0: Optional[float] = None, device="cpu",
-           batch_size: Optional[int] = None) -> Tensor:
-    """Draw n samples with the core's ``ddpm`` (ancestral; K = T by default) or ``ddim`` (eta = 0) sampler, a fresh
-    eta ~ N(0, I) at every network call. All randomness (start noise, step noise, every eta) comes from ``generator``:
-    the same seed gives the same samples."""
+           batch_size: Optional[int] = None, latent: str = "fresh") -> Tensor:
+    """Draw n samples with the core's ``ddpm`` (ancestral; K = T by default) or ``ddim`` (eta = 0) sampler.
+
+    ``latent="fresh"`` draws a fresh eta ~ N(0, I) at every network call (the soft mixture, as the official sampler);
+    ``latent="zero"`` feeds eta = 0 at every call, which takes the mixture out of the same network (a control).
+    Randomness: ``generator`` gives two seeds, one for x_T and the step noise, one for the etas, so two models sampled
+    with the same ``generator`` seed share x_T and every step's noise whatever they do with eta (common random
+    numbers: a vanilla model, an SMD model and the same SMD model with ``latent="zero"`` are paired draw for draw)."""
     if method not in ("ddpm", "ddim"):
         raise ValueError(f"smd.sample: method must be 'ddpm' or 'ddim', got {method!r}")
+    if latent not in LATENTS:
+        raise ValueError(f"smd.sample: argument 'latent' must be one of {LATENTS}, got {latent!r}")
     device = torch.device(device)
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     seeds = torch.randint(0, 2**62, (2,), generator=g).tolist()
@@ -304,8 +313,11 @@ def sample(model: SMDModel, n: int, *, method: str = "ddpm", K: Optional[int] = 
         m = min(bs, n - i)
 
         def eps_fn(x, t):
-            eta = torch.randn(x.shape, generator=eta_gen, device=x.device, dtype=x.dtype) if model.is_smd else None
-            return model.eps(x, t, eta)
+            if not model.is_smd:
+                return model.eps(x, t)
+            if latent == "zero":
+                return model.eps(x, t, torch.zeros_like(x))
+            return model.eps(x, t, torch.randn(x.shape, generator=eta_gen, device=x.device, dtype=x.dtype))
 
         x_T = torch.randn((m, *model.data_shape), generator=step_gen, device=device)
         outs.append(_samplers.sample(eps_fn, model.schedule, (m, *model.data_shape), method, K, generator=step_gen,
@@ -313,25 +325,65 @@ def sample(model: SMDModel, n: int, *, method: str = "ddpm", K: Optional[int] = 
     return torch.cat(outs).cpu()
 
 
+def _noised_batch(model: SMDModel, data: Tensor, n: int, t: int, g: torch.Generator):
+    dev = next(model.parameters()).device
+    x0 = data[torch.randint(data.shape[0], (n,), generator=g)].float().to(dev)
+    tt = torch.full((n,), float(t), device=dev)
+    a, s = model._coef(tt, x0)
+    return a * x0 + s * torch.randn(x0.shape, generator=g).to(dev), tt, a, s
+
+
+def _default_times(T: int, times: Sequence[int]) -> List[int]:
+    return list(times) or sorted({max(1, T // 10), max(1, T // 2), T})
+
+
 @torch.no_grad()
 def eta_sensitivity(model: SMDModel, data: Tensor, *, n: int = 512, n_eta: int = 8, times: Sequence[int] = (),
-                    seed: int = 0) -> Dict[str, float]:
-    """How much the trained denoiser depends on the latent: mean over x_t of the across-eta std of the epsilon
-    prediction, relative to the std of the prediction across x_t, at a few times t (0 for a vanilla model)."""
+                    seed: int = 0, units: str = "prediction") -> Dict[str, float]:
+    """How much the trained denoiser depends on the latent: mean over x_t of the across-eta std of the prediction,
+    relative to the std of the prediction across x_t, at a few times t (0 for a vanilla model; empty dict for one).
+
+    ``units="prediction"`` measures the network's own output (v or eps, ``model.objective``); ``"eps"`` converts to
+    epsilon first. Under v-prediction eps = a_t v + sigma_t x_t, so at t = T (a_T ~ 0) the eps units hide any
+    dependence on eta by construction: use the prediction's units there."""
+    if units not in ("prediction", "eps"):
+        raise ValueError(f"eta_sensitivity: argument 'units' must be 'prediction' or 'eps', got {units!r}")
     if not model.is_smd:
         return {}
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
-    T = model.schedule.T
-    times = list(times) or sorted({max(1, T // 10), max(1, T // 2), T})
     out = {}
-    for t in times:
-        x0 = data[torch.randint(data.shape[0], (n,), generator=g)].float().to(dev)
-        tt = torch.full((n,), float(t), device=dev)
-        a, s = model._coef(tt, x0)
-        xt = a * x0 + s * torch.randn(x0.shape, generator=g).to(dev)
-        preds = torch.stack([model.eps(xt, tt, torch.randn(x0.shape, generator=g).to(dev)) for _ in range(n_eta)])
+    for t in _default_times(model.schedule.T, times):
+        xt, tt, _, _ = _noised_batch(model, data, n, t, g)
+        f = model if units == "prediction" else model.eps
+        preds = torch.stack([f(xt, tt, torch.randn(xt.shape, generator=g).to(dev)) for _ in range(n_eta)])
         within = preds.std(0).mean()
         across = preds.mean(0).std(0).mean().clamp_min(1e-12)
         out[f"t={t}"] = float(within / across)
+    return out
+
+
+@torch.no_grad()
+def mixture_spread(model: SMDModel, data: Tensor, *, n: int = 512, n_eta: int = 8, times: Sequence[int] = (),
+                   seed: int = 0) -> Dict[str, float]:
+    """How far apart the components of the soft mixture p(x_{t-1} | x_t) = E_eta N(mu(x_t, eta), lambda_t^2 I) are:
+    the mean over x_t (noised data) and pixels of the across-eta std of the component mean mu = A x_t + B x0_hat(eta)
+    (DDPM posterior of the step t -> t-1), divided by the component std lambda_t. A mixture whose components spread
+    by much less than one component std is a single Gaussian in all but name; ~1 or more is needed for several
+    modes. Times t >= 2 (the step to t = 0 has lambda = 0); default T/10, T/2, T. Empty dict for a vanilla model."""
+    if not model.is_smd:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    sch = model.schedule
+    out = {}
+    for t in sorted({max(2, t) for t in _default_times(sch.T, times)}):
+        xt, tt, a, s = _noised_batch(model, data, n, t, g)
+        A, B, lam2 = (float(v) for v in sch.posterior(float(t), float(t - 1)))
+        x0s = []
+        for _ in range(n_eta):
+            pred = model(xt, tt, torch.randn(xt.shape, generator=g).to(dev))
+            x0s.append(a * xt - s * pred if model.objective == "v" else (xt - s * pred) / a)
+        spread = (B * torch.stack(x0s).std(0)).mean()
+        out[f"t={t}"] = float(spread / max(lam2, 1e-30) ** 0.5)
     return out
