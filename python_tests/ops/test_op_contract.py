@@ -166,10 +166,12 @@ def test_suffstats_derivatives(full):
 # the Triton precision modes
 
 
-def _far_case(offset, sigma, seed=30, N=12, K=3, D=5):
-    """Points `offset` standard deviations from component 0 (and farther from the others), float64."""
+def _far_case(offset, sigma, seed=30, N=12, K=3, D=5, shift=0.0):
+    """Points `offset` standard deviations from component 0 (and farther from the others), the whole mixture
+    `shift` standard deviations from the origin (where the GEMM form cancels: its error grows like |x||mu|/sigma^2),
+    float64."""
     g = torch.Generator().manual_seed(seed)
-    means = 3 * sigma * torch.randn(K, D, generator=g, dtype=torch.float64)
+    means = 3 * sigma * torch.randn(K, D, generator=g, dtype=torch.float64) + shift * sigma
     scale = sigma * torch.exp(0.2 * torch.randn(K, D, generator=g, dtype=torch.float64))
     d = torch.randn(N, D, generator=g, dtype=torch.float64)
     x = means[0] + offset * sigma * d / d.norm(dim=-1, keepdim=True) + sigma * torch.randn(N, D, generator=g,
@@ -183,13 +185,16 @@ def _f32(args):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("offset,sigma", [(1e2, 1.0), (1e3, 1.0), (1e4, 1.0), (3.0, 1e-3), (1e3, 1e-3), (10.0, 1e2)])
-def test_triton_ieee_is_exact_fp32_far_from_the_components(device, offset, sigma):
+@pytest.mark.parametrize("offset,sigma,shift", [(1e2, 1.0, 0.0), (1e3, 1.0, 0.0), (1e4, 1.0, 0.0), (3.0, 1e-3, 0.0),
+                                                (1e3, 1e-3, 0.0), (10.0, 1e2, 0.0), (3.0, 1.0, 1e2), (3.0, 1.0, 1e3),
+                                                (10.0, 1.0, 1e4), (3.0, 1e-3, 1e3)])
+def test_triton_ieee_is_exact_fp32_far_from_the_components(device, offset, sigma, shift):
     """precision="ieee" computes (x - mu)^2 by direct differences: as accurate as the CPU fp32 kernel at 1e2..1e4
-    standard deviations and at small sigma (values, responsibilities and the gradient of the logits)."""
+    standard deviations from the components or from the origin, and at small sigma (values, responsibilities and
+    the gradient of the logits)."""
     if "triton" not in available_backends(device):
         pytest.skip("no Triton backend")
-    args64 = _far_case(offset, sigma)
+    args64 = _far_case(offset, sigma, shift=shift)
     want = ref.mixture_stats_ref(*args64, "diag")
     eager = ref.mixture_stats_ref(*_f32(args64), "diag")
     args = [a.to(device).requires_grad_() for a in _f32(args64)]
@@ -211,8 +216,8 @@ def test_triton_gemm_modes_stay_within_their_bound(device, precision):
         pytest.skip("no Triton backend")
     if precision != "fp32-gemm" and device == "cpu":
         pytest.skip("the interpreter does not round tf32 / bf16 operands as tensor cores do")
-    for offset in (3.0, 1e2):
-        args64 = _far_case(offset, 1.0)
+    for offset, shift in ((3.0, 0.0), (1e2, 0.0), (3.0, 1e3)):
+        args64 = _far_case(offset, 1.0, shift=shift)
         want = ref.mixture_log_prob_ref(*args64, "diag")
         got = gmmkernels.mixture_log_prob(*(a.to(device) for a in _f32(args64)), "diag", backend="triton",
                                           precision=precision)
