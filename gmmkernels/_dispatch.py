@@ -89,7 +89,8 @@ def _triton(**kw) -> Backend:
 
 def _exact_precision(name: str, precision: str = "ieee", **_) -> Optional[Reason]:
     if precision != "ieee":
-        return (ValueError, f"precision={precision!r} is a tensor-core mode of the 'triton' backend on CUDA; backend "
+        kind = "a GEMM-form" if precision == "fp32-gemm" else "a tensor-core"
+        return (ValueError, f"precision={precision!r} is {kind} mode of the 'triton' backend; backend "
                             f"{name!r} computes in exact arithmetic only (use precision='ieee')")
     return None
 
@@ -195,6 +196,8 @@ def _call_reasons(b: Backend, device: torch.device, dtype: Optional[torch.dtype]
         r = b.check(b.name, op=op, **features)
         if r is not None:
             out.append(r)
+    if features.get("transforms") and b.kind in ("native", "triton"):
+        out.append(_TRANSFORMS_REASON)
     if dtype is not None and dtype not in b.dtypes:
         out.append((TypeError, f"backend={b.name!r} computes in float32; use backend 'cpu'/'cuda'/'reference' for float64"))
     return out
@@ -274,3 +277,18 @@ def available(family: str, device="cpu", op: Optional[str] = None) -> List[str]:
     device = torch.device(device)
     op = op or fam.ops[0]
     return [b.name for b in fam.backends if not _device_reasons(b, device, op)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# compute dtypes and torch.func transforms
+
+_TRANSFORMS_REASON: Reason = (
+    ValueError, "the fused backends cannot run under torch.func transforms (grad, jacrev, jacfwd, hessian, vmap): "
+                "their autograd is a torch.library registration, which those transforms do not support; use the "
+                "pure-PyTorch backend ('reference', or 'torch' for lowrank_adapter; backend='auto' picks it there) "
+                "or torch.autograd.grad(..., create_graph=True)")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype every backend computes a call in: float32 for float16 / bfloat16 inputs, else the input dtype."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -8,7 +8,7 @@ Two kinds of checks:
 * structural checks (types, dtypes, devices, shapes, Python scalars) always run; they never read tensor data;
 * value checks (positive finite scales, triangular factors, NaN weights, finite data) read tensor data, which costs
   a device synchronisation on a GPU. :func:`set_validation` turns them off globally, and they are skipped while
-  ``torch.compile`` traces (:func:`values_enabled`).
+  ``torch.compile`` traces and under torch.func transforms (:func:`values_enabled`).
 """
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ def compiling() -> bool:
 
 
 def values_enabled() -> bool:
-    """Whether value checks run now (switched on, and not inside a torch.compile trace)."""
-    return _VALUE_CHECKS and not compiling()
+    """Whether value checks run now (switched on, not inside a torch.compile trace, and not under a torch.func
+    transform, whose batched tensors cannot be read into Python bools)."""
+    return _VALUE_CHECKS and not compiling() and not torch._C._are_functorch_transforms_active()
 
 
 def _has_data(t: Tensor) -> bool:

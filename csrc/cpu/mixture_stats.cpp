@@ -6,7 +6,8 @@
 // time per block (each component's parameters are reused across the R rows).
 //   forward:  pass 1 computes the K logits of the block, a stable max-shifted log-sum-exp gives logp and r;
 //             pass 2 recomputes y_k = W_k (x - mu_k) by direct difference and accumulates score = sum_k r_k s_k.
-//   backward: pass 1 recomputes r (from the saved logp) and the per-row sums G.S and sum_j r_j H_j;
+//   backward: pass 1 recomputes r = exp(logit - logp) / sum_j exp(logit_j - logp) (the saved logp is the shift;
+//             the normalisation cancels its rounding) and the per-row sums G.S and sum_j r_j H_j;
 //             pass 2 forms a_k and gy_k, accumulates grad_x per row and the parameter gradients in per-chunk
 //             partial buffers; a final fixed-order sum over chunks makes the result independent of the threads.
 #include <ATen/Parallel.h>
@@ -295,8 +296,10 @@ void backward_impl(const Problem<T>& P, const Grads<T>& Gr, T* gmeans, T* gprec,
               for (int64_t r = 0; r < nr; ++r) h[r] = Gr.H[(b * N + n0 + r) * K + k];
               Hk[k] = h;
             }
-          // pass 1: r_k, G.s_k, and the row sums G.S and sum_j r_j H_j
-          V gsum = V{}, hsum = V{};
+          // pass 1: r_k, G.s_k, and the row sums G.S and sum_j r_j H_j. r_k = exp(logit_k - logp) / Z with
+          // Z = sum_j exp(logit_j - logp): the saved logp is only the shift, and dividing by Z (~1) cancels its
+          // rounding error (u |logp|), which would otherwise enter every r_k.
+          V gsum = V{}, hsum = V{}, zsum = V{};
           for (int64_t k = 0; k < K; ++k) {
             const T* mu = mub + k * D;
             const T* W = Wb + k * PD;
@@ -318,12 +321,17 @@ void backward_impl(const Problem<T>& P, const Grads<T>& Gr, T* gmeans, T* gprec,
             const V lg = logit_of(splat<V>(cb[k]), sq);
             const V p = live != V{} ? vexp(lg - lpr) : V{};
             Pk[k] = p;
+            zsum += p;
             if (hasG) {
               GS[k] = gs;
               gsum += p * gs;
             }
             if (hasH) hsum += p * Hk[k];
           }
+          const V zinv = live != V{} ? T(1) / zsum : V{};
+          for (int64_t k = 0; k < K; ++k) Pk[k] *= zinv;
+          gsum *= zinv;
+          hsum *= zinv;
           // a_k
           for (int64_t k = 0; k < K; ++k) {
             const V gsd = hasG ? GS[k] - gsum : V{};

@@ -7,9 +7,11 @@
 //   rescaling; a second pass over the components writes the responsibilities when asked.
 // Everything else: a "team" of TEAM threads (8, 32 or 128) per row, lanes owning coordinates d = lane + TEAM*i;
 //   |y|^2 and G.s are team reductions (butterfly shuffles: every lane gets bitwise the same value). Forward:
-//   pass 1 online log-sum-exp, pass 2 r_k = exp(logit - logp) and score accumulation in the output row.
+//   pass 1 online log-sum-exp (max m, sum s), pass 2 r_k = exp(logit - m) / s and score accumulation in the
+//   output row.
 //   Full W: delta and y are shared through a per-team scratch (shared memory when it fits, else global workspace).
-// Backward: the same teams; each team owns a contiguous range of rows and one partial slot [K][D + PD + 1] in the
+// Backward: the same teams; r_k = exp(logit_k - logp) / Z, Z = sum_j exp(logit_j - logp) (the saved logp is the
+//   shift, the normalisation cancels its rounding error u |logp|); each team owns a contiguous range of rows and one partial slot [K][D + PD + 1] in the
 //   workspace, updated by fixed lanes in row order (no atomics); a second kernel sums the slots in a fixed order.
 #include <cuda_runtime.h>
 
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(kBlock) fwd_diag_regs_kernel(const T* __restri
         const T y = diag_y(s_w[kk][d], xv[d], s_mu[kk][d]);
         sq += y * y;
       }
-      if (active) resp[(b * N + n) * K + k0 + kk] = dexp(logit_of(s_c[kk], sq) - lp);
+      if (active) resp[(b * N + n) * K + k0 + kk] = st.prob(logit_of(s_c[kk], sq), ExpOp());
     }
   }
 }
@@ -275,7 +277,7 @@ __global__ void __launch_bounds__(kBlock) fwd_team_kernel(const T* __restrict__ 
       const T* mu = mub + k * D;
       const T* W = Wb + k * PD;
       const T sq = team_sq<T, TEAM, FULL>(xr, mu, W, D, lane, sd, sy, red);
-      const T r = dexp(logit_of(cb[k], sq) - lp);
+      const T r = st.prob(logit_of(cb[k], sq), ExpOp());
       if (resp != nullptr && active && lane == 0) resp[(b * N + n) * K + k] = r;
       if (sr != nullptr && active) {
         if (!FULL) {
@@ -355,17 +357,21 @@ __global__ void __launch_bounds__(kBlock) bwd_team_kernel(const T* __restrict__ 
       }
       return team_sum<TEAM>(part_, red);
     };
-    // pass 1: sum_k r_k G.s_k and sum_k r_k H_k
-    T gsum = T(0), hsum = T(0);
+    // pass 1: Z, sum_k r_k G.s_k and sum_k r_k H_k
+    T zsum = T(0), gsum = T(0), hsum = T(0);
     for (int64_t k = 0; k < K; ++k) {
       const T* mu = mub + k * D;
       const T* W = Wb + k * PD;
       const T sq = team_sq<T, TEAM, FULL>(xr, mu, W, D, lane, sd, sy, red);
-      const T r = dexp(logit_of(cb[k], sq) - lp);
+      const T p = dexp(logit_of(cb[k], sq) - lp);
       const T gs = g_dot_s(mu, W);
-      gsum += r * gs;
-      if (Hr != nullptr) hsum += r * Hr[k];
+      zsum += p;
+      gsum += p * gs;
+      if (Hr != nullptr) hsum += p * Hr[k];
     }
+    const T zinv = T(1) / zsum;
+    gsum *= zinv;
+    hsum *= zinv;
     // pass 2
     T* gxr = gx + row * D;
     if (active)
@@ -374,7 +380,7 @@ __global__ void __launch_bounds__(kBlock) bwd_team_kernel(const T* __restrict__ 
       const T* mu = mub + k * D;
       const T* W = Wb + k * PD;
       const T sq = team_sq<T, TEAM, FULL>(xr, mu, W, D, lane, sd, sy, red);
-      const T r = dexp(logit_of(cb[k], sq) - lp);
+      const T r = dexp(logit_of(cb[k], sq) - lp) * zinv;
       const T gs = g_dot_s(mu, W);
       const T a = dlogit(r, gg, Gr != nullptr ? gs - gsum : T(0), Hr != nullptr ? Hr[k] - hsum : T(0));
       T* smu = slot + k * D;

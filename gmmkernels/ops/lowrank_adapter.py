@@ -16,8 +16,11 @@ forward per pixel. The materialised form of the official code keeps L tensors of
 backend: "auto" | "reference" (materialised W_l, the official form) | "torch" (rank-one form in plain torch ops,
 autograd) | "cpu" | "cuda" | "triton" (gmmkernels/_dispatch.py gives the rule of "auto" and GMMKERNELS_BACKEND).
 "auto" picks the native kernel for the device, then Triton on CUDA, then "torch"; never "reference".
-float16 / bfloat16 inputs are computed in float32 by the fused kernels and returned in the input dtype.
-All backends are differentiable (first order) with respect to r, u and s.
+float16 / bfloat16 inputs are computed in float32 on every backend and returned in the input dtype.
+All backends are differentiable with respect to r, u and s, to any order: the fused backward kernels give the first
+derivatives, the differentiable reference of the backward (:func:`gmmkernels.reference.lowrank_adapter_backward_ref`)
+the higher ones. Under torch.func transforms (grad, jacrev, jacfwd, hessian, vmap) ``backend="auto"`` runs "torch";
+naming a fused backend there raises.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _backend, _dispatch
+from .. import _autograd, _backend, _dispatch
 from .. import _validate as V
 from ..reference import lowrank_adapter as _ref
 
@@ -84,16 +87,16 @@ def lowrank_adapter(r: Tensor, u: Tensor, s: Tensor, *, backend: str = "auto") -
     """
     fn = "lowrank_adapter"
     L, d = _check(fn, r, u, s)
-    cdt = torch.float32 if r.dtype in (torch.float16, torch.bfloat16) else r.dtype
-    b = _dispatch.select(fn, "lowrank_adapter", backend, r.device, cdt)
-    if b == "reference":
-        return _ref.lowrank_adapter_ref(r, u, s)
-    if b == "torch":
-        return _ref.lowrank_adapter_factored(r, u, s)
-    lead = r.shape[:-1]
     out_dtype = r.dtype
-    if out_dtype in (torch.float16, torch.bfloat16):  # kernels compute and store in float32
-        r, u, s = r.float(), u.float(), s.float()
+    cdt = _dispatch.compute_dtype(out_dtype)
+    b = _dispatch.select(fn, "lowrank_adapter", backend, r.device, cdt, transforms=_autograd.transforms_active())
+    if cdt != out_dtype:  # half inputs: every backend computes in float32
+        r, u, s = r.to(cdt), u.to(cdt), s.to(cdt)
+    if b == "reference":
+        return _ref.lowrank_adapter_ref(r, u, s).to(out_dtype)
+    if b == "torch":
+        return _ref.lowrank_adapter_factored(r, u, s).to(out_dtype)
+    lead = r.shape[:-1]
     P = math.prod(lead)
     r2 = r.reshape(P, d)
     u3 = u.reshape(P, L, d)
@@ -142,7 +145,7 @@ if _backend.has_schema("lowrank_adapter"):
 
     @torch.library.register_fake("gmmkernels::lowrank_adapter_backward")
     def _lowrank_adapter_backward_fake(grad_out, r, u, s):
-        return r.new_empty(r.shape), u.new_empty(u.shape), s.new_empty(s.shape)
+        return r.new_empty(r.shape), u.new_empty(u.shape), s.new_empty(s.shape)  # contiguous, as the kernels
 
     def _setup(ctx, inputs, output):
         r, u, s = inputs
@@ -154,3 +157,12 @@ if _backend.has_schema("lowrank_adapter"):
         return gr, gu, gs
 
     torch.library.register_autograd("gmmkernels::lowrank_adapter", _backward, setup_context=_setup)
+
+    def _setup_bwd(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _backward_bwd(ctx, ggr, ggu, ggs):
+        """Second and higher derivatives: the VJP of the differentiable reference of this backward."""
+        return tuple(_autograd.vjp(_ref.lowrank_adapter_backward_ref, ctx.saved_tensors, (ggr, ggu, ggs)))
+
+    torch.library.register_autograd("gmmkernels::lowrank_adapter_backward", _backward_bwd, setup_context=_setup_bwd)

@@ -82,7 +82,8 @@ def _check(fn: str, x0, centers, eps):
 def _run(fn, x0, centers, a, sigma, eps, backend) -> Dispatch:
     D = _check(fn, x0, centers, eps)
     N = x0.shape[0]
-    cdt = torch.float32 if x0.dtype in (torch.float16, torch.bfloat16) else x0.dtype
+    out_dtype = x0.dtype
+    cdt = _dispatch.compute_dtype(out_dtype)
     b = _dispatch.select(fn, "mixture_dispatch", backend, x0.device, cdt)
     av = _coef(fn, "a", a, N, x0)
     sv = _coef(fn, "sigma", sigma, N, x0)
@@ -90,13 +91,12 @@ def _run(fn, x0, centers, a, sigma, eps, backend) -> Dispatch:
     x2 = x0.reshape(N, D)
     c2 = centers.reshape(centers.shape[0], D)
     e2 = eps.reshape(N, D) if eps is not None else None
+    if cdt != out_dtype:  # half inputs: every backend computes in float32
+        x2, c2, av, sv = (t.to(cdt) for t in (x2, c2, av, sv))
+        e2 = e2.to(cdt) if e2 is not None else None
     if b == "reference":
         xt, j, d2 = _ref.mixture_dispatch_ref(x2, c2, av, sv, e2)
-        return Dispatch(xt.reshape(shape), j, d2)
-    out_dtype = x0.dtype
-    if out_dtype in (torch.float16, torch.bfloat16):
-        x2, c2, av, sv = (t.float() for t in (x2, c2, av, sv))
-        e2 = e2.float() if e2 is not None else None
+        return Dispatch(xt.reshape(shape).to(out_dtype), j, d2.to(out_dtype))
     if b == "triton":
         from ..triton.mixture_dispatch import mixture_dispatch_triton
 

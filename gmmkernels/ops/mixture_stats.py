@@ -10,10 +10,17 @@ Every function takes the same arguments:
            cov_type "full":      lower-triangular Cholesky factor of the covariance [..., K, D, D]
                                  (torch.distributions' ``scale_tril``)
   backend  "auto" | "reference" | "cpu" | "cuda" | "triton"   (env GMMKERNELS_BACKEND overrides "auto")
-  precision "ieee" (exact fp32 arithmetic) | "tf32" | "bf16" (tensor-core GEMM form; Triton on CUDA only)
+  precision "ieee" (fp32 arithmetic by direct differences, every backend) | "fp32-gemm" (fp32 GEMM form) |
+            "tf32" | "bf16" (tensor-core GEMM form); the last three are modes of the Triton backend only
 
 Leading dimensions broadcast between the arguments; each index of them is one independent mixture.
-All ops are differentiable with respect to x, logits, means and scale (first order).
+float16 / bfloat16 inputs are computed in float32 on every backend and returned in the input dtype.
+
+Derivatives (docs/kernels.md (Contract)): every backend is differentiable with respect to x, logits, means and
+scale, to any order. First derivatives run the fused backward kernels; second and higher derivatives run the
+differentiable reference of the backward kernel (materialising N x K x D). Under torch.func transforms (grad,
+jacrev, jacfwd, hessian, vmap) ``backend="auto"`` runs the reference backend, since the fused ops' autograd is a
+torch.library registration that those transforms do not support; naming a fused backend there raises.
 """
 from __future__ import annotations
 
@@ -22,13 +29,13 @@ import math
 import torch
 from torch import Tensor
 
-from .. import _backend, _dispatch
+from .. import _autograd, _backend, _dispatch
 from .. import _validate as V
 from ..reference import mixture_stats as _ref
 
 COV_TYPES = V.COV_TYPES
 BACKENDS = ("auto",) + _dispatch.FAMILIES["mixture_stats"].names
-PRECISIONS = ("ieee", "tf32", "bf16")
+PRECISIONS = ("ieee", "fp32-gemm", "tf32", "bf16")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -81,19 +88,21 @@ def mixture_stats(
 def _mixture_stats(fn, x, logits, means, scale, cov_type, backend, precision, with_score, with_resp) -> MixtureStats:
     batch, K, D = V.mixture(fn, logits, means, scale, cov_type, x=x)
     V.choice(fn, "precision", precision, PRECISIONS)
-    b = _dispatch.select(fn, "mixture_stats", backend, x.device, x.dtype, cov_type=cov_type, precision=precision)
+    out_dtype = x.dtype
+    cdt = _dispatch.compute_dtype(out_dtype)
+    b = _dispatch.select(fn, "mixture_stats", backend, x.device, cdt, cov_type=cov_type, precision=precision,
+                         transforms=_autograd.transforms_active())
     N = x.shape[-2]
+    shape = tuple(batch)
+    if cdt != out_dtype:  # half inputs: every backend computes in float32
+        x, logits, means, scale = (t.to(cdt) for t in (x, logits, means, scale))
     if b == "reference":
         lp, sc, rs = _ref.mixture_stats_ref(x, logits, means, scale, cov_type)
-        shape = tuple(batch)
         return MixtureStats(
-            lp.expand(*shape, N),
-            sc.expand(*shape, N, D) if with_score else None,
-            rs.expand(*shape, N, K) if with_resp else None,
+            lp.expand(*shape, N).to(out_dtype),
+            sc.expand(*shape, N, D).to(out_dtype) if with_score else None,
+            rs.expand(*shape, N, K).to(out_dtype) if with_resp else None,
         )
-    out_dtype = x.dtype
-    if x.dtype in (torch.float16, torch.bfloat16):  # kernels accumulate and store in float32
-        x, logits, means, scale = (t.float() for t in (x, logits, means, scale))
     prec, logc = _kernel_params(logits, scale, cov_type, K, D)
     B = math.prod(batch)
     x3 = x.expand(*batch, N, D).reshape(B, N, D)
@@ -107,7 +116,6 @@ def _mixture_stats(fn, x, logits, means, scale, cov_type, backend, precision, wi
         lp, sc, rs = mixture_stats_triton(x3, m3, p3, c2, with_score, with_resp, precision)
     else:
         lp, sc, rs = torch.ops.gmmkernels.mixture_stats(x3, m3, p3, c2, full, with_score, with_resp)
-    shape = tuple(batch)
     lp = lp.reshape(*shape, N).to(out_dtype)
     sc = sc.reshape(*shape, N, D).to(out_dtype) if with_score else None
     rs = rs.reshape(*shape, N, K).to(out_dtype) if with_resp else None
@@ -150,7 +158,9 @@ if _backend.has_schema("mixture_stats"):
 
     @torch.library.register_fake("gmmkernels::mixture_stats_backward")
     def _mixture_stats_backward_fake(grad_logp, grad_score, grad_resp, x, means, prec, logc, logp, full):
-        return torch.empty_like(x), torch.empty_like(means), torch.empty_like(prec), torch.empty_like(logc)
+        # the kernels return contiguous gradients whatever the strides of the inputs (prec of a full covariance
+        # comes column-major out of solve_triangular)
+        return x.new_empty(x.shape), means.new_empty(means.shape), prec.new_empty(prec.shape), logc.new_empty(logc.shape)
 
     def _setup(ctx, inputs, output):
         x, means, prec, logc, full, with_score, with_resp = inputs
@@ -172,3 +182,22 @@ if _backend.has_schema("mixture_stats"):
         return gx, gm, gp, gc, None, None, None
 
     torch.library.register_autograd("gmmkernels::mixture_stats", _backward, setup_context=_setup)
+
+    # Second and higher derivatives: the VJP of the differentiable reference of the backward kernel. The saved logp
+    # only shifts the kernels' exponent (r = exp(logit - logp) / sum_j exp(logit_j - logp)), so the value does not
+    # depend on it: its gradient is zero.
+
+    def _setup_bwd(ctx, inputs, output):
+        grad_logp, grad_score, grad_resp, x, means, prec, logc, logp, full = inputs
+        ctx.full = full
+        ctx.save_for_backward(grad_logp, grad_score, grad_resp, x, means, prec, logc)
+
+    def _backward_bwd(ctx, ggx, ggm, ggp, ggc):
+        g, G, H, x, means, prec, logc = ctx.saved_tensors
+        full = ctx.full
+        out = _autograd.vjp(
+            lambda g_, G_, H_, x_, m_, p_, c_: _ref.mixture_stats_backward_ref(g_, G_, H_, x_, m_, p_, c_, full),
+            (g, G, H, x, means, prec, logc), (ggx, ggm, ggp, ggc))
+        return (*out, None, None)
+
+    torch.library.register_autograd("gmmkernels::mixture_stats_backward", _backward_bwd, setup_context=_setup_bwd)

@@ -8,8 +8,11 @@ The native kernels sum in a fixed order (no atomics), so the result is reproduci
 (gmmkernels/fit/) build their M-steps on it; docs/kernels.md (mixture_suffstats) has the equations.
 
 backend: "auto" | "reference" | "cpu" | "cuda" (gmmkernels/_dispatch.py gives the rule of "auto").
-Dtypes: float32 and float64; float16 / bfloat16 are computed in float32; mixed x / resp dtypes are promoted.
-Not differentiable: the outputs are statistics of an M-step (torch.no_grad is not required, but no gradient flows).
+Dtypes: float32 and float64; float16 / bfloat16 are computed in float32 (and the outputs stay float32); mixed x /
+resp dtypes are promoted.
+Differentiable with respect to x and resp, to any order, on every backend: the native op's gradients are the
+vector-Jacobian product of the reference (:func:`gmmkernels.reference.mixture_suffstats_ref`, torch ops), which
+materialises what the reference does (N x K x D, and [B, N, K, D, D] for ``full``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .. import _backend, _dispatch
+from .. import _autograd, _backend, _dispatch
 from .. import _validate as V
 from ..reference import mixture_suffstats as _ref
 
@@ -40,10 +43,8 @@ def mixture_suffstats(x: Tensor, resp: Tensor, full: bool = False, *, backend: s
         raise ValueError(f"{fn}: the leading (batch) dimensions of 'x' and 'resp' do not broadcast: {e}") from None
     N, D, K = x.shape[-2], x.shape[-1], resp.shape[-1]
     B = math.prod(batch)
-    dt = torch.promote_types(x.dtype, resp.dtype)
-    if dt in (torch.float16, torch.bfloat16):
-        dt = torch.float32
-    b = _dispatch.select(fn, "mixture_suffstats", backend, x.device, dt)
+    dt = _dispatch.compute_dtype(torch.promote_types(x.dtype, resp.dtype))
+    b = _dispatch.select(fn, "mixture_suffstats", backend, x.device, dt, transforms=_autograd.transforms_active())
     x, resp = x.to(dt), resp.to(dt)
     r3 = resp.expand(*batch, N, K).reshape(B, N, K)
     x3 = x.reshape(1, N, D) if math.prod(x.shape[:-2]) == 1 else x.expand(*batch, N, D).reshape(B, N, D)
@@ -56,7 +57,7 @@ def mixture_suffstats(x: Tensor, resp: Tensor, full: bool = False, *, backend: s
 
 
 # ----------------------------------------------------------------------------------------------------------
-# fake kernel of the native op
+# fake kernel and autograd of the native op
 
 
 if _backend.has_schema("mixture_suffstats"):
@@ -68,3 +69,15 @@ if _backend.has_schema("mixture_suffstats"):
         D = x.shape[2]
         sxx = x.new_empty((B, K, D, D)) if full else x.new_empty((B, K, D))
         return x.new_empty((B, K)), x.new_empty((B, K, D)), sxx
+
+    def _setup(ctx, inputs, output):
+        x, resp, full = inputs
+        ctx.full = full
+        ctx.save_for_backward(x, resp)
+
+    def _backward(ctx, g_nk, g_sx, g_sxx):
+        full = ctx.full
+        gx, gr = _autograd.vjp(lambda x, r: _ref.mixture_suffstats_ref(x, r, full), ctx.saved_tensors, (g_nk, g_sx, g_sxx))
+        return gx, gr, None
+
+    torch.library.register_autograd("gmmkernels::mixture_suffstats", _backward, setup_context=_setup)

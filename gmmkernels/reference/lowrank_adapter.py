@@ -15,6 +15,7 @@ W_l r = u_l (u_l . r) + softplus(s_l) r. The functions here are the specificatio
 * :func:`lowrank_adapter_ref`: the chain r -> W_L(...(W_1 r)) with every W_l materialised (the official form).
 * :func:`lowrank_adapter_factored`: the same chain in rank-one form with plain torch ops (what the fused kernels
   compute; used as the ``"torch"`` backend, differentiable through autograd).
+* :func:`lowrank_adapter_backward_ref`: the VJP of the chain (what the backward kernels compute), differentiable.
 * :func:`hypernet_adapter_ref`: the whole adapter h -> h' on channel-first maps, materialising W_l.
 
 Shapes of the chain: r [..., d], u [..., L, d] (u[..., l, :] = u_l), s [L] raw scalars. softplus is
@@ -48,6 +49,14 @@ def lowrank_adapter_factored(r: Tensor, u: Tensor, s: Tensor) -> Tensor:
         ul = u[..., l, :]
         x = ul * (ul * x).sum(-1, keepdim=True) + c[l] * x
     return x
+
+
+def lowrank_adapter_backward_ref(grad_out: Tensor, r: Tensor, u: Tensor, s: Tensor):
+    """(grad_r, grad_u, grad_s) of sum(grad_out * lowrank_adapter_factored(r, u, s)): the reference of the backward
+    kernels (``torch.ops.gmmkernels.lowrank_adapter_backward`` and ``lowrank_adapter_triton_backward``). Its own
+    derivatives (it is built with torch.func.vjp, which stays differentiable) are the adapter's second derivatives."""
+    _, pullback = torch.func.vjp(lowrank_adapter_factored, r, u, s)
+    return pullback(grad_out)
 
 
 def hypernet_adapter_ref(h: Tensor, z: Tensor, w_in: Tensor, b_in: Tensor, p: Tensor, q: Tensor, s: Tensor,

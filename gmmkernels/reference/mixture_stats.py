@@ -95,3 +95,56 @@ def mixture_stats_kernel_ref(x: Tensor, means: Tensor, prec: Tensor, logc: Tenso
     resp = torch.softmax(logit, -1)
     score = (resp.unsqueeze(-1) * comp_score).sum(-2)
     return logp, score, resp
+
+
+def mixture_stats_backward_ref(grad_logp: Optional[Tensor], grad_score: Optional[Tensor], grad_resp: Optional[Tensor],
+                               x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, full: bool):
+    """Reference of the kernel-level VJP: ``torch.ops.gmmkernels.mixture_stats_backward`` and
+    ``torch.ops.gmmkernels.mixture_stats_triton_backward`` (which also take the saved logp: the shift of their
+    exponent, which does not change the value).
+
+    The gradients (grad_x, grad_means, grad_prec, grad_logc) of L = sum g logp + sum G.score + sum H.resp of
+    :func:`mixture_stats_kernel_ref`, written out (docs/kernels.md (mixture_stats), "Backward"):
+        a_k  = r_k [ g + G.s_k - G.S + H_k - sum_j r_j H_j ],   gy_k = -a_k y_k - r_k W_k G
+        grad_x = sum_k W_k^T gy_k,  grad_mu_k = -sum_n W_k^T gy_k,  grad_W_k = sum_n (gy_k delta^T - r_k y_k G^T),
+        grad_logc_k = sum_n a_k
+    with r = softmax of the logits. Built from differentiable torch ops, so its own derivatives are the second derivatives of the
+    fused op: the op's double backward is the VJP of this function (it materialises [B, N, K, D]; full covariances
+    also [B, K, D, D] per product). ``None`` cotangents count as zero; grad_prec of a full W is lower-triangular.
+    """
+    delta = x.unsqueeze(-2) - means.unsqueeze(-3)  # [B, N, K, D]
+    if full:
+        W = torch.tril(prec).unsqueeze(1)  # [B, 1, K, D, D]
+        y = (W @ delta.unsqueeze(-1)).squeeze(-1)
+        s = -(W.transpose(-1, -2) @ y.unsqueeze(-1)).squeeze(-1)
+    else:
+        w = prec.unsqueeze(1)
+        y = w * delta
+        s = -w * y
+    logit = logc.unsqueeze(1) - 0.5 * (y * y).sum(-1)  # [B, N, K]
+    r = torch.softmax(logit, -1)
+    coef = torch.zeros_like(logit) if grad_logp is None else grad_logp.unsqueeze(-1).expand_as(logit)
+    gy = torch.zeros_like(y)
+    if grad_score is not None:
+        G = grad_score.unsqueeze(-2)  # [B, N, 1, D]
+        gs = (G * s).sum(-1)
+        coef = coef + (gs - (r * gs).sum(-1, keepdim=True))  # the difference first: |G.s_k| >> |g| far out
+        c = r.unsqueeze(-1) * G  # cotangent of s_k
+        gy = gy - ((W @ c.unsqueeze(-1)).squeeze(-1) if full else w * c)
+    if grad_resp is not None:
+        coef = coef + (grad_resp - (r * grad_resp).sum(-1, keepdim=True))
+    a = r * coef
+    gy = gy - a.unsqueeze(-1) * y
+    if full:
+        gdelta = (W.transpose(-1, -2) @ gy.unsqueeze(-1)).squeeze(-1)
+        gW = torch.einsum("bnki,bnkj->bkij", gy, delta)
+        if grad_score is not None:
+            gW = gW - torch.einsum("bnki,bnkj->bkij", y, c)
+        gprec = torch.tril(gW)
+    else:
+        gdelta = w * gy
+        gw = gy * delta
+        if grad_score is not None:
+            gw = gw - y * c
+        gprec = gw.sum(1)
+    return gdelta.sum(2), -gdelta.sum(1), gprec, a.sum(1)

@@ -32,6 +32,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op
 
+from .. import _autograd
+from ..reference.lowrank_adapter import lowrank_adapter_backward_ref
 from ._utils import INTERPRET as _INTERPRET
 from ._utils import check_device, launcher
 
@@ -157,6 +159,14 @@ def _backward(ctx, grad_out):
 
 
 _lowrank_adapter_triton_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _backward_bwd(ctx, ggr, ggu, ggs):
+    """Second and higher derivatives: the VJP of the differentiable reference of this backward."""
+    return tuple(_autograd.vjp(lowrank_adapter_backward_ref, ctx.saved_tensors, (ggr, ggu, ggs)))
+
+
+_lowrank_adapter_triton_backward_op.register_autograd(_backward_bwd, setup_context=_setup_context)
 
 
 def lowrank_adapter_triton(r: Tensor, u: Tensor, s: Tensor) -> Tensor:

@@ -109,13 +109,13 @@ def test_grads_match_reference(case):
 @needs_kernels
 @pytest.mark.parametrize("use", [(True, False, False), (True, True, False), (False, False, True), (False, True, True)])
 def test_backward_launcher_output_subsets(use):
-    """The VJP with grad_score / grad_resp absent, and the score/resp recomputed when not passed."""
+    """The VJP with grad_logp / grad_score / grad_resp absent."""
     B, N, K, D = 2, 19, 5, 40
     inputs = _make(B, N, K, D, IDEV, seed=3)
     g, G, H = _cotangents(B, N, K, D, IDEV)
     logp, _, _ = ms._mixture_stats_fwd(*inputs, False, False, "ieee")
     gt = ms._mixture_stats_bwd(g if use[0] else None, G if use[1] else None, H if use[2] else None,
-                               *inputs, logp, None, None, "ieee")
+                               *inputs, logp, "ieee")
     _, gr = _ref(inputs, [g, G, H], use)
     for name, a, b in zip(("x", "means", "prec", "logc"), gt, gr):
         assert _err(a, b) < 5e-5, name
@@ -129,7 +129,7 @@ def test_multi_chunk_path_forced():
     cfg = dict(BLOCK_N=16, BLOCK_K=16, BLOCK_D_MAX=16)
     logp, score, resp = ms._mixture_stats_fwd(*inputs, True, True, "ieee", config=cfg)
     g, G, H = _cotangents(B, N, K, D, IDEV)
-    grads = ms._mixture_stats_bwd(g, G, H, *inputs, logp, score, resp, "ieee", config=cfg)
+    grads = ms._mixture_stats_bwd(g, G, H, *inputs, logp, "ieee", config=cfg)
     ref, rgrads = _ref(inputs, [g, G, H])
     for a, b in zip((logp, score, resp), ref):
         assert _err(a, b) < 1e-5
@@ -302,6 +302,6 @@ class TestCuda:
         logp, score, resp = ms._mixture_stats_fwd(x, mu, w, logc, True, True, "ieee")
         g, G, H = _cotangents(B, N, K, D, "cuda")
         torch.library.opcheck(torch.ops.gmmkernels.mixture_stats_triton_backward.default,
-                              (g, G, H, x, mu, w, logc, logp, score, resp, "ieee"))
+                              (g, G, H, x, mu, w, logc, logp, "ieee"))
         torch.library.opcheck(torch.ops.gmmkernels.mixture_stats_triton_backward.default,
-                              (g, None, None, x, mu, w, logc, logp, None, None, "ieee"))
+                              (g, None, None, x, mu, w, logc, logp, "ieee"))

@@ -94,6 +94,12 @@ struct OnlineLSE {
   GMMK_HD T lse(LogFn lg) const {
     return m == neg_inf<T>() ? (s == s ? neg_inf<T>() : s) : m + lg(s);
   }
+  // Softmax weight exp(l - m) / s of a logit pushed before (NaN when every logit was -inf, as torch.softmax).
+  // Not exp(l - lse): lse carries a rounding error of u |lse|, which would enter every weight.
+  template <typename ExpFn>
+  GMMK_HD T prob(T l, ExpFn ex) const {
+    return ex(l - m) / s;
+  }
 };
 
 }  // namespace mixture_stats
