@@ -119,6 +119,12 @@ FIT_VB_PRIORS = Fn("fit_vb", G.fit_vb, lambda: dict(x=_DATA(), n_components=2, m
 FIT_VB_FULL_PRIORS = Fn("fit_vb", G.fit_vb, lambda: dict(x=_DATA(), n_components=2, cov_type="full", max_iter=3,
                                                          generator=_g(), covariance_prior=torch.eye(2, dtype=F64)),
                         "full-priors")
+_CHUNKS = lambda: [_randn(10, 2), _randn(10, 2, seed=1)]  # noqa: E731
+FIT_EM_CHUNKED = Fn("fit_em_chunked", G.fit_em_chunked, lambda: dict(chunks=_CHUNKS(), n_components=2, max_iter=3,
+                                                                      generator=_g()))
+FIT_VB_CHUNKED = Fn("fit_vb_chunked", G.fit_vb_chunked, lambda: dict(chunks=_CHUNKS(), n_components=2, max_iter=3,
+                                                                      generator=_g()))
+EM_STATS = Fn("mixture_em_stats", G.mixture_em_stats, _mixture_args)
 GIBBS = Fn("gibbs", G.gibbs, lambda: dict(x=_DATA(), n_components=2, n_sweeps=2))
 GIBBS_C = Fn("gibbs", G.gibbs, lambda: dict(x=_DATA(), n_components=2, n_chains=3, n_sweeps=2, init=(
     torch.full((3, 2), -math.log(2), dtype=F64), _randn(3, 2, 2, seed=1), _pos(3, 2, 2))), "init")
@@ -154,7 +160,8 @@ TRAINER = Fn("Trainer", Trainer, lambda: dict(model=MLPEps(2, hidden=8, depth=1)
 
 ALL_FNS = (MIXTURE_FNS + [MIX_FULL, GMS_FIT, GMS_STEP, DISPATCH, NEAREST, LOWRANK, HYPERNET, SUFFSTATS, GIBBS_SWEEP,
                           MGDM_VI, MGDM_BRIDGE, FIT_EM, FIT_EM_INIT, FIT_EM_FULL_INIT, FIT_EM_SPH_INIT, FIT_VB,
-                          FIT_VB_SPH, FIT_VB_PRIORS, FIT_VB_FULL_PRIORS, GIBBS,
+                          FIT_VB_SPH, FIT_VB_PRIORS, FIT_VB_FULL_PRIORS, FIT_EM_CHUNKED, FIT_VB_CHUNKED, EM_STATS,
+                          GIBBS,
                           GIBBS_C, KMEANS, KPP, SAMPLE, SAMPLE_DDIM, SAMPLE_ADPM, DDPM, DDIM, EST_GAMMA, COUNTER_NOISE,
                           GMS_SAMPLE, ABLATION, RUN_SAMPLER, TRAIN_CONFIG, TRAINER])
 
@@ -423,6 +430,34 @@ bad(FIT_VB_SPH, "covariance_prior-negative", ValueError, "covariance_prior", cov
 bad(FIT_VB_SPH, "covariance_prior-shape", ValueError, "covariance_prior", covariance_prior=torch.ones(2, dtype=F64))
 bad(FIT_VB, "init-mixture", TypeError, "init", init=GaussianMixture(torch.zeros(2, dtype=F64), _randn(2, 2),
                                                                     _pos(2, 2)))
+
+# -- chunked / distributed fitting
+for f in (FIT_EM_CHUNKED, FIT_VB_CHUNKED):
+    bad(f, "chunks-empty", ValueError, "chunks", chunks=[])
+    bad(f, "chunks-iterator", ValueError, "chunks", chunks=iter(_CHUNKS()))
+    bad(f, "chunks-list-of-lists", TypeError, "chunks", chunks=[[[0.0, 1.0]], [[1.0, 2.0]]])
+    bad(f, "chunks-int64", TypeError, "chunks", chunks=[torch.ones(10, 2, dtype=torch.int64)])
+    bad(f, "chunks-rank", ValueError, "chunks", chunks=[_randn(10)])
+    int_rows(f, "n_components", low=0)
+    int_rows(f, "max_iter", low=0)
+    number_rows(f, "tol", low=-1.0)
+    number_rows(f, "reg_covar", low=-1.0)
+    choice_rows(f, "cov_type")
+    bad(f, "distributed-int", TypeError, "distributed", distributed=2)
+    bad(f, "distributed-uninitialised", ValueError, "distributed", distributed=True)
+bad(FIT_VB_CHUNKED, "prior-type-unknown", ValueError, "weight_concentration_prior_type",
+    weight_concentration_prior_type="dirichlet")
+number_rows(FIT_VB_CHUNKED, "degrees_of_freedom_prior", low=0.5)
+number_rows(FIT_VB_CHUNKED, "mean_precision_prior", low=0.0)
+
+# -- the fused EM pass
+tensor_rows(EM_STATS, "x", rank=lambda t: t[0], shape=lambda t: t[:, :1], others=("logits", "means"))
+tensor_rows(EM_STATS, "logits", shape=lambda t: t[:2], nan=True, others=("x",))
+tensor_rows(EM_STATS, "means", rank=lambda t: t[0], shape=lambda t: t[:0], others=("x",))
+tensor_rows(EM_STATS, "scale", shape=lambda t: t[:, :1], nan=True, inf=True, neg=True, zero=True, others=("x",))
+choice_rows(EM_STATS, "cov_type")
+choice_rows(EM_STATS, "backend")
+bad(EM_STATS, "with_resp-int", TypeError, "with_resp", with_resp=2)
 
 # -- Gibbs
 tensor_rows(GIBBS, "x", rank=lambda t: t[0], nan=True, inf=True, dtype=False, meta=False)

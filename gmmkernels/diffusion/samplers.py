@@ -133,7 +133,7 @@ def _check_sample(fn: str, model, schedule, shape, method, K, generator, x_T, et
         V.number(fn, "clip_x0", clip_x0, lo=0.0, lo_open=True, what="None or a positive finite number")
     if last_var_max is not None:
         V.number(fn, "last_var_max", last_var_max, lo=0.0, what="None or a finite number >= 0")
-    V.choice(fn, "spacing", spacing, ("uniform", "quadratic"))
+    V.choice(fn, "spacing", spacing, getattr(schedule, "SPACINGS", ("uniform", "quadratic")))
     V.device(fn, "device", device)
     V.dtype(fn, "dtype", dtype)
     V.flag(fn, "progress", progress)

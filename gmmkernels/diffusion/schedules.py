@@ -42,6 +42,8 @@ def _t64(t: TimeLike) -> Tensor:
 class _Schedule:
     """Shared transition formulas; subclasses implement ``abar(t)`` and the time grids."""
 
+    SPACINGS = ("uniform", "quadratic")  # the ``spacing`` values :meth:`grid` accepts
+
     #: Largest time (T for discrete schedules, 1.0 for the VP-SDE). Models normalise t by it.
     t_max: float
     continuous: bool

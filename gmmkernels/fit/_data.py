@@ -102,7 +102,11 @@ def chunk_tensor(fn: str, item) -> Tensor:
     a DataLoader over a TensorDataset yields it."""
     if isinstance(item, (tuple, list)) and item:
         item = item[0]
-    if not isinstance(item, Tensor) or not item.is_floating_point() or item.dim() < 2:
+    if not isinstance(item, Tensor) or not item.is_floating_point():
+        raise TypeError(f"{fn}: argument 'chunks' must yield floating-point tensors [..., n, D] (or tuples whose first "
+                        f"entry is one), got {type(item).__name__}"
+                        + (f" of dtype {item.dtype}" if isinstance(item, Tensor) else ""))
+    if item.dim() < 2:
         raise ValueError(f"{fn}: argument 'chunks' must yield floating-point tensors [..., n, D] (or tuples whose first "
                          f"entry is one), got {type(item).__name__}"
                          + (f" of shape {tuple(item.shape)}" if isinstance(item, Tensor) else ""))

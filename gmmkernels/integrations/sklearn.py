@@ -398,10 +398,15 @@ class BayesianGaussianMixture(_FusedMixtureBase):
 
     def _run(self, xb: Tensor, init, gen):
         self._prior_args = self._priors(xb[0])
+        priors = dict(self._prior_args)
+        if self.covariance_prior is None:
+            # fit_vb computes the same default from the data, and (as scikit-learn) accepts it when a feature is
+            # constant, while an explicit covariance prior must be positive
+            priors["covariance_prior"] = None
         return fit_vb(xb, self.n_components, self.covariance_type,
                       weight_concentration_prior_type=self.weight_concentration_prior_type,
                       max_iter=self.max_iter, tol=self.tol, reg_covar=self.reg_covar, init=init, generator=gen,
-                      backend=self.backend, **self._prior_args)
+                      backend=self.backend, **priors)
 
     def _warm_init(self, x: Tensor) -> Tensor:
         # the previous fit's responsibilities: fit_vb's first M-step on them is the next VB iteration

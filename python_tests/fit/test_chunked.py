@@ -90,7 +90,7 @@ def test_chunked_errors():
         fit_em_chunked([], 3)
     with pytest.raises(ValueError, match=r"fit_em_chunked: every chunk must have shape \[n, D=3\]"):
         fit_em_chunked([X[:50], X[50:, :2]], 3, init=_start("diag"))
-    with pytest.raises(ValueError, match="fit_vb_chunked: argument 'chunks' must yield floating-point tensors"):
+    with pytest.raises(TypeError, match="fit_vb_chunked: argument 'chunks' must yield floating-point tensors"):
         fit_vb_chunked([torch.arange(6).reshape(3, 2)], 2)
     with pytest.raises(ValueError, match="fit_em_chunked: distributed=True needs torch.distributed initialised"):
         fit_em_chunked([X], 3, distributed=True)

@@ -29,6 +29,8 @@ class DiffusersSchedule(DiscreteSchedule):
     """A :class:`DiscreteSchedule` read from a diffusers scheduler: the same ``alphas_cumprod`` (in float64), its
     ``prediction_type``, and, with ``spacing="diffusers"`` in :meth:`grid`, the scheduler's own time grid."""
 
+    SPACINGS = ("uniform", "quadratic", "diffusers")
+
     def __init__(self, alphas_cumprod: Tensor, prediction_type: str = "epsilon", scheduler=None):
         acp = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
         prev = torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
