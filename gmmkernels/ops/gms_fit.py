@@ -232,6 +232,7 @@ def gms_step(x_t: Tensor, e1: Tensor, e2: Tensor, e3: Tensor, coeffs, *, method:
     V.integer(fn, "offset", offset, lo=0, hi=(1 << 32) - 1, what="an int in [0, 2^32)")
     per_image = V.flag(fn, "per_image", per_image)
     return_params = V.flag(fn, "return_params", return_params)
+    V.generator(fn, "generator", generator)
     if seed is None:
         seed = int(torch.randint(-(1 << 63), (1 << 63) - 1, (), generator=generator, dtype=torch.int64))
     elif isinstance(seed, bool) or not isinstance(seed, int):

@@ -53,6 +53,7 @@ def mgdm_vi_step(state: Tensor, grad_v: Tensor, eps: Tensor, m: Tensor, inv_sigm
     for name, t in (("grad_v", grad_v), ("eps", eps), ("m", m)):
         V.shape(fn, name, t, (B, P), "[B, P]")
     V.shape(fn, "inv_sigma2", inv_sigma2, (B,), "[B]")
+    V.positive(fn, "inv_sigma2", inv_sigma2)
     if not state.is_contiguous():
         raise ValueError(f"{fn}: argument 'state' must be contiguous (it is updated in place)")
     lr = V.number(fn, "lr", lr, lo=0.0, lo_open=True)

@@ -88,6 +88,8 @@ def mixture_stats(
 def _mixture_stats(fn, x, logits, means, scale, cov_type, backend, precision, with_score, with_resp) -> MixtureStats:
     batch, K, D = V.mixture(fn, logits, means, scale, cov_type, x=x)
     V.choice(fn, "precision", precision, PRECISIONS)
+    with_score = V.flag(fn, "with_score", with_score)
+    with_resp = V.flag(fn, "with_resp", with_resp)
     out_dtype = x.dtype
     cdt = _dispatch.compute_dtype(out_dtype)
     b = _dispatch.select(fn, "mixture_stats", backend, x.device, cdt, cov_type=cov_type, precision=precision,

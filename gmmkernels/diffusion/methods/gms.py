@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ... import GMSCoeffs, gms_step
+from ... import GMSCoeffs, _validate as V, gms_step
 from .. import samplers as _samplers
 from ..models import MLPEps, ResBlock, UNetEps, default_model, norm_groups
 from ..oracle import heads_dict
@@ -180,6 +180,8 @@ def gms_sample(model, schedule: Schedule, shape: Sequence[int], K: Optional[int]
         raise TypeError(f"{fn}: argument 'schedule' must be a DiscreteSchedule or VPSDE, got {type(schedule).__name__}")
     if fit not in FITS:
         raise ValueError(f"{fn}: argument 'fit' must be one of {FITS}, got {fit!r}")
+    V.number(fn, "weight", weight, lo=0.0, hi=1.0, lo_open=True, hi_open=True, what="a number in (0, 1)")
+    per_image = V.flag(fn, "per_image", per_image)
     if last_var_max is not None and not (isinstance(last_var_max, (int, float)) and last_var_max >= 0):
         raise ValueError(f"{fn}: argument 'last_var_max' must be None or a number >= 0, got {last_var_max!r}")
     if K is None:
@@ -267,7 +269,8 @@ def run_sampler(name: str, model, schedule: Schedule, shape: Sequence[int], K: i
         raise ValueError(f"run_sampler: argument 'name' must be one of {SAMPLERS + tuple(ABLATIONS)}, got {name!r}")
     shape = tuple(shape)
     N = shape[0]
-    bs = N if batch_size is None else int(batch_size)
+    bs = N if batch_size is None else V.integer("run_sampler", "batch_size", batch_size, lo=1,
+                                                 what="None or a positive int")
     outs = []
     for j, n0 in enumerate(range(0, N, bs)):
         n = min(bs, N - n0)
