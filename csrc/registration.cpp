@@ -75,10 +75,11 @@ TORCH_LIBRARY(gmmkernels, m) {
   m.def("mixture_suffstats(Tensor x, Tensor resp, bool full) -> (Tensor, Tensor, Tensor)");
   // One Gibbs sweep over B independent chains of a conjugate diagonal Bayesian GMM
   //   (csrc/include/gmmkernels/gibbs_sweep.h).
-  //   x [B or 1,N,D], logw [B,K], means/var [B,K,D], m0 [D] -> (z [B,N] int32, logw, means, var) of the next state.
+  //   x [B or 1,N,D], logw [B,K], means/var [B,K,D], m0 [D] -> (z [B,N] int32, logw, means, var) of the next state;
+  //   chain b draws the random streams of chain chain0 + b (a shard of a larger run draws what the whole run would).
   m.def(
       "gibbs_sweep(Tensor x, Tensor logw, Tensor means, Tensor var, Tensor m0, float alpha, float kappa0, float a0, "
-      "float b0, int seed, int step) -> (Tensor, Tensor, Tensor, Tensor)");
+      "float b0, int seed, int step, int chain0=0) -> (Tensor, Tensor, Tensor, Tensor)");
   // Fused MGDM Gauss_VI step (csrc/include/gmmkernels/mgdm_step.h): state [6,B,P] = (mu, rho, Adam m_mu, m_rho, v_mu,
   //   v_rho), updated in place; grad_v, eps, m [B,P]; inv_sigma2 [B]. Returns (v_next, eps_next) [B,P].
   m.def(

@@ -343,6 +343,7 @@ bad(GIBBS_SWEEP, "prior-m0-nan", ValueError, "prior.m0", prior=GibbsPrior(m0=tor
 bad(GIBBS_SWEEP, "prior-m0-str", TypeError, "prior.m0", prior=GibbsPrior(m0="0"))
 int_rows(GIBBS_SWEEP, "seed", high=1 << 64)
 int_rows(GIBBS_SWEEP, "step", low=-1, high=1 << 32)
+int_rows(GIBBS_SWEEP, "chain0", low=-1, high=1 << 63)
 choice_rows(GIBBS_SWEEP, "backend")
 
 # -- MGDM
@@ -460,6 +461,8 @@ bad(EM_STATS, "with_resp-int", TypeError, "with_resp", with_resp=2)
 tensor_rows(GIBBS, "x", rank=lambda t: t[0], nan=True, inf=True, dtype=False, meta=False)
 bad(GIBBS, "x-rank4", ValueError, "x", x=_randn(1, 1, 20, 2))
 bad(GIBBS, "x-meta-only", ValueError, "x", x=_meta(_DATA()))
+bad(GIBBS, "distributed-int", TypeError, "distributed", distributed=2)
+bad(GIBBS, "distributed-uninitialised", ValueError, "distributed", distributed=True)
 int_rows(GIBBS, "n_components", low=0, high=21)
 int_rows(GIBBS, "n_chains", low=0)
 bad(GIBBS, "n_chains-data-sets", ValueError, ("x", "n_chains"), x=_randn(3, 20, 2), n_chains=4)

@@ -15,8 +15,10 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gibbs_sweep_cuda(const at::Tensor& x, const at::Tensor& logw,
                                                                             const at::Tensor& means, const at::Tensor& var,
                                                                             const at::Tensor& m0, double alpha, double kappa0,
-                                                                            double a0, double b0, int64_t seed, int64_t step) {
+                                                                            double a0, double b0, int64_t seed, int64_t step,
+                                                                            int64_t chain0) {
   gibbs_sweep::check_sweep_args(x, logw, means, var, m0, alpha, kappa0, a0, b0);
+  TORCH_CHECK(chain0 >= 0, "gibbs_sweep: chain0 must be >= 0, got ", chain0);
   const int64_t B = logw.size(0), K = logw.size(1), N = x.size(1), D = x.size(2);
   const c10::cuda::CUDAGuard guard(x.device());
   auto xc = x.contiguous(), lc = logw.contiguous(), mc = means.contiguous(), vc = var.contiguous(), m0c = m0.contiguous();
@@ -27,7 +29,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gibbs_sweep_cuda(cons
                                               mc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), m0c.data_ptr<scalar_t>(),
                                               z.data_ptr<int32_t>(), lo.data_ptr<scalar_t>(), mo.data_ptr<scalar_t>(),
                                               vo.data_ptr<scalar_t>(), B, N, K, D, alpha, kappa0, a0, b0,
-                                              static_cast<uint64_t>(seed), static_cast<uint32_t>(step), current_stream()),
+                                              static_cast<uint64_t>(seed), static_cast<uint32_t>(step),
+                                              static_cast<uint64_t>(chain0), current_stream()),
                  "gibbs_sweep");
   });
   return {z, lo, mo, vo};

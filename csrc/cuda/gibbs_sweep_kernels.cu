@@ -18,7 +18,8 @@ template <typename T, typename Acc>
 __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, const T* __restrict__ logw, const T* __restrict__ mu,
                                    const T* __restrict__ var, const T* __restrict__ m0, int32_t* __restrict__ z,
                                    T* __restrict__ logw_o, T* __restrict__ mu_o, T* __restrict__ var_o, int N, int K, int D,
-                                   double alpha, double kappa0, double a0, double b0, uint64_t seed, uint32_t step) {
+                                   double alpha, double kappa0, double a0, double b0, uint64_t seed, uint32_t step,
+                                   uint64_t chain0) {
   extern __shared__ unsigned char smem_raw[];
   Acc* logc = reinterpret_cast<Acc*>(smem_raw);   // K
   Acc* ivar = logc + K;                            // K*D
@@ -29,6 +30,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   const size_t goff = (sizeof(Acc) * (size_t)(K + K * D + 2 * K * (D + 1) + 2 * blockDim.x) + 7) & ~size_t(7);
   double* g = reinterpret_cast<double*>(smem_raw + goff);  // K (8-byte aligned)
   const int64_t b = blockIdx.x;
+  const uint64_t gb = chain0 + static_cast<uint64_t>(b);  // the chain's index in the whole run
   const int tid = threadIdx.x, nt = blockDim.x;
   const T* mub = mu + b * K * D;
   const T* xb = x + b * x_bstride;
@@ -43,7 +45,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   __syncthreads();
 
   for (int n = tid; n < N; n += nt) {
-    rng::Stream s(seed, static_cast<uint64_t>(b * N + n), step, gibbs_sweep::kTagAssign);
+    rng::Stream s(seed, gb * N + n, step, gibbs_sweep::kTagAssign);
     z[b * N + n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
   }
   __syncthreads();  // z (global) visible to the block
@@ -84,7 +86,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   }
 
   for (int k = tid; k < K; k += nt) {
-    rng::Stream s(seed, static_cast<uint64_t>(b * K + k), step, gibbs_sweep::kTagWeight);
+    rng::Stream s(seed, gb * K + k, step, gibbs_sweep::kTagWeight);
     g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
   }
   __syncthreads();
@@ -96,7 +98,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   }
   for (int e = tid; e < K * D; e += nt) {
     const int k = e / D, d = e % D;
-    rng::Stream s(seed, static_cast<uint64_t>(b * K * D + e), step, gibbs_sweep::kTagParam);
+    rng::Stream s(seed, gb * K * D + e, step, gibbs_sweep::kTagParam);
     double mm, vv;
     gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
                             static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
@@ -114,7 +116,8 @@ template <typename T>
 cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const T* logw, const T* mu, const T* var,
                                            const T* m0, int32_t* z, T* logw_o, T* mu_o, T* var_o, int64_t B, int64_t N,
                                            int64_t K, int64_t D, double alpha, double kappa0, double a0, double b0,
-                                           uint64_t seed, uint32_t step, cudaStream_t stream) {
+                                           uint64_t seed, uint32_t step, uint64_t chain0,
+                                           cudaStream_t stream) {
   using Acc = T;  // float chains accumulate in float (sums over one chain's points), double in double
   if (B == 0) return cudaSuccess;
   const int threads = 128;
@@ -125,7 +128,7 @@ cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const 
     if (e != cudaSuccess) return e;
   }
   kern<<<(unsigned)B, threads, smem, stream>>>(x, x_bstride, logw, mu, var, m0, z, logw_o, mu_o, var_o, (int)N, (int)K, (int)D, alpha,
-                                               kappa0, a0, b0, seed, step);
+                                               kappa0, a0, b0, seed, step, chain0);
   return cudaGetLastError();
 }
 

@@ -39,13 +39,21 @@ def gibbs(
     thin: int = 1,
     keep_trace: bool = False,
     backend: str = "auto",
+    distributed: bool = False,
+    group=None,
 ) -> GibbsResult:
     """Run ``n_chains`` independent Gibbs chains of the conjugate diagonal Bayesian GMM on x [N, D] (one data set for
     all chains) or [C, N, D] (one per chain). One kernel launch per sweep; counter-based random numbers keyed by
     (seed, chain, sweep), so the same seed gives the same chains. ``init`` = (logw [C, K], means [C, K, D],
     var [C, K, D]), or [K], [K, D], [K, D] for every chain; default: weights uniform, means at k-means++ seeds of the
     data (per chain, drawn from ``seed``), variances = data variance. ``n_sweeps`` >= 1; with ``keep_trace`` the
-    sweeps burn_in, burn_in + thin, ... are kept."""
+    sweeps burn_in, burn_in + thin, ... are kept.
+
+    ``distributed=True`` shards the chains over the processes of ``group`` (default: the world; torch.distributed
+    initialised, e.g. under torchrun): every process passes the same arguments (the same x), runs a contiguous block
+    of the chains with the random streams those chains have in the single-process run, and receives every chain's
+    result, so the result equals the single-process one (on a counter-based backend; "reference" draws from torch's
+    global generator)."""
     fn = "gibbs"
     check_data(fn, x, layout="[N, D] or [C, N, D]", ranks=(2, 3))
     N, D = x.shape[-2:]
@@ -56,6 +64,13 @@ def gibbs(
     thin = V.integer(fn, "thin", thin, lo=1)
     keep_trace = V.flag(fn, "keep_trace", keep_trace)
     seed = V.seed(fn, "seed", seed)
+    distributed = V.flag(fn, "distributed", distributed)
+    if distributed:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            raise ValueError(f"{fn}: distributed=True needs torch.distributed initialised (launch with torchrun and call "
+                             "torch.distributed.init_process_group)")
     prior = check_prior(fn, GibbsPrior() if prior is None else prior)
     if x.dim() == 3 and x.shape[0] != C:
         raise ValueError(f"{fn}: argument 'x' has {x.shape[0]} data sets but n_chains={C}")
@@ -74,17 +89,45 @@ def gibbs(
     else:
         logw, means, var = _check_init(fn, init, x, C)
     x3, m0 = check_state(fn, x, logw, means, var, prior, ("x", "init.logw", "init.means", "init.var"))
+    c0 = 0
+    if distributed:  # this process's block of chains [c0, c1)
+        import torch.distributed as dist
+
+        W, r = dist.get_world_size(group), dist.get_rank(group)
+        c0, c1 = r * C // W, (r + 1) * C // W
+        logw, means, var = logw[c0:c1], means[c0:c1], var[c0:c1]
+        if x3.shape[0] > 1:
+            x3 = x3[c0:c1]
     traces = {"logw": [], "means": [], "var": []} if keep_trace else None
     z = None
     for s in range(n_sweeps):
-        z, logw, means, var = sweep(x3, logw, means, var, m0, prior, seed, s, b)
+        z, logw, means, var = sweep(x3, logw, means, var, m0, prior, seed, s, b, c0)
         if keep_trace and s >= burn_in and (s - burn_in) % thin == 0:
             traces["logw"].append(logw)
             traces["means"].append(means)
             traces["var"].append(var)
     if keep_trace:
         traces = {k: torch.stack(v) if v else None for k, v in traces.items()}
+    if distributed:
+        logw, means, var, z = (_gather_chains(t, C, group) for t in (logw, means, var, z))
+        if keep_trace:
+            traces = {k: _gather_chains(v, C, group, dim=1) for k, v in traces.items()}
     return GibbsResult(logw, means, var, z, traces)
+
+
+def _gather_chains(t: Tensor, C: int, group, dim: int = 0) -> Tensor:
+    """Every process's block of chains (contiguous blocks r C / W .. (r + 1) C / W along ``dim``), concatenated in
+    rank order on every process. Blocks are padded to the largest one for the collective."""
+    import torch.distributed as dist
+
+    W = dist.get_world_size(group)
+    sizes = [(r + 1) * C // W - r * C // W for r in range(W)]
+    pad = list(t.shape)
+    pad[dim] = max(sizes) - t.shape[dim]
+    tp = torch.cat([t, t.new_zeros(pad)], dim).contiguous() if pad[dim] else t.contiguous()
+    parts = [torch.empty_like(tp) for _ in range(W)]
+    dist.all_gather(parts, tp, group=group)
+    return torch.cat([p.narrow(dim, 0, n) for p, n in zip(parts, sizes)], dim)
 
 
 def _check_init(fn: str, init, x: Tensor, C: int):

@@ -84,20 +84,23 @@ def check_state(fn: str, x, logw, means, var, prior, names: Tuple[str, str, str,
 
 
 def gibbs_sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, prior: GibbsPrior, *, seed: int, step: int,
-                backend: str = "auto"):
+                chain0: int = 0, backend: str = "auto"):
     """One sweep of C chains in one launch. x [N, D] (shared by all chains) or [C, N, D]; logw [C, K];
     means, var [C, K, D]. Returns (z [C, N] int32, logw, means, var). Same (seed, step) -> same draws.
-    backend 'reference' uses torch's global generator instead of the counter-based streams."""
+    ``chain0``: chain c draws the random streams of chain chain0 + c, so a shard of chains [chain0, chain0 + C) of a
+    larger run draws what that run draws for them. backend 'reference' uses torch's global generator instead of the
+    counter-based streams."""
     fn = "gibbs_sweep"
     x, m0 = check_state(fn, x, logw, means, var, prior)
     seed = V.seed(fn, "seed", seed)
     step = V.integer(fn, "step", step, lo=0, hi=(1 << 32) - 1)
+    chain0 = V.integer(fn, "chain0", chain0, lo=0, hi=(1 << 62), what="an int in [0, 2^62]")
     b = _dispatch.select(fn, "gibbs_sweep", backend, x.device, x.dtype)
-    return sweep(x, logw, means, var, m0, prior, seed, step, b)
+    return sweep(x, logw, means, var, m0, prior, seed, step, b, chain0)
 
 
 def sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, m0: Tensor, prior: GibbsPrior, seed: int, step: int,
-          backend: str):
+          backend: str, chain0: int = 0):
     """The sweep itself, on arguments already checked (x [1 or C, N, D], m0 [D], a resolved backend): what
     :func:`gibbs_sweep` runs, and what ``gibbs`` calls every sweep after checking its inputs once."""
     if backend == "reference":
@@ -106,7 +109,7 @@ def sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, m0: Tensor, prior
     seed = ((seed + (1 << 63)) % (1 << 64)) - (1 << 63)  # the same 64 bits as a signed int64
     return torch.ops.gmmkernels.gibbs_sweep(x.contiguous(), logw.contiguous(), means.contiguous(), var.contiguous(), m0,
                                             float(prior.alpha), float(prior.kappa0), float(prior.a0), float(prior.b0),
-                                            seed, step)
+                                            seed, step, chain0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -116,6 +119,6 @@ def sweep(x: Tensor, logw: Tensor, means: Tensor, var: Tensor, m0: Tensor, prior
 if _backend.has_schema("gibbs_sweep"):
 
     @torch.library.register_fake("gmmkernels::gibbs_sweep")
-    def _gibbs_sweep_fake(x, logw, means, var, m0, alpha, kappa0, a0, b0, seed, step):
+    def _gibbs_sweep_fake(x, logw, means, var, m0, alpha, kappa0, a0, b0, seed, step, chain0=0):
         B = logw.shape[0]
         return x.new_empty((B, x.shape[1]), dtype=torch.int32), torch.empty_like(logw), torch.empty_like(means), torch.empty_like(var)
