@@ -5,10 +5,11 @@
 // with components of weight 0), the points are read row by row from x as it is stored and broadcast. Each tile of
 // TR rows goes through
 //   1. logits   l[n][k] for RN rows x KVB component vectors at a time (2 fused multiply-adds per (n, k, d) diag);
-//   2. softmax  per row: max, exp, sum (two horizontal reductions), r = e / s, written over the logits in the
-//               tile scratch (and copied to the output when the responsibilities are asked for);
-//   3. features F[n] = [x_n, x_n^2] (diag) or [x_n, vech(x_n x_n^T)] (full), per row of the tile;
-//   4. statistics S[p][k] += sum_n F[n][p] r[n][k], a small matrix product held in PB x KVB registers over the
+//   2. softmax  per row, 4 rows interleaved: max, exp, sum (horizontal reductions), r = e / s, written over the
+//               logits in the tile scratch (and copied to the output when the responsibilities are asked for);
+//   3. features F[p][n] = [x_n, x_n^2] (diag) or [x_n, vech(x_n x_n^T)] (full), stored by feature and computed
+//               as vectors over the rows of the tile;
+//   4. statistics S[p][k] += sum_n F[p][n] r[n][k], a small matrix product held in PB x KVB registers over the
 //               rows of the tile (2 fused multiply-adds per (n, k, d) diag).
 // Nothing of size N x K leaves the tile. The rows of one data set are cut into chunks whose length depends on N
 // only; each chunk sums its tiles in a fixed order (tiles in T, chunk totals in double) and the chunk totals are
@@ -47,7 +48,6 @@ struct Shape {
   int64_t NW;   // weight vectors per component lane: D (diag) or D (D + 1) / 2 (full)
   int64_t P;    // feature columns: D + second_moments(D, full)
   int64_t Pp;   // P rounded up to a multiple of kPB (zero columns)
-  int64_t FS;   // row stride of the feature scratch: Pp + L (room for the overlapping stores of the full case)
   int64_t CH;   // rows per chunk
   int64_t nch;  // chunks per data set
   Shape(int64_t B_, int64_t N_, int64_t K_, int64_t D_, bool full_) : B(B_), N(N_), K(K_), D(D_), full(full_) {
@@ -55,7 +55,6 @@ struct Shape {
     NW = full ? D * (D + 1) / 2 : D;
     P = D + second_moments(D, full);
     Pp = (P + kPB - 1) / kPB * kPB;
-    FS = Pp + L;
     const int64_t per = (N + kMaxChunks - 1) / kMaxChunks;
     CH = std::max<int64_t>(4 * kTileRows, (per + kTileRows - 1) / kTileRows * kTileRows);
     nch = (N + CH - 1) / CH;
@@ -185,31 +184,38 @@ void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* 
   }
 }
 
-// Features of rows [0, nr): F[n] = [x_n, x_n^2] or [x_n, vech(x_n x_n^T)], zero up to Pp.
+// Features of rows [0, nr) of a tile, stored by feature: F[p][n] (column stride kTileRows) with F[0 .. D) = x
+// transposed, then x_i^2 (diag) or x_i x_j for j <= i (full, in vech order), each computed as whole vectors over the
+// rows (rows >= nr of a short tile hold stale values that the statistics never read; rows [P, Pp) stay zero from
+// the allocation).
 template <typename T, bool FULL>
-void tile_features(const T* __restrict x, int64_t nr, int64_t D, int64_t P, int64_t Pp, int64_t FS, T* __restrict F) {
-  for (int64_t n = 0; n < nr; ++n) {
-    const T* xr = x + n * D;
-    T* f = F + n * FS;
-    for (int64_t d = 0; d < D; ++d) f[d] = xr[d];
+void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
+  typedef typename VecOf<T>::V V;
+  constexpr int64_t L = sizeof(V) / sizeof(T);
+  constexpr int64_t TS = kTileRows;
+  static_assert(TS % L == 0, "a tile holds whole vectors of rows");
+  for (int64_t n = 0; n < nr; ++n)
+    for (int64_t d = 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
+  const int64_t nv = (nr + L - 1) / L;
+  T* q = F + D * TS;
+  for (int64_t i = 0; i < D; ++i) {
+    const T* xi = F + i * TS;
     if (!FULL) {
-      for (int64_t d = 0; d < D; ++d) f[D + d] = xr[d] * xr[d];
+      for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xi + v * L));
+      q += TS;
     } else {
-      T* q = f + D;
-      for (int64_t i = 0; i < D; ++i) {
-        const T xi = xr[i];
-        for (int64_t j = 0; j <= i; ++j) q[j] = xi * xr[j];
-        q += i + 1;
+      for (int64_t j = 0; j <= i; ++j, q += TS) {
+        const T* xj = F + j * TS;
+        for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xj + v * L));
       }
     }
-    for (int64_t p = P; p < Pp; ++p) f[p] = T(0);
   }
 }
 
 // S[p][kv] += sum_n F[n][p] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
 // summed in registers over the nr rows of the tile, then added to the chunk accumulator (widened to double for float).
 template <typename T, int PB, int KVB>
-inline void stats_block(const T* __restrict F, int64_t FS, const typename VecOf<T>::V* __restrict R, int64_t KV,
+inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __restrict R, int64_t KV,
                         int64_t nr, int64_t p0, int64_t kv0, typename VecOf<T>::W* __restrict S) {
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
@@ -219,9 +225,9 @@ inline void stats_block(const T* __restrict F, int64_t FS, const typename VecOf<
   for (int64_t n = 0; n < nr; ++n) {
     V r[KVB];
     for (int j = 0; j < KVB; ++j) r[j] = R[n * KV + kv0 + j];
-    const T* f = F + n * FS + p0;
+    const T* f = F + p0 * kTileRows + n;
     for (int i = 0; i < PB; ++i) {
-      const V fv = splat<V>(f[i]);
+      const V fv = splat<V>(f[i * kTileRows]);
       for (int j = 0; j < KVB; ++j) acc[i][j] += fv * r[j];
     }
   }
@@ -230,12 +236,66 @@ inline void stats_block(const T* __restrict F, int64_t FS, const typename VecOf<
 }
 
 template <typename T>
-void tile_stats(const T* F, int64_t FS, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
+void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
                 typename VecOf<T>::W* S) {
   for (int64_t p0 = 0; p0 < Pp; p0 += kPB) {
     int64_t kv = 0;
-    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, FS, R, KV, nr, p0, kv, S);
-    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, FS, R, KV, nr, p0, kv, S);
+    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, R, KV, nr, p0, kv, S);
+    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, R, KV, nr, p0, kv, S);
+  }
+}
+
+constexpr int kSoftRows = 4;  // rows whose softmax runs interleaved (independent latency chains)
+
+// Softmax of RB consecutive rows of logits l [RB][KV] in place (r = e / s), their responsibilities added to nkv, and
+// the row sums of log p and sum_k r log r: log p = m + log s and sum_k r log r = t / s - log s, where the logs of s
+// are taken once per 16 rows from their product (s lies in [1, K]), with the binary exponent kept apart. The RB rows
+// go through each stage together, so that their chains of horizontal reductions, exponentials and divisions overlap.
+template <typename T, int RB>
+inline void softmax_rows(typename VecOf<T>::V* __restrict l, int64_t KV, typename VecOf<T>::V* __restrict nkv,
+                         int64_t row0, double& lp, double& rl, double& prod, int64_t& expo) {
+  typedef typename VecOf<T>::V V;
+  constexpr T ninf = -std::numeric_limits<T>::infinity();
+  const V lowest = splat<V>(std::numeric_limits<T>::lowest());
+  V ms[RB], sv[RB], tv[RB];
+  for (int r = 0; r < RB; ++r) ms[r] = splat<V>(ninf);
+  for (int64_t kv = 0; kv < KV; ++kv)
+    for (int r = 0; r < RB; ++r) ms[r] = vmax(ms[r], l[r * KV + kv]);
+  for (int r = 0; r < RB; ++r) {
+    ms[r] = hmax_all(ms[r]);
+    if (ms[r][0] == ninf) ms[r] = V{};  // every logit -inf: log p = -inf, r = NaN
+    sv[r] = V{};
+    tv[r] = V{};
+  }
+  for (int64_t kv = 0; kv < KV; ++kv)
+    for (int r = 0; r < RB; ++r) {
+      const V lm = l[r * KV + kv] - ms[r];
+      const V e = vexp<true>(lm);
+      l[r * KV + kv] = e;
+      sv[r] += e;
+      tv[r] += e * vmax(lm, lowest);  // r_log_r(e, lm) in two operations: e = 0 where lm = -inf; NaN stays NaN
+    }
+  V inv[RB];
+  for (int r = 0; r < RB; ++r) {
+    sv[r] = hsum_all(sv[r]);
+    tv[r] = hsum_all(tv[r]);
+    inv[r] = T(1) / sv[r];
+  }
+  for (int64_t kv = 0; kv < KV; ++kv)
+    for (int r = 0; r < RB; ++r) {
+      const V q = l[r * KV + kv] * inv[r];
+      l[r * KV + kv] = q;
+      nkv[kv] += q;
+    }
+  for (int r = 0; r < RB; ++r) {
+    lp += static_cast<double>(ms[r][0]);
+    rl += static_cast<double>(tv[r][0]) / static_cast<double>(sv[r][0]);
+    prod *= static_cast<double>(sv[r][0]);
+    if (((row0 + r) & 15) == 15) {
+      int e;
+      prod = std::frexp(prod, &e);
+      expo += e;
+    }
   }
 }
 
@@ -245,7 +305,7 @@ void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* me
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
   constexpr int64_t L = Shape<T>::L;
-  const int64_t B = s.B, N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Pp = s.Pp, FS = s.FS;
+  const int64_t B = s.B, N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Pp = s.Pp;
   const int64_t npar = s.params_per_batch();
   std::vector<V> params(B * npar);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
@@ -254,7 +314,7 @@ void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* me
   const int64_t psize = s.partial_size();
   at::parallel_for(0, B * s.nch, 1, [&](int64_t begin, int64_t end) {
     std::vector<V> Lr(kTileRows * KV), nkv(KV);
-    std::vector<T> F(kTileRows * FS);
+    std::vector<T> F(Pp * kTileRows, T(0));
     std::vector<Wd> S(Pp * KV), nks(KV);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
@@ -271,47 +331,19 @@ void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* me
         const T* xt = xb + n0 * D;
         tile_logits<T, FULL>(xt, nr, D, W, Wmu, lc, KV, Lr.data());
         std::fill(nkv.begin(), nkv.end(), V{});
-        for (int64_t n = 0; n < nr; ++n) {
-          V* l = Lr.data() + n * KV;
-          V mv = splat<V>(-std::numeric_limits<T>::infinity());
-          for (int64_t kv = 0; kv < KV; ++kv) mv = vmax(mv, l[kv]);
-          T m = hmax(mv);
-          if (m == -std::numeric_limits<T>::infinity()) m = T(0);  // every logit -inf: log p = -inf, r = NaN
-          const V ms = splat<V>(m);
-          V sv = V{}, tv = V{};
-          for (int64_t kv = 0; kv < KV; ++kv) {
-            const V lm = l[kv] - ms;
-            const V e = vexp(lm);
-            l[kv] = e;
-            sv += e;
-            tv += r_log_r(e, lm);
-          }
-          const T sum = hsum(sv), t = hsum(tv);
-          const V inv = splat<V>(T(1) / sum);
-          for (int64_t kv = 0; kv < KV; ++kv) {
-            const V r = l[kv] * inv;
-            l[kv] = r;
-            nkv[kv] += r;
-          }
-          // log p = m + log s and sum_k r log r = t / s - log s; the logs of s are taken once per 16 rows from
-          // their product (s lies in [1, K]), with the binary exponent kept apart.
-          lp += static_cast<double>(m);
-          rl += static_cast<double>(t) / static_cast<double>(sum);
-          prod *= static_cast<double>(sum);
-          if (((n0 + n) & 15) == 15) {
-            int e;
-            prod = std::frexp(prod, &e);
-            expo += e;
-          }
-          if (resp != nullptr) {
-            T* rr = resp + (b * N + n0 + n) * K;
-            const T* src = reinterpret_cast<const T*>(l);
+        int64_t n = 0;
+        for (; n + kSoftRows <= nr; n += kSoftRows)
+          softmax_rows<T, kSoftRows>(Lr.data() + n * KV, KV, nkv.data(), n0 + n, lp, rl, prod, expo);
+        for (; n < nr; ++n) softmax_rows<T, 1>(Lr.data() + n * KV, KV, nkv.data(), n0 + n, lp, rl, prod, expo);
+        if (resp != nullptr)
+          for (int64_t i = 0; i < nr; ++i) {
+            T* rr = resp + (b * N + n0 + i) * K;
+            const T* src = reinterpret_cast<const T*>(Lr.data() + i * KV);
             for (int64_t k = 0; k < K; ++k) rr[k] = src[k];
           }
-        }
         for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
-        tile_features<T, FULL>(xt, nr, D, P, Pp, FS, F.data());
-        tile_stats<T>(F.data(), FS, Lr.data(), KV, nr, Pp, S.data());
+        tile_features<T, FULL>(xt, nr, D, F.data());
+        tile_stats<T>(F.data(), Lr.data(), KV, nr, Pp, S.data());
       }
       const double logs = std::log(prod) + static_cast<double>(expo) * 0.69314718055994530942;
       double* out = partial + task * psize;

@@ -43,13 +43,15 @@ inline V splat(S s) {
 }
 
 // Vector exp: Cody-Waite reduction x = n ln2 + r (|r| <= ln2/2), polynomial for exp(r), 2^n built in the exponent
-// bits. About 1-2 ulp; exp(-inf) = 0, NaN -> NaN, underflow -> 0.
+// bits. About 1-2 ulp; exp(-inf) = 0, NaN -> NaN, underflow -> 0. NonPositive: for arguments known to be <= 0 or
+// NaN (a logit minus its row maximum), without the overflow clamp and the NaN select.
+template <bool NonPositive = false>
 inline VecOf<float>::V vexp(VecOf<float>::V x) {
   typedef VecOf<float>::V V;
   typedef VecOf<float>::U U;
   const V lo = splat<V>(-87.0f), hi = splat<V>(88.0f);
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
+  V xc = x < lo ? lo : x;  // NaN stays NaN
+  if (!NonPositive) xc = xc > hi ? hi : xc;
   const V shifter = splat<V>(12582912.0f);  // 1.5 * 2^23
   const V t = xc * 1.44269504088896341f + shifter;
   const V n = t - shifter;
@@ -65,16 +67,17 @@ inline VecOf<float>::V vexp(VecOf<float>::V x) {
   const U e = ((U)t + 127u) << 23;
   V res = p * (V)e;
   res = x < lo ? splat<V>(0.0f) : res;
-  res = x != x ? x : res;
+  if (!NonPositive) res = x != x ? x : res;  // (NonPositive: a NaN x already gives a NaN p)
   return res;
 }
 
+template <bool NonPositive = false>
 inline VecOf<double>::V vexp(VecOf<double>::V x) {
   typedef VecOf<double>::V V;
   typedef VecOf<double>::U U;
   const V lo = splat<V>(-708.0), hi = splat<V>(709.0);
-  V xc = x < lo ? lo : x;
-  xc = xc > hi ? hi : xc;
+  V xc = x < lo ? lo : x;  // NaN stays NaN
+  if (!NonPositive) xc = xc > hi ? hi : xc;
   const V shifter = splat<V>(6755399441055744.0);  // 1.5 * 2^52
   const V t = xc * 1.4426950408889634074 + shifter;
   const V n = t - shifter;
@@ -98,7 +101,7 @@ inline VecOf<double>::V vexp(VecOf<double>::V x) {
   const U e = ((U)t + (uint64_t)1023) << 52;
   V res = p * (V)e;
   res = x < lo ? splat<V>(0.0) : res;
-  res = x != x ? x : res;
+  if (!NonPositive) res = x != x ? x : res;
   return res;
 }
 
@@ -150,6 +153,38 @@ inline double hmax(VecOf<double>::V v) {
   v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5}));
   v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6}));
   return v[0];
+}
+
+// The same reductions with the result in every lane (the butterfly leaves it there), for use as a vector.
+inline VecOf<float>::V hsum_all(VecOf<float>::V v) {
+  typedef VecOf<float>::U U;
+  v += __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
+  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
+  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
+  return v;
+}
+inline VecOf<double>::V hsum_all(VecOf<double>::V v) {
+  typedef VecOf<double>::U U;
+  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3});
+  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5});
+  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6});
+  return v;
+}
+inline VecOf<float>::V hmax_all(VecOf<float>::V v) {
+  typedef VecOf<float>::U U;
+  v = vmax(v, __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  return v;
+}
+inline VecOf<double>::V hmax_all(VecOf<double>::V v) {
+  typedef VecOf<double>::U U;
+  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3}));
+  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5}));
+  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6}));
+  return v;
 }
 
 }  // namespace cpu
