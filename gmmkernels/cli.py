@@ -117,19 +117,56 @@ def _experiments():
     return experiments
 
 
+def plan_option(flag: str, text, name: str, fn):
+    """The plan override of option ``flag``: a JSON object given inline or as @FILE, for an experiment whose
+    reproduce function takes ``plan``; None when the option is absent. UsageError otherwise."""
+    import inspect
+    import json
+
+    if text is None:
+        return None
+    if "plan" not in inspect.signature(fn).parameters:
+        raise UsageError(f"{flag}: the {name} reproduction has no plan to change (it runs its full or --quick plan)")
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as e:
+            raise UsageError(f"{flag}: cannot read {text[1:]}: {e.strerror or e}") from None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{flag}: not JSON ({e.msg} at character {e.pos})") from None
+    if not isinstance(plan, dict):
+        raise UsageError(f"{flag}: expected a JSON object of plan entries, got {type(plan).__name__}")
+    return plan
+
+
 def _cmd_reproduce(args) -> int:
     import json
+    import shlex
 
     device = device_option("--device", args.device)
     exps = _experiments()
     name = exps.resolve(args.experiment)
+    plan = plan_option("--plan", args.plan, name, exps.EXPERIMENTS[name].reproduce)
     out = output_dir("--out", args.out or f"gmmkernels_out/reproduce_{name}")
     print(f"gmmkernels reproduce {name}: writing to {out.resolve()} (device {device}{', quick' if args.quick else ''})",
           flush=True)
     import torch
 
     torch.manual_seed(args.seed)
-    result = exps.EXPERIMENTS[name].reproduce(out, args.quick, device)
+    from .diffusion.experiments._report import PlanError
+
+    try:
+        if plan is None:
+            result = exps.EXPERIMENTS[name].reproduce(out, args.quick, device)
+        else:
+            result = exps.EXPERIMENTS[name].reproduce(out, args.quick, device, plan=plan)
+    except PlanError as e:
+        raise UsageError(f"--plan: {e}") from None
+    cmd = [name, "--out", str(out), "--device", str(device), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+    cmd += ["--plan", json.dumps(plan)] if plan is not None else []
+    result["command"] = "gmmkernels reproduce " + " ".join(shlex.quote(a) for a in cmd)
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str))
     print(f"gmmkernels reproduce {name}: done; results in {out / 'result.json'}")
     return 0
@@ -174,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quick", action="store_true", help="a fast, smaller version (minutes on a CPU)")
         s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
         s.add_argument("--seed", type=seed_option, default=0, help="random seed (default: %(default)s)")
+        s.add_argument("--plan", default=None, metavar="JSON",
+                       help="entries that replace those of the full (or --quick) plan, as a JSON object or @FILE, "
+                            "e.g. '{\"toy_seeds\": [0, 1, 2]}' (mixddpm, ngmg; mgdm takes {\"toy\": {...}, "
+                            "\"digits\": {...}}); recorded in the outputs")
         s.set_defaults(func=_cmd_reproduce, _parser=s)
 
     try:

@@ -43,6 +43,28 @@ def test_reproduce_unknown_experiment_exits_2(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_reproduce_plan_reaches_the_experiment_and_the_result(tmp_path, monkeypatch):
+    """--plan (inline or @FILE) is passed to the experiment as a dict, and result.json records the command that
+    reruns it."""
+    from gmmkernels.diffusion import experiments
+
+    seen = []
+
+    def fake(out, quick, device, plan=None):
+        seen.append(plan)
+        return {"ok": True}
+
+    monkeypatch.setattr(experiments.Experiment, "reproduce", property(lambda self: fake))
+    (tmp_path / "p.json").write_text('{"toy_seeds": [0, 1]}')
+    for arg in ('{"toy_seeds": [0, 1]}', f"@{tmp_path / 'p.json'}"):
+        assert cli.main(["reproduce", "mixddpm", "--quick", "--out", str(tmp_path / "r"), "--plan", arg]) == 0
+        assert seen[-1] == {"toy_seeds": [0, 1]}
+        res = json.loads((tmp_path / "r" / "result.json").read_text())
+        assert res["command"].endswith("""--quick --plan '{"toy_seeds": [0, 1]}'"""), res["command"]
+    assert cli.main(["reproduce", "mixddpm", "--out", str(tmp_path / "r")]) == 0
+    assert seen[-1] is None and "--plan" not in json.loads((tmp_path / "r" / "result.json").read_text())["command"]
+
+
 def test_demo_methods_parsing():
     from types import SimpleNamespace
 
@@ -81,6 +103,18 @@ WRONG = [
     (["reproduce", "gms", "--device", "meta"], "gmmkernels reproduce: error: --device: only cpu"),
     (["reproduce", "gms", "--seed", str(2**70)], "argument --seed: must be an int in [0, 2^63)"),
     (["reproduce", "gms", "--quick", "extra"], "gmmkernels reproduce: error: unrecognized arguments: extra"),
+    (["reproduce", "gms", "--plan", "{{}}"], "--plan: the gms reproduction has no plan to change"),
+    (["reproduce", "mixddpm", "--out", "{tmp}/r", "--plan", "nope"], "--plan: not JSON (Expecting value at character 0)"),
+    (["reproduce", "mixddpm", "--out", "{tmp}/r", "--plan", "[1]"], "--plan: expected a JSON object of plan entries"),
+    (["reproduce", "mixddpm", "--out", "{tmp}/r", "--plan", "@{tmp}/missing.json"], "--plan: cannot read"),
+    (["reproduce", "mixddpm", "--out", "{tmp}/r", "--plan", '{{"toy_seedz": [0]}}'],
+     "--plan: plan: unknown entries 'toy_seedz'; the entries are digit_K"),
+    (["reproduce", "mixddpm", "--out", "{tmp}/r", "--plan", '{{"toy_arms": ["DDPM", "Foo"]}}'],
+     "--plan: plan: toy_arms: unknown arm(s) 'Foo'"),
+    (["reproduce", "ngmg", "--out", "{tmp}/r", "--plan", '{{"Kz": 3}}'], "--plan: plan: unknown entries 'Kz'"),
+    (["reproduce", "mgdm", "--out", "{tmp}/r", "--plan", '{{"toy": {{"dimz": 1}}}}'],
+     "--plan: plan toy: unknown entries 'dimz'"),
+    (["reproduce", "mgdm", "--out", "{tmp}/r", "--plan", '{{"toi": {{}}}}'], "--plan: plan: unknown entries 'toi'"),
 ] + ([(["demo", "--device", "cuda"], "no CUDA device is available"),
       (["reproduce", "gms", "--device", "cuda:0"], "no CUDA device is available")] if _NO_CUDA else [])
 

@@ -16,6 +16,24 @@ def _children_cpu() -> float:
     return u.ru_utime + u.ru_stime
 
 
+class PlanError(ValueError):
+    """A plan override with entries the plan does not have, or that is not a mapping."""
+
+
+def merge_plan(base: dict, override: Optional[dict], what: str = "plan") -> dict:
+    """``base`` with the entries of ``override`` replaced; PlanError for an entry ``base`` does not have (a misspelt
+    entry would otherwise be ignored and the run would silently use the default)."""
+    if override is None:
+        return dict(base)
+    if not isinstance(override, dict):
+        raise PlanError(f"{what}: expected a mapping of plan entries, got {type(override).__name__}")
+    unknown = sorted(set(override) - set(base))
+    if unknown:
+        raise PlanError(f"{what}: unknown entries {', '.join(map(repr, unknown))}; the entries are "
+                        + ", ".join(sorted(base)))
+    return {**base, **override}
+
+
 class Report:
     """Prints and keeps the lines of a reproduction's console output, and measures its runtime from creation:
     wall-clock seconds and CPU seconds of this process (all its threads)."""

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..methods.mgdm import CallCounter, Inpainting, LinearObservation, MGDMConfig, dps, dps_zeta, mgdm
 from ._plots import MISSING, forest_figure, pyplot
-from ._report import Report, default_workers, paired_table, run_jobs
+from ._report import Report, default_workers, merge_plan, paired_table, run_jobs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def _toy_job(job) -> dict:
 def _toy_experiment(quick: bool, workers: int, log, override: Optional[dict] = None) -> dict:
     from ..metrics import paired_stats
 
-    P = {**_toy_plan(quick), **(override or {})}
+    P = merge_plan(_toy_plan(quick), override, "plan toy")
     tune_jobs = [("tune", dim, prob, meth, v, P) for dim in P["dims"] for prob in P["val_problems"]
                  for meth, grid in (("mgdm", P["lr_grid"]), ("dps", P["gamma_grid"])) for v in grid]
     tuned = run_jobs(_toy_job, tune_jobs, workers)
@@ -439,7 +439,7 @@ def _digits_experiment(out: Path, quick: bool, workers: int, log, override: Opti
     from ..data import load_digits
     from ..metrics import digits_fd, digits_fd_floor, paired_stats
 
-    P = {**_digits_plan(quick), **(override or {})}
+    P = merge_plan(_digits_plan(quick), override, "plan digits")
     priors = run_jobs(_prior_job, [("prior", str(out), P, s) for s in P["prior_seeds"]], workers)
     for p in priors:
         log(f"  digits prior seed {p['seed']}: " + ("cached" if p["cached"] else
@@ -638,7 +638,9 @@ def reproduce_mgdm(out: Path, quick: bool = False, device="cpu", plan: Optional[
     rep = Report()
     log = rep.log
     workers = 1 if quick else default_workers()
-    plan = plan or {}
+    plan = merge_plan({"toy": {}, "digits": {}}, plan)
+    merge_plan(_toy_plan(quick), plan["toy"], "plan toy")  # unknown entries fail before any work
+    merge_plan(_digits_plan(quick), plan["digits"], "plan digits")
     label = " (quick)" if quick else ""
     changed = [f"{part}.{k}" for part in ("toy", "digits") for k in sorted(plan.get(part, {}))]
     label += f" (reduced plan: {', '.join(changed)} changed)" if changed else ""

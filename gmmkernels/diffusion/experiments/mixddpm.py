@@ -34,7 +34,7 @@ from ..samplers import counter_noise
 from ..schedules import DiscreteSchedule, VPSDE
 from ..trainer import TrainConfig
 from ._plots import MISSING, forest_figure, pyplot
-from ._report import Report, default_workers, paired_table, run_jobs
+from ._report import PlanError, Report, default_workers, merge_plan, paired_table, run_jobs
 
 
 @contextlib.contextmanager
@@ -442,6 +442,12 @@ def _arm_job(job) -> dict:
 
 def reproduce_mixddpm(out: Path, quick: bool, device, plan: Optional[dict] = None) -> dict:
     """``plan``: entries that replace those of the quick or full plan (:func:`_plan`), e.g. fewer arms or seeds."""
+    full = merge_plan(_plan(quick), plan)  # unknown entries fail before any work
+    for key, arms in (("toy_arms", TOY_ARMS), ("digit_arms", DIGIT_ARMS)):
+        bad = [a for a in full[key] if a not in arms]
+        if bad:
+            raise PlanError(f"plan: {key}: unknown arm(s) {', '.join(map(repr, bad))}; the arms are "
+                            + ", ".join(map(repr, arms)))
     with single_thread(device):
         return _reproduce_mixddpm(Path(out), quick, torch.device(device), plan)
 
@@ -466,7 +472,7 @@ def _reproduce_mixddpm(out: Path, quick: bool, device, plan_override: Optional[d
     out.mkdir(parents=True, exist_ok=True)
     rep = Report()
     log = rep.log
-    plan = {**_plan(quick), **(plan_override or {})}
+    plan = merge_plan(_plan(quick), plan_override)
     label = " (quick)" if quick else ""
     label += f" (reduced plan: {', '.join(sorted(plan_override))} changed)" if plan_override else ""
     log(f"mixddpm reproduce{label}: plan {json.dumps(plan)}")

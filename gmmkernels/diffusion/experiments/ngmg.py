@@ -41,7 +41,7 @@ from ..methods.ngmg import (AUX_LOSSES, FEATURE_TABLE, FEATURES, STYLE_FEATURES,
                             style_thresholds, train_aux_classifier)
 from ..samplers import counter_noise
 from ._plots import MISSING, forest_figure, pyplot
-from ._report import Report, default_workers, paired_table, run_jobs
+from ._report import Report, default_workers, merge_plan, paired_table, run_jobs
 
 ALL_FEATURES = FEATURES + STYLE_FEATURES
 # arm -> (CondTrainer mode, which GMM, auxiliary classifier loss or None)
@@ -392,7 +392,7 @@ def _reproduce_ngmg(out: Path, quick: bool, device, plan_override: Optional[dict
     out.mkdir(parents=True, exist_ok=True)
     rep = Report()
     log = rep.log
-    plan = {**_plan(quick), **(plan_override or {})}
+    plan = merge_plan(_plan(quick), plan_override)
     label = " (quick)" if quick else ""
     label += f" (reduced plan: {', '.join(sorted(plan_override))} changed)" if plan_override else ""
     log(f"ngmg reproduce{label}: plan {json.dumps(plan)}")
