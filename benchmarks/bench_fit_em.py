@@ -3,6 +3,7 @@ against the FMA bound.
 
     python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3]
         [--cases headline,1e6] [--no-sklearn] [--threads N] [--clock wall|process]
+    python benchmarks/bench_fit_em.py --plot RESULT.json [RESULT.json ...] [--out DIR]
 
 Each case fits the same clustered data (K true clusters, unit spread) from the same initial parameters: uniform
 weights, K data points drawn with a fixed seed as means, unit precisions (``weights_init`` / ``means_init`` /
@@ -20,7 +21,9 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
 
 Cases: 'headline' = the README's sizes (diag N = 1e5, K = 32, D = 16; full N = 5e4, K = 16, D = 8) and '1e6'
 (N = 1e6, same K and D). On CUDA scikit-learn is not run; add 'flash' for N = 1e6, K = 1024, D = 128 (diag).
-Writes fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1) with the load average before and after.
+Writes fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1) with the load average before and after, and its
+figure OUT/plots/fit_em__<device>__<UTC>.png (ms per iteration of scikit-learn -- its fit time over the iterations --,
+gmmkernels and the FMA bound); ``--plot`` draws the figure of existing files side by side.
 """
 from __future__ import annotations
 
@@ -72,6 +75,41 @@ def best(fn, reps, device, clock="wall"):
     return min(ts), out
 
 
+def plot(paths, out_dir) -> Path:
+    """One figure of the result files ``paths`` (one panel each): milliseconds per iteration of scikit-learn,
+    gmmkernels and the FMA bound per case, log scale; written to ``out_dir``/fit_em__<first file's stem>.png."""
+    from gmmkernels.diffusion.experiments._plots import pyplot
+
+    plt = pyplot()
+    if plt is None:
+        raise ImportError("matplotlib is not installed")
+    docs = [H.load_results(p) for p in paths]
+    fig, axes = plt.subplots(1, len(docs), figsize=(6.5 * len(docs), 4.2), squeeze=False)
+    for ax, doc, path in zip(axes[0], docs, paths):
+        rows = doc["results"]
+        labels = [f"{r['params']['cov']} {r['dtype'].replace('float', 'f')}\nN={r['params']['N']:.0e}" for r in rows]
+        series = [("scikit-learn", [r["sklearn"]["fit_s"] * 1e3 / r["n_iter"] if r.get("sklearn") else float("nan")
+                                    for r in rows]),
+                  ("gmmkernels", [r["per_iter_ms"] for r in rows]),
+                  ("FMA bound", [(r.get("fma_bound") or {}).get("t_min_ms", float("nan")) for r in rows])]
+        w = 0.27
+        for i, (name, ys) in enumerate(series):
+            ax.bar([j + (i - 1) * w for j in range(len(rows))], ys, w, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel("ms per EM iteration")
+        m = doc["meta"]
+        ax.set_title(f"{Path(path).stem}\n{m.get('clock', 'wall')} clock, {m.get('threads')} thread(s)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_dir) / f"fit_em__{Path(paths[0]).stem.split('__', 1)[1]}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -87,7 +125,12 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", default="wall", choices=["wall", "process"],
                     help="wall: elapsed time; process: CPU time of the process (use with --threads 1 on a shared "
                          "machine: it measures the work of one core, not the waiting)")
+    ap.add_argument("--plot", nargs="+", metavar="JSON", default=None,
+                    help="only draw the figure of these result files (into OUT/plots) and exit")
     args = ap.parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot(args.plot, Path(args.out) / 'plots')}")
+        return 0
     dev = args.device
     if args.clock == "process" and dev != "cpu":
         raise SystemExit("--clock process: CPU only")
@@ -190,6 +233,10 @@ def main(argv=None) -> int:
     if not args.no_write:
         path = H.write_results(args.out, OP, dev, rows, meta)
         print(f"wrote {path}")
+        try:
+            print(f"wrote {plot([path], Path(args.out) / 'plots')}")
+        except ImportError as e:  # no matplotlib: the JSON is the result
+            print(f"no plot ({e})")
     return 3 if any(r.get("ok") is False for r in rows) else 0
 
 

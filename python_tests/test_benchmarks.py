@@ -91,3 +91,22 @@ def test_run_all_only_names_and_unknown_names(tmp_path, capsys):
     files = list(tmp_path.glob("gibbs_sweep__cpu-*__*.json"))
     assert len(files) == 1
     assert META_KEYS <= set(json.loads(files[0].read_text())["meta"])
+
+
+def test_fit_em_benchmark_end_to_end(tmp_path):
+    """bench_fit_em on a tiny case: the JSON row (lower bounds equal to scikit-learn's when it is installed, the
+    FMA bound from the probe), then the figure from that file."""
+    fe = pytest.importorskip("benchmarks.bench_fit_em")
+    argv = ["--quick", "--device", "cpu", "--cases", "headline", "--dtypes", "float64", "--iters", "3", "--reps", "1",
+            "--threads", "1", "--out", str(tmp_path)]
+    assert fe.main(argv) == 0
+    (f,) = tmp_path.glob("fit_em__cpu*__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert rows and all(r["ok"] is not False for r in rows)
+    for r in rows:
+        assert r["fma_bound"]["t_min_ms"] > 0 and r["per_iter_ms"] > 0
+        if r.get("sklearn"):
+            assert r["lower_bound_rel_diff"] < 1e-9
+    pytest.importorskip("matplotlib")
+    assert fe.main(["--plot", str(f), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "plots" / f"fit_em__{f.stem.split('__', 1)[1]}.png").stat().st_size > 0
