@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--seed", type=seed_option, default=0, help="random seed (default: %(default)s)")
         s.add_argument("--plan", default=None, metavar="JSON",
                        help="entries that replace those of the full (or --quick) plan, as a JSON object or @FILE, "
-                            "e.g. '{\"toy_seeds\": [0, 1, 2]}' (mixddpm, ngmg; mgdm takes {\"toy\": {...}, "
+                            "e.g. '{\"toy_seeds\": [0, 1, 2]}' (mixddpm, ngmg; mgdm and smd take {\"toy\": {...}, "
                             "\"digits\": {...}}); recorded in the outputs")
         s.set_defaults(func=_cmd_reproduce, _parser=s)
 

@@ -59,7 +59,8 @@ def test_both_commands_call_the_registry_functions(tmp_path, monkeypatch):
                         lambda out, quick, device: calls.append(("reproduce", out, quick)) or {"x": 1})
     monkeypatch.setattr(mod, "demo_section", lambda out, quick: calls.append(("demo", out, quick)) or {"y": 2})
     assert cli.main(["reproduce", "smd", "--quick", "--device", "cpu", "--out", str(tmp_path / "r")]) == 0
-    assert json.loads((tmp_path / "r" / "result.json").read_text()) == {"x": 1}
+    res = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert res == {"x": 1, "command": f"gmmkernels reproduce smd --out {tmp_path / 'r'} --device cpu --seed 0 --quick"}
     res = demo._method_section("smd", tmp_path / "d", True)
     assert res["y"] == 2 and "seconds" in res
     assert calls == [("reproduce", tmp_path / "r", True), ("demo", tmp_path / "d" / "smd", True)]

@@ -35,6 +35,7 @@ from torch import Tensor
 from ..methods.smd import SETTINGS, build_smd_model, eta_sensitivity, make_smd_schedule, mixture_spread, sample, train
 from ..metrics import format_paired, paired_contrast
 from ._parallel import cpu_seconds, default_workers, run_tasks, torch_threads
+from ._report import PlanError, merge_plan
 from ._plots import pyplot, save_figure
 
 #: vanilla denoiser; SMD with a fresh latent per step; the same SMD network with eta = 0 (no mixture)
@@ -379,8 +380,9 @@ def _plot(res: Dict, out: Path) -> List[Dict]:
         if exp not in res:
             ax.axis("off")
             continue
+        T0 = res.get("plan", {}).get(exp, {}).get("Ts", [10])[0]
         for name, curves in res[exp]["loss_curves"].items():
-            if "T=10 " not in name + " ":
+            if f"T={T0} " not in name + " ":
                 continue
             for m, c in curves.items():
                 ax.plot([p[0] for p in c], [p[1] for p in c], color=COLORS[m], ls="-" if "code" in name else "--",
@@ -388,7 +390,7 @@ def _plot(res: Dict, out: Path) -> List[Dict]:
         ax.set_yscale("log")
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (weighted, objective units)")
-        ax.set_title(f"{exp}: training losses at T=10, first training seed", fontsize=9)
+        ax.set_title(f"{exp}: training losses at T={T0}, first training seed", fontsize=9)
         ax.legend(fontsize=6)
     for ax in axes[1][3:]:
         ax.axis("off")
@@ -458,7 +460,25 @@ def replot(out: Path) -> List[Dict]:
     return _plot(res, out)
 
 
-def reproduce_smd(out: Path, quick: bool = False, device="cpu", workers: Optional[int] = None) -> dict:
+def _plan(quick: bool) -> Dict:
+    """The quick or full plan: the keyword arguments of the toy and digits tasks (:func:`_tasks`) and the number of
+    floor draws."""
+    if quick:
+        return {"toy": dict(settings=["code"], Ts=[10], train_seeds=[0, 1], steps=300, n=1000, latent_dim=16,
+                            sampler_seeds=1),
+                "digits": dict(settings=["code"], Ts=[10], train_seeds=[0, 1], steps=60, n=200, latent_dim=16,
+                               sampler_seeds=1),
+                "draws": 2}
+    # sized for about an hour on a shared 2-core CPU
+    return {"toy": dict(settings=["code", "paper"], Ts=[10], train_seeds=[0, 1, 2], steps=800, n=3000, latent_dim=32,
+                        sampler_seeds=2),
+            "digits": dict(settings=["code"], Ts=[10], train_seeds=[0, 1, 2], steps=400, n=500, latent_dim=32,
+                           sampler_seeds=2),
+            "draws": 5}
+
+
+def reproduce_smd(out: Path, quick: bool = False, device="cpu", workers: Optional[int] = None,
+                  plan: Optional[dict] = None) -> dict:
     """The SMD reproduction: vanilla vs SMD vs the SMD network with eta = 0, each trained and sampled at the same T.
 
     (1) 7x7 grid toy, the official code's setting and the paper's, T = 10, 3 training seeds x 2 sampler seeds: sliced W1 and mode statistics of samples clamped to twice the data extent, the escaped fraction;
@@ -466,28 +486,34 @@ def reproduce_smd(out: Path, quick: bool = False, device="cpu", workers: Optiona
     with the paired :data:`CONTRASTS`, the noise floors and the latent diagnostics. Writes ``smd.json``,
     ``results.md``, the figures and ``samples.pt`` (:func:`replot` redraws the figures) into ``out``; returns the
     results. The (setting, T, training seed) runs are tasks on ``workers`` processes. ``quick``: see
-    :data:`QUICK_DROPS`. ``device`` is accepted for the command's signature; the runs use the CPU."""
+    :data:`QUICK_DROPS`. ``device`` is accepted for the command's signature; the runs use the CPU. ``plan``:
+    {"toy": {...}, "digits": {...}, "draws": n}, entries that replace those of the quick or full plan (:func:`_plan`)."""
+    base = _plan(quick)
+    plan = merge_plan({k: None for k in base}, plan)
+    toy_kw = merge_plan(base["toy"], plan["toy"], "plan toy")
+    dig_kw = merge_plan(base["digits"], plan["digits"], "plan digits")
+    draws = base["draws"] if plan["draws"] is None else plan["draws"]
+    for part, kw in (("toy", toy_kw), ("digits", dig_kw)):
+        bad = [st for st in kw["settings"] if st not in SETTINGS]
+        if bad:
+            raise PlanError(f"plan {part}: settings: unknown {', '.join(map(repr, bad))}; the settings are "
+                            + ", ".join(map(repr, SETTINGS)))
+    if not isinstance(draws, int) or draws < 2:
+        raise PlanError(f"plan: draws must be an int >= 2 (the floors' standard deviation), got {draws!r}")
+    changed = [f"{part}.{k}" for part in ("toy", "digits") for k in sorted(plan[part] or {})]
+    changed += ["draws"] if plan["draws"] is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else workers
     t0, c0 = time.perf_counter(), cpu_seconds()
-    if quick:
-        toy_kw = dict(settings=("code",), Ts=(10,), train_seeds=(0, 1), steps=300, n=1000, latent_dim=16,
-                      sampler_seeds=1)
-        dig_kw = dict(settings=("code",), Ts=(10,), train_seeds=(0, 1), steps=60, n=200, latent_dim=16,
-                      sampler_seeds=1)
-        draws = 2
-    else:
-        # sized for about an hour on a shared 2-core CPU
-        toy_kw = dict(settings=("code", "paper"), Ts=(10,), train_seeds=(0, 1, 2), steps=800, n=3000,
-                      latent_dim=32, sampler_seeds=2)
-        dig_kw = dict(settings=("code",), Ts=(10,), train_seeds=(0, 1, 2), steps=400, n=500, latent_dim=32,
-                      sampler_seeds=2)
-        draws = 5
+    if changed:
+        _log(f"smd reproduce (reduced plan: {', '.join(changed)} changed): toy {json.dumps(toy_kw)}, digits "
+             f"{json.dumps(dig_kw)}, {draws} floor draws")
     toy_tasks = _tasks("toy", size="small", batch_size=512, lr=2e-3, ema_decay=0.99, **toy_kw)
     dig_tasks = _tasks("digits", size="tiny", batch_size=128, lr=1e-3, ema_decay=0.995, **dig_kw)
     done = run_tasks(_run_task, dig_tasks + toy_tasks, workers)  # the long digits runs first
-    res: Dict = {"quick": quick, "quick_drops": QUICK_DROPS, "device": "cpu", "workers": workers}
+    res: Dict = {"quick": quick, "quick_drops": QUICK_DROPS, "device": "cpu", "workers": workers,
+                 "plan": {"toy": toy_kw, "digits": dig_kw, "draws": draws}, "plan_changed": changed}
     with torch_threads(1):
         floor = _toy_floor(toy_kw["n"], draws)
         toy = _collect(done[len(dig_tasks):], TOY_METRICS, floor)
