@@ -1,0 +1,203 @@
+// The tiled one-pass E-step + statistics machinery of the CPU kernels mixture_em_stats and mixture_suffstats
+// (host only; torch's ATen/Parallel.h for the threads): the shape bookkeeping, the features of a tile, the statistics
+// product S[p][k] += sum_n F[p][n] r[n][k] in registers, the chunk driver and the ordered reduction of the chunk
+// partial sums. The two ops differ only in where a tile's responsibilities come from (computed from the mixture, or
+// read from the input): the callback of run_tiles.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "gmmkernels/cpu_vec.h"
+#include "gmmkernels/mixture_em_stats.h"
+
+namespace gmmkernels {
+namespace cpu {
+
+using mixture_em_stats::second_moments;
+using mixture_em_stats::tri;
+
+constexpr int64_t kTileRows = 64;   // rows per tile (TR)
+constexpr int64_t kMaxChunks = 64;  // chunks per data set, at most
+constexpr int kPB = 8;              // feature columns per register block of the statistics product
+
+template <typename T>
+struct Shape {
+  typedef typename VecOf<T>::V V;
+  static constexpr int64_t L = sizeof(V) / sizeof(T);
+  int64_t B, N, K, D;
+  bool full;
+  int64_t KV;   // component vectors: ceil(K / L)
+  int64_t NW;   // weight vectors per component lane: D (diag) or D (D + 1) / 2 (full)
+  int64_t P;    // feature columns: D + second_moments(D, full)
+  int64_t Pp;   // P rounded up to a multiple of kPB (zero columns)
+  int64_t CH;   // rows per chunk
+  int64_t nch;  // chunks per data set
+  Shape(int64_t B_, int64_t N_, int64_t K_, int64_t D_, bool full_) : B(B_), N(N_), K(K_), D(D_), full(full_) {
+    KV = (K + L - 1) / L;
+    NW = full ? D * (D + 1) / 2 : D;
+    P = D + second_moments(D, full);
+    Pp = (P + kPB - 1) / kPB * kPB;
+    const int64_t per = (N + kMaxChunks - 1) / kMaxChunks;
+    CH = std::max<int64_t>(4 * kTileRows, (per + kTileRows - 1) / kTileRows * kTileRows);
+    nch = (N + CH - 1) / CH;
+  }
+  int64_t params_per_batch() const { return (NW + D + 1) * KV; }  // vectors: W [NW][KV], Wmu [D][KV], logc [KV]
+  int64_t partial_size() const { return 2 + KV * L + P * KV * L; }  // lp, sum r log r, nk [Kp], S [P][Kp]
+};
+
+// Features of rows [0, nr) of a tile, stored by feature: F[p][n] (column stride kTileRows) with F[0 .. D) = x
+// transposed, then x_i^2 (diag) or x_i x_j for j <= i (full, in vech order), each computed as whole vectors over the
+// rows (rows >= nr of a short tile hold stale values that the statistics never read; rows [P, Pp) stay zero from
+// the allocation).
+template <typename T, bool FULL>
+void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
+  typedef typename VecOf<T>::V V;
+  constexpr int64_t L = sizeof(V) / sizeof(T);
+  constexpr int64_t TS = kTileRows;
+  static_assert(TS % L == 0, "a tile holds whole vectors of rows");
+  for (int64_t n = 0; n < nr; ++n)
+    for (int64_t d = 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
+  const int64_t nv = (nr + L - 1) / L;
+  T* q = F + D * TS;
+  for (int64_t i = 0; i < D; ++i) {
+    const T* xi = F + i * TS;
+    if (!FULL) {
+      for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xi + v * L));
+      q += TS;
+    } else {
+      for (int64_t j = 0; j <= i; ++j, q += TS) {
+        const T* xj = F + j * TS;
+        for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xj + v * L));
+      }
+    }
+  }
+}
+
+// S[p][kv] += sum_n F[n][p] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
+// summed in registers over the nr rows of the tile, then added to the chunk accumulator (widened to double for float).
+template <typename T, int PB, int KVB>
+inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __restrict R, int64_t KV,
+                        int64_t nr, int64_t p0, int64_t kv0, typename VecOf<T>::W* __restrict S) {
+  typedef typename VecOf<T>::V V;
+  typedef typename VecOf<T>::W Wd;
+  V acc[PB][KVB];
+  for (int i = 0; i < PB; ++i)
+    for (int j = 0; j < KVB; ++j) acc[i][j] = V{};
+  for (int64_t n = 0; n < nr; ++n) {
+    V r[KVB];
+    for (int j = 0; j < KVB; ++j) r[j] = R[n * KV + kv0 + j];
+    const T* f = F + p0 * kTileRows + n;
+    for (int i = 0; i < PB; ++i) {
+      const V fv = splat<V>(f[i * kTileRows]);
+      for (int j = 0; j < KVB; ++j) acc[i][j] += fv * r[j];
+    }
+  }
+  for (int i = 0; i < PB; ++i)
+    for (int j = 0; j < KVB; ++j) S[(p0 + i) * KV + kv0 + j] += __builtin_convertvector(acc[i][j], Wd);
+}
+
+template <typename T>
+void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
+                typename VecOf<T>::W* S) {
+  for (int64_t p0 = 0; p0 < Pp; p0 += kPB) {
+    int64_t kv = 0;
+    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, R, KV, nr, p0, kv, S);
+    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, R, KV, nr, p0, kv, S);
+  }
+}
+
+// Running scalars of a chunk: sum log p, sum r log r and the product of the row sums s (with its binary exponent);
+// mixture_suffstats leaves them at their start values.
+struct TileScalars {
+  double lp = 0, rl = 0, prod = 1;
+  int64_t expo = 0;
+};
+
+// The pass over every (data set, chunk): for each tile of kTileRows rows, tile_resp(b, n0, nr, x_tile, Lr, nkv,
+// scalars) writes the responsibilities of the rows into Lr [nr][KV] (component lanes, padding lanes 0) and adds them
+// to nkv; then the features and the statistics of the tile. Each chunk writes its partial sums (partial_size()
+// doubles) to partial[b * nch + c]; chunks depend on N only, so the result does not depend on the threads.
+template <typename T, bool FULL, typename TileResp>
+void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial, TileResp&& tile_resp) {
+  typedef typename VecOf<T>::V V;
+  typedef typename VecOf<T>::W Wd;
+  constexpr int64_t L = Shape<T>::L;
+  const int64_t N = s.N, D = s.D, KV = s.KV, P = s.P, Pp = s.Pp;
+  const int64_t psize = s.partial_size();
+  at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
+    std::vector<V> Lr(kTileRows * KV), nkv(KV);
+    std::vector<T> F(Pp * kTileRows, T(0));
+    std::vector<Wd> S(Pp * KV), nks(KV);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
+      const T* xb = x + b * x_bstride;
+      std::fill(S.begin(), S.end(), Wd{});
+      std::fill(nks.begin(), nks.end(), Wd{});
+      TileScalars sc;
+      for (int64_t n0 = c0; n0 < c1; n0 += kTileRows) {
+        const int64_t nr = std::min(kTileRows, c1 - n0);
+        const T* xt = xb + n0 * D;
+        std::fill(nkv.begin(), nkv.end(), V{});
+        tile_resp(b, n0, nr, xt, Lr.data(), nkv.data(), sc);
+        for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
+        tile_features<T, FULL>(xt, nr, D, F.data());
+        tile_stats<T>(F.data(), Lr.data(), KV, nr, Pp, S.data());
+      }
+      const double logs = std::log(sc.prod) + static_cast<double>(sc.expo) * 0.69314718055994530942;
+      double* out = partial + task * psize;
+      out[0] = sc.lp + logs;
+      out[1] = sc.rl - logs;
+      double* nko = out + 2;
+      for (int64_t kv = 0; kv < KV; ++kv)
+        for (int64_t j = 0; j < L; ++j) nko[kv * L + j] = nks[kv][j];
+      double* So = nko + KV * L;
+      for (int64_t p = 0; p < P; ++p)
+        for (int64_t kv = 0; kv < KV; ++kv)
+          for (int64_t j = 0; j < L; ++j) So[(p * KV + kv) * L + j] = S[p * KV + kv][j];
+    }
+  });
+}
+
+// Sum of the chunk partials of each data set in chunk order, into the outputs.
+template <typename T>
+void reduce_partials(const Shape<T>& s, const double* partial, T* lp, T* rl, T* nk, T* sx, T* sxx) {
+  constexpr int64_t L = Shape<T>::L;
+  const int64_t K = s.K, D = s.D, Kp = s.KV * L, psize = s.partial_size();
+  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<double> acc(psize);
+    for (int64_t b = b0; b < b1; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t c = 0; c < s.nch; ++c) {
+        const double* p = partial + (b * s.nch + c) * psize;
+        for (int64_t i = 0; i < psize; ++i) acc[i] += p[i];
+      }
+      lp[b] = static_cast<T>(acc[0]);
+      rl[b] = static_cast<T>(acc[1]);
+      const double* nka = acc.data() + 2;
+      const double* Sa = nka + Kp;
+      for (int64_t k = 0; k < K; ++k) {
+        nk[b * K + k] = static_cast<T>(nka[k]);
+        for (int64_t d = 0; d < D; ++d) sx[(b * K + k) * D + d] = static_cast<T>(Sa[d * Kp + k]);
+        if (!s.full) {
+          for (int64_t d = 0; d < D; ++d) sxx[(b * K + k) * D + d] = static_cast<T>(Sa[(D + d) * Kp + k]);
+        } else {
+          T* o = sxx + (b * K + k) * D * D;
+          for (int64_t i = 0; i < D; ++i)
+            for (int64_t j = 0; j <= i; ++j) {
+              const T v = static_cast<T>(Sa[(D + tri(i, j)) * Kp + k]);
+              o[i * D + j] = v;
+              o[j * D + i] = v;
+            }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace gmmkernels
