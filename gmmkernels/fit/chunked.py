@@ -26,7 +26,7 @@ from ..mixture import GaussianMixture
 from ._common import COV_TYPES, Convergence, FitResult, check_vb_priors
 from ._data import Chunked, ChunkSource, chunk_tensor, pass_backend
 from .em import em_iterations, em_result, initial_params, step_backends
-from .vb import VBModel, vb_iterations, vb_result
+from .vb import build_vb_model, vb_iterations, vb_result
 
 
 def _check(fn, K, cov_type, max_iter, tol, reg_covar, distributed):
@@ -156,20 +156,16 @@ def fit_vb_chunked(
                     weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
                     covariance_prior)
     full = cov_type == "full"
-    dofp = float(D) if degrees_of_freedom_prior is None else float(degrees_of_freedom_prior)
-    m0 = (torch.zeros(B, D, dtype=dt, device=dev) if mean_prior is None
-          else mean_prior.to(dt).expand(*batch, D).reshape(B, D) - src.shift[:, 0])
-    if covariance_prior is None:  # np.cov / np.var with ddof=1, from one more pass
+
+    def second_moment():  # one more pass over the chunks
         (s2,) = src.sum(lambda c: [c.transpose(1, 2) @ c if full else (c * c).sum(1)])
-        covp = (s2 / max(src.n - 1, 1)).to(dt)
-        if cov_type == "spherical":
-            covp = covp.mean(-1)
-    else:
-        tail = (D, D) if full else (D,) if cov_type == "diag" else ()
-        covp = covariance_prior.to(dt).expand(*batch, *tail).reshape(B, *tail)
-    model = VBModel(cov_type, K, D, weight_concentration_prior_type == "dirichlet_process",
-                    1.0 / K if weight_concentration_prior is None else float(weight_concentration_prior),
-                    1.0 if mean_precision_prior is None else float(mean_precision_prior), m0, dofp, covp, reg_covar)
+        return s2, src.n
+
+    model = build_vb_model(cov_type, K, D, batch, src.shift, reg_covar, second_moment,
+                           weight_concentration_prior_type=weight_concentration_prior_type,
+                           weight_concentration_prior=weight_concentration_prior,
+                           mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
+                           degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     logits, means, scale = _initial_mixture(fn, src, first, K, cov_type, init, None, None, None, generator, reg_covar,
                                             backend)
     st = src.stats(logits, means, scale, cov_type)

@@ -61,33 +61,48 @@ def fit_vb(
     shift = x3.mean(1, keepdim=True)
     xc = x3 - shift
     full = cov_type == "full"
-    dp = weight_concentration_prior_type == "dirichlet_process"
-    wcp = 1.0 / K if weight_concentration_prior is None else float(weight_concentration_prior)
-    mpp = 1.0 if mean_precision_prior is None else float(mean_precision_prior)
-    m0 = (torch.zeros(B, D, dtype=dt, device=dev) if mean_prior is None
-          else mean_prior.to(dt).expand(*batch, D).reshape(B, D) - shift[:, 0])
-    dofp = float(D) if degrees_of_freedom_prior is None else float(degrees_of_freedom_prior)
-    if covariance_prior is None:
-        if full:
-            covp = xc.transpose(1, 2) @ xc / max(N - 1, 1)  # np.cov (ddof=1)
-        else:
-            covp = (xc * xc).sum(1) / max(N - 1, 1)  # np.var(ddof=1), as scikit-learn
-            if cov_type == "spherical":
-                covp = covp.mean(-1)
-    else:
-        tail = (D, D) if full else (D,) if cov_type == "diag" else ()
-        covp = covariance_prior.to(dt).expand(*batch, *tail).reshape(B, *tail)
 
+    def second_moment():
+        return (xc.transpose(1, 2) @ xc if full else (xc * xc).sum(1)), N
+
+    model = build_vb_model(cov_type, K, D, batch, shift, reg_covar, second_moment,
+                           weight_concentration_prior_type=weight_concentration_prior_type,
+                           weight_concentration_prior=weight_concentration_prior,
+                           mean_precision_prior=mean_precision_prior, mean_prior=mean_prior,
+                           degrees_of_freedom_prior=degrees_of_freedom_prior, covariance_prior=covariance_prior)
     if isinstance(init, Tensor):
         resp = init.to(dt).expand(*batch, N, K).reshape(B, N, K)
     else:
         resp = init_resp(xc, K, init, generator, fn, e_backend)
-    model = VBModel(cov_type, K, D, dp, wcp, mpp, m0, dofp, covp, reg_covar)
     state = model.m_step(*mixture_suffstats(xc, resp, full, backend=s_backend))
     data = InMemory(xc, pass_backend(fn, backend, dev, dt, cov_type, D))
     conv = Convergence(B, dt, dev, tol)
     state = vb_iterations(fn, data, model, state, conv, max_iter)
     return vb_result(fn, model, state, shift, batch, conv)
+
+
+def build_vb_model(cov_type, K, D, batch, shift, reg_covar, second_moment, *, weight_concentration_prior_type,
+                   weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
+                   covariance_prior) -> "VBModel":
+    """The VBModel of the prior arguments of :func:`fit_vb` with scikit-learn's defaults, in the coordinates shifted
+    by ``shift`` [B, 1, D]. ``second_moment()`` -> (sum of xc xc^T [B, D, D] (full) or of xc^2 [B, D], n), the
+    centred data's second moment, called only for the default covariance prior (np.cov / np.var with ddof=1)."""
+    B, dt, dev = shift.shape[0], shift.dtype, shift.device
+    full = cov_type == "full"
+    m0 = (torch.zeros(B, D, dtype=dt, device=dev) if mean_prior is None
+          else mean_prior.to(dt).expand(*batch, D).reshape(B, D) - shift[:, 0])
+    if covariance_prior is None:
+        s2, n = second_moment()
+        covp = (s2 / max(n - 1, 1)).to(dt)
+        if cov_type == "spherical":
+            covp = covp.mean(-1)
+    else:
+        tail = (D, D) if full else (D,) if cov_type == "diag" else ()
+        covp = covariance_prior.to(dt).expand(*batch, *tail).reshape(B, *tail)
+    return VBModel(cov_type, K, D, weight_concentration_prior_type == "dirichlet_process",
+                   1.0 / K if weight_concentration_prior is None else float(weight_concentration_prior),
+                   1.0 if mean_precision_prior is None else float(mean_precision_prior), m0,
+                   float(D) if degrees_of_freedom_prior is None else float(degrees_of_freedom_prior), covp, reg_covar)
 
 
 class VBModel:
