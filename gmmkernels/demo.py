@@ -227,10 +227,25 @@ class _Heartbeat:
         sys.stdout = self._out
         return False
 
-    # the stdout proxy: every write counts as a sign of life
+    # the stdout proxy: every write counts as a sign of life, and every line the section prints gets its
+    # "[name]" prefix (unless it has one already)
+    _at_line_start = True
+
     def write(self, s: str) -> int:
         self.last = time.monotonic()
-        return self._out.write(s)
+        pre = f"[{self.name}]   "
+        parts = s.split("\n")
+        out = []
+        for i, part in enumerate(parts):
+            if part and self._at_line_start and not part.startswith(f"[{self.name}]"):
+                part = pre + part
+            out.append(part)
+            if i < len(parts) - 1:
+                self._at_line_start = True
+            elif part:
+                self._at_line_start = False
+        self._out.write("\n".join(out))
+        return len(s)
 
     def flush(self) -> None:
         self._out.flush()

@@ -39,7 +39,9 @@ def test_heartbeat_reports_a_silent_section(capsys):
         print("started")
         time.sleep(1.2)
     out = capsys.readouterr().out
-    assert out.startswith("started\n") and "[slow] still running (" in out
+    assert out.startswith("[slow]   started\n") and "[slow] still running (" in out
     with demo._Heartbeat("chatty", every=5):
         print("one line")
-    assert "still running" not in capsys.readouterr().out
+        print("two", end="")
+        print(" parts\n[chatty] prefixed already\n")
+    assert capsys.readouterr().out == "[chatty]   one line\n[chatty]   two parts\n[chatty] prefixed already\n\n"
