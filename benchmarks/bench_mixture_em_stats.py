@@ -2,7 +2,7 @@
 PyTorch, with the FMA bound (CPU) or the roofline (GPU) of every case.
 
     python benchmarks/bench_mixture_em_stats.py [--quick] [--device cpu|cuda] [--out DIR] [--no-write]
-        [--cases cpu|flash|all] [--min-run-time S]
+        [--cases cpu|flash|kscan|all] [--min-run-time S]
 
 Op: sum log p, sum r log r, N_k, sum r x, sum r x^2 (diag) or sum r x x^T (full) of x [N, D] under a K-component
 mixture. Providers: gmmkernels-{cpu,cuda} (``mixture_em_stats``), gmmkernels-two-step (``mixture_stats`` with the
@@ -15,7 +15,9 @@ D (D + 1) + 2 D. CPU bound = FMAs / (cores x FMA ports x lanes x clock), with th
 measured FMA-throughput probe (see ``fma_peak``); GPU: the H100/H200 peaks of benchmarks/_harness.py (FP32 SIMT,
 HBM, SFU exponentials; the fused CUDA kernel evaluates each logit twice, which the roofline does not count).
 Shapes: the fit_em headline cases (N = 1e5, K = 32, D = 16 diag; N = 5e4, K = 16, D = 8 full; N = 1e6) and on
-CUDA Flash-GMM's E-step shape (N = 1e6, K = 1024, D = 128 diag). Writes mixture_em_stats__<device>__<UTC>.json.
+CUDA Flash-GMM's E-step shape (N = 1e6, K = 1024, D = 128 diag); ``--cases kscan``: the fused pass alone at
+N = 5e4, D = 16, K = 8 .. 256 (diag), which separates the cost per row from the cost per component. Writes
+mixture_em_stats__<device>__<UTC>.json.
 """
 from __future__ import annotations
 
@@ -167,12 +169,19 @@ def make_case(N, K, D, cov, dtype, device, seed=0):
 
 
 def check(out, ref, N, M):
-    """Relative errors of the outputs on the first M rows against the float64 reference (the sums rescaled)."""
+    """Relative errors of the outputs on the first M rows against the float64 reference (the sums rescaled). The
+    entropy sum is measured against the scale of the bound it enters (max of |sum r log r| and |sum log p|): each row's
+    r log r terms are computed from s = 1 + (small terms) in the working precision, so on well-separated clusters,
+    where the entropy is nearly zero, its own relative error is large (float32: up to ~1e-1) while its absolute error
+    stays at the precision's epsilon per row."""
     names = ("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx")
     err = {}
     for nm, a, b in zip(names, out, ref):
         a = a.double().cpu() * (M / N)
-        err[nm] = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+        scale = b.abs().max()
+        if nm == "sum_r_log_r":
+            scale = torch.maximum(scale, ref[0].abs().max())
+        err[nm] = float((a - b).abs().max() / scale.clamp_min(1e-30))
     return err
 
 
@@ -182,6 +191,8 @@ def _cases(which: str, quick: bool, device: str):
     cpu = [("headline-diag", 100000, 32, 16, "diag"), ("headline-full", 50000, 16, 8, "full"),
            ("1e6-diag", 1000000, 32, 16, "diag"), ("1e6-full", 1000000, 16, 8, "full")]
     flash = [("flash-gmm", 1000000, 1024, 128, "diag")]
+    if which == "kscan":  # the fused pass alone as K grows: the per-row cost against the per-component cost
+        return [(f"kscan-K{K}", 50000, K, 16, "diag") for K in (8, 16, 32, 64, 128, 256)]
     if which == "cpu":
         return cpu
     if which == "flash":
@@ -194,7 +205,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--cases", default="all", choices=["cpu", "flash", "all"])
+    ap.add_argument("--cases", default="all", choices=["cpu", "flash", "kscan", "all"],
+                    help="kscan: diag, N = 5e4, D = 16, K = 8 .. 256, the fused pass only")
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--min-run-time", type=float, default=0.5)
     ap.add_argument("--no-write", action="store_true")
@@ -214,9 +226,11 @@ def main(argv=None) -> int:
             ref = mixture_em_stats_ref(*(t[:M] if i == 0 else t for i, t in
                                          enumerate(t.double().cpu() for t in (x, logits, means, scale))), cov)
             fused = lambda: tuple(mixture_em_stats(x, logits, means, scale, cov))[:5]  # noqa: E731
-            fns = {f"gmmkernels-{dev}": fused, "gmmkernels-two-step": lambda: two_step(x, logits, means, scale, cov)}
+            fns = {f"gmmkernels-{dev}": fused}
+            if args.cases != "kscan":
+                fns["gmmkernels-two-step"] = lambda: two_step(x, logits, means, scale, cov)
             nkd = N * K * D * (D if cov == "full" else 1)
-            if nkd <= 4e8 and N * K <= 2e8:
+            if nkd <= 4e8 and N * K <= 2e8 and args.cases != "kscan":
                 fns["torch-eager"] = lambda: eager_em_stats(x, logits, means, scale, cov)
                 if not args.quick:
                     ce = torch.compile(eager_em_stats, dynamic=False)
