@@ -84,8 +84,9 @@ int main(int argc, char** argv) {
 def fma_peak(cores: int) -> dict:
     """Measured lane-FMAs per second of ``cores`` threads running 12 independent 64-byte fused multiply-add chains
     each, fully unrolled so that the chains stay in registers (rolled, gcc -O2 keeps them in memory and the probe
-    times store-to-load forwarding, 3-5x below the FMA peak: the probe of earlier runs, before 2026-12-02) (compiled with the system C compiler and -march=native; each thread timed by its own CPU-time clock, so
-    other processes on the machine do not lower the rate), and what they imply: FMA ports x clock per core
+    times store-to-load forwarding, 3-5x below the FMA peak: the probe of runs before 2026-12-02), compiled with the
+    system C compiler and -march=native, each thread timed by its own CPU-time clock (so other processes on the
+    machine do not lower the rate); and what they imply: FMA ports x clock per core
     (lanes = 16 float32 / 8 float64 per 64-byte vector). Falls back to 2 ports at the nominal clock of /proc/cpuinfo
     when no compiler is found."""
     out = {"cores": cores, "vector_bytes": 64, "lanes": {"float32": 16, "float64": 8}, "method": None}

@@ -58,9 +58,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cpu(const at::T
       suffstats_impl<scalar_t, true>(sh, xp, batch_stride(xc), rp, partial.data());
     else
       suffstats_impl<scalar_t, false>(sh, xp, batch_stride(xc), rp, partial.data());
-    std::vector<scalar_t> lp(B), rl(B);  // not part of this op's outputs
-    reduce_partials<scalar_t>(sh, partial.data(), lp.data(), rl.data(), nk.data_ptr<scalar_t>(),
-                              sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>());
+    reduce_partials<scalar_t>(sh, partial.data(), nullptr, nullptr, nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(),
+                              sxx.data_ptr<scalar_t>());
   });
   return {nk, sx, sxx};
 }

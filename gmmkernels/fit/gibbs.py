@@ -90,9 +90,7 @@ def gibbs(
         logw, means, var = _check_init(fn, init, x, C)
     x3, m0 = check_state(fn, x, logw, means, var, prior, ("x", "init.logw", "init.means", "init.var"))
     c0 = 0
-    if distributed:  # this process's block of chains [c0, c1)
-        import torch.distributed as dist
-
+    if distributed:  # this process's block of chains [c0, c1) (dist imported by the check above)
         W, r = dist.get_world_size(group), dist.get_rank(group)
         c0, c1 = r * C // W, (r + 1) * C // W
         logw, means, var = logw[c0:c1], means[c0:c1], var[c0:c1]

@@ -78,7 +78,7 @@ void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F
   }
 }
 
-// S[p][kv] += sum_n F[n][p] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
+// S[p][kv] += sum_n F[p][n] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
 // summed in registers over the nr rows of the tile, then added to the chunk accumulator (widened to double for float).
 template <typename T, int PB, int KVB>
 inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __restrict R, int64_t KV,
@@ -163,7 +163,8 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
   });
 }
 
-// Sum of the chunk partials of each data set in chunk order, into the outputs.
+// Sum of the chunk partials of each data set in chunk order, into the outputs (lp and rl may be null: the
+// statistics only).
 template <typename T>
 void reduce_partials(const Shape<T>& s, const double* partial, T* lp, T* rl, T* nk, T* sx, T* sxx) {
   constexpr int64_t L = Shape<T>::L;
@@ -176,8 +177,8 @@ void reduce_partials(const Shape<T>& s, const double* partial, T* lp, T* rl, T* 
         const double* p = partial + (b * s.nch + c) * psize;
         for (int64_t i = 0; i < psize; ++i) acc[i] += p[i];
       }
-      lp[b] = static_cast<T>(acc[0]);
-      rl[b] = static_cast<T>(acc[1]);
+      if (lp != nullptr) lp[b] = static_cast<T>(acc[0]);
+      if (rl != nullptr) rl[b] = static_cast<T>(acc[1]);
       const double* nka = acc.data() + 2;
       const double* Sa = nka + Kp;
       for (int64_t k = 0; k < K; ++k) {

@@ -117,45 +117,15 @@ inline void vstore(T* p, const V& v) {
   std::memcpy(p, &v, sizeof(V));
 }
 
-// Horizontal sum and maximum (NaN lanes ignored, see vmax) of the lanes, folding halves (log2 L permute + add steps); the result is the same
-// whatever the compiler's vector width, and it is taken in a fixed order.
-inline float hsum(VecOf<float>::V v) {
-  typedef VecOf<float>::U U;
-  v += __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
-  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
-  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
-  return v[0];
-}
-inline double hsum(VecOf<double>::V v) {
-  typedef VecOf<double>::U U;
-  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3});
-  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5});
-  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6});
-  return v[0];
-}
 // max(a, b) per lane; a lane where b is NaN keeps a (so NaNs never become a running maximum started from -inf).
 template <typename V>
 inline V vmax(V a, V b) {
   return b > a ? b : a;
 }
-inline float hmax(VecOf<float>::V v) {
-  typedef VecOf<float>::U U;
-  v = vmax(v, __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
-  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
-  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
-  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
-  return v[0];
-}
-inline double hmax(VecOf<double>::V v) {
-  typedef VecOf<double>::U U;
-  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3}));
-  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5}));
-  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6}));
-  return v[0];
-}
 
-// The same reductions with the result in every lane (the butterfly leaves it there), for use as a vector.
+// Horizontal sum and maximum (NaN lanes ignored, see vmax) of the lanes, folding halves (log2 L permute + op
+// steps); the butterfly leaves the result in every lane, for use as a vector (lane 0 for the scalar). The result is
+// the same whatever the compiler's vector width, and it is taken in a fixed order.
 inline VecOf<float>::V hsum_all(VecOf<float>::V v) {
   typedef VecOf<float>::U U;
   v += __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});

@@ -642,7 +642,7 @@ def reproduce_mgdm(out: Path, quick: bool = False, device="cpu", plan: Optional[
     merge_plan(_toy_plan(quick), plan["toy"], "plan toy")  # unknown entries fail before any work
     merge_plan(_digits_plan(quick), plan["digits"], "plan digits")
     label = " (quick)" if quick else ""
-    changed = [f"{part}.{k}" for part in ("toy", "digits") for k in sorted(plan.get(part, {}))]
+    changed = [f"{part}.{k}" for part in ("toy", "digits") for k in sorted(plan[part] or {})]
     label += f" (reduced plan: {', '.join(changed)} changed)" if changed else ""
     log(f"mgdm reproduce{label}: {workers} worker process(es)")
     log("mgdm: (a) exact toy (gmm_25, d_y = 1, sigma_y = 0.1)")
