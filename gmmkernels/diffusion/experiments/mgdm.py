@@ -1,9 +1,9 @@
 """The MGDM experiments (``gmmkernels reproduce mgdm``, the MGDM section of ``gmmkernels demo``): MGDM vs DPS
 (:mod:`gmmkernels.diffusion.methods.mgdm`) at equal network calls, each tuned with the same budget on held-out data.
 
-(a) The exact gmm_25 toy (the posterior is known): both samplers get a grid of four values of their step (MGDM: a
+(a) The exact gmm_25 toy (the posterior is known): both samplers get a grid of six values of their step (MGDM: a
 multiplier of the Gauss_VI learning rates; DPS: gamma) chosen on two validation problems; then three test problems x
-three sampler seeds, with the sweep over the number R of Gibbs sweeps. Metric: sliced W1 to exact-posterior samples,
+four sampler seeds, with the sweep over the number R of Gibbs sweeps. Metric: sliced W1 to exact-posterior samples,
 beside its floor (two independent exact samples).
 
 (b) Held-out digits, half-image inpainting and denoising, with three priors (UNet, three training seeds): the
@@ -195,15 +195,16 @@ def run_toy(dim: int, n: int = 500, seed: int = 0, R: int = 1, K: int = 100, dps
 # ----------------------------------------------------------------------------------------------
 # (a) the toy: tuning on validation problems, then the R sweep on test problems x sampler seeds
 
-TOY_LR_GRID = (0.5, 1.0, 2.0, 4.0)  # MGDM: multipliers of the Gauss_VI learning rates
-TOY_GAMMA_GRID = (0.125, 0.25, 0.5, 1.0)  # DPS: gamma (zeta = 2 gamma: 0.25 .. 2)
+# Six values each, by factors of 2; the optimum of a four-value grid (0.5 .. 4, 0.125 .. 1) sat at its edge.
+TOY_LR_GRID = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # MGDM: multipliers of the Gauss_VI learning rates
+TOY_GAMMA_GRID = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)  # DPS: gamma (zeta = 2 gamma: 0.125 .. 4)
 
 
 def _toy_plan(quick: bool) -> dict:
     if quick:
         return {"dims": [10], "Rs": [1, 2], "problems": [0], "sampler_seeds": [0, 1], "val_problems": [100],
                 "n": 150, "K": TOY_K_QUICK, "lr_grid": [1.0, 2.0], "gamma_grid": [0.25, 0.5]}
-    return {"dims": [10, 100], "Rs": [1, 2, 4, 6], "problems": [0, 1, 2], "sampler_seeds": [0, 1, 2],
+    return {"dims": [10, 100], "Rs": [1, 2, 4, 6], "problems": [0, 1, 2], "sampler_seeds": [0, 1, 2, 3],
             "val_problems": [100, 101], "n": 500, "K": 100, "lr_grid": list(TOY_LR_GRID), "gamma_grid": list(TOY_GAMMA_GRID)}
 
 
@@ -294,7 +295,7 @@ def _toy_experiment(quick: bool, workers: int, log, override: Optional[dict] = N
                      "times the tuned multiplier; 'mix' index sampling; Gauss_VI at vi_scale = toy std / 0.5 ~ 23); "
                      "time_index 'fixed'. DPS: Algorithm 1 with the tuned gamma and as many network evaluations as MGDM "
                      "at R = 1 (a VJP counts as 2), capped at 999 steps. Both tuned on the validation problems with a "
-                     "four-value grid. Units: test problem x sampler seed (the sampler seed gives both methods the same "
+                     "grid of the same size. Units: test problem x sampler seed (the sampler seed gives both methods the same "
                      "x_T). Sliced W1, 100 directions, to n exact-posterior samples; floor: two exact samples."}
 
 
@@ -304,8 +305,9 @@ def _toy_experiment(quick: bool, workers: int, log, override: Optional[dict] = N
 DIGITS_TEST = 297  # the last 297 digits are held out of the prior's training set and used as ground truth
 VAL_IMAGES = slice(0, 64)  # of the held-out digits: the validation split (tuning)
 TEST_IMAGES = slice(97, 225)  # the test split
-DIGITS_LR_GRID = (1.0, 2.0, 4.0, 8.0)
-DIGITS_GAMMA_GRID = (0.25, 0.5, 1.0, 2.0)
+# Six values each; the four-value grids (1 .. 8, 0.25 .. 2) had their optima at the edge (MGDM x 8, DPS 0.25).
+DIGITS_LR_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+DIGITS_GAMMA_GRID = (0.03125, 0.0625, 0.125, 0.25, 0.5, 1.0)
 TASKS = ("inpaint_right_half", "denoise_sigma0.5")
 
 
@@ -446,7 +448,7 @@ def _digits_experiment(out: Path, quick: bool, workers: int, log, override: Opti
                                                     f"{P['prior_size']} UNet, {P['prior_steps']} steps in {p['seconds']:.0f} s"))
     paths = {p["seed"]: p["path"] for p in priors}
     p0 = paths[P["prior_seeds"][0]]
-    # tuning: the same four-value budget for both methods, on the validation split, prior of the first seed
+    # tuning: the same grid size for both methods, on the validation split, prior of the first seed
     tune_jobs = [("recon", task, meth, v, p0, P["val"], 0, P["K"]) for task in TASKS
                  for meth, grid in (("mgdm", P["lr_grid"]), ("dps", P["gamma_grid"])) for v in grid]
     tuned = run_jobs(_digits_job, tune_jobs, workers)
@@ -509,7 +511,7 @@ def _digits_experiment(out: Path, quick: bool, workers: int, log, override: Opti
             "truth_first": truth[:12], "observed_first": {t: _task(t, truth, 123 + TASKS.index(t)).y[:12] for t in TASKS},
             "notes": "MGDM: the official image defaults (K = 100, R = 1, M = 20, G 3/20, 'mix') with its Gauss_VI learning "
                      "rates times the tuned multiplier; DPS: Algorithm 1 with the tuned gamma, as many network evaluations "
-                     "as MGDM (at most 999 steps). Both tuned on the validation split with a four-value grid (PSNR), "
+                     "as MGDM (at most 999 steps). Both tuned on the validation split with grids of the same size (PSNR), "
                      "prior of seed 0; test: per-image metrics averaged over the three priors, paired per image; "
                      "priors_mgdm_better counts the priors whose mean difference favours MGDM."}
 
