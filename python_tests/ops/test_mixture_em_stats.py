@@ -47,9 +47,11 @@ def _check(got, want, dtype, N, what=("sum_log_prob", "sum_r_log_r", "nk", "sx",
         torch.testing.assert_close(a.double().cpu(), b, **tol, msg=lambda m: f"{name}: {m}")
 
 
-# B, N, K, D: one point; empty data; K not a multiple of the lanes; several chunks (N > 64 * 256 / 64 rows)
+# B, N, K, D: one point; empty data; K not a multiple of the lanes; several chunks (N > 64 * 256 / 64 rows); a larger
+# mixture. The CPU kernel takes its rows-in-lanes path for K <= 32 (float32) / K <= 8 (float64), its component-lanes
+# path above: both are covered in both dtypes
 SHAPES = [(1, 1, 1, 1), (2, 0, 3, 2), (2, 37, 5, 3), (1, 70, 17, 4), (3, 130, 33, 9), (1, 5000, 16, 8),
-          (2, 20000, 3, 2), (1, 300, 40, 1)]
+          (2, 20000, 3, 2), (1, 300, 40, 1), (1, 200, 130, 16)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -157,5 +157,43 @@ inline VecOf<double>::V hmax_all(VecOf<double>::V v) {
   return v;
 }
 
+// In-place transpose of an L x L block held as L vectors (a[i][j] -> a[j][i]): log2 L stages that swap the
+// off-diagonal B x B blocks of each pair of rows (i, i + B), each a two-source shuffle with a constant mask (L log2 L
+// shuffles in all).
+template <typename U, std::size_t B, bool HI, std::size_t... E>
+constexpr U transpose_mask(std::index_sequence<E...>) {
+  constexpr std::size_t L = sizeof...(E);
+  // lane e of row i (HI: of row i + B): from row i (index < L) or row i + B (index >= L)
+  return U{static_cast<std::remove_reference_t<decltype(std::declval<U>()[0])>>(
+      HI ? ((E & B) ? L + E : E + B) : ((E & B) ? L + E - B : E))...};
+}
+template <typename V, typename U, std::size_t B>
+inline void transpose_stage(V* a) {
+  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
+  constexpr U lo = transpose_mask<U, B, false>(std::make_index_sequence<L>{});
+  constexpr U hi = transpose_mask<U, B, true>(std::make_index_sequence<L>{});
+  for (std::size_t i = 0; i < L; ++i)
+    if (!(i & B)) {
+      const V x = a[i], y = a[i + B];
+      a[i] = __builtin_shuffle(x, y, lo);
+      a[i + B] = __builtin_shuffle(x, y, hi);
+    }
+}
+inline void transpose_block(VecOf<float>::V* a) {
+  typedef VecOf<float>::V V;
+  typedef VecOf<float>::U U;
+  transpose_stage<V, U, 8>(a);
+  transpose_stage<V, U, 4>(a);
+  transpose_stage<V, U, 2>(a);
+  transpose_stage<V, U, 1>(a);
+}
+inline void transpose_block(VecOf<double>::V* a) {
+  typedef VecOf<double>::V V;
+  typedef VecOf<double>::U U;
+  transpose_stage<V, U, 4>(a);
+  transpose_stage<V, U, 2>(a);
+  transpose_stage<V, U, 1>(a);
+}
+
 }  // namespace cpu
 }  // namespace gmmkernels
