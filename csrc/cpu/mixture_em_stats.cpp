@@ -377,6 +377,14 @@ void tile_features_rows(const T* __restrict x, const T* xend, int64_t nr, int64_
           q += i + 1;
         }
       }
+    } else if (DV == 1) {  // full, x in one register
+      const V xv = vload<V>(xr);
+      vstore(f, xv);
+      T* q = f + D;
+      for (int64_t i = 0; i < D; ++i) {
+        vstore(q, splat<V>(xr[i]) * xv);
+        q += i + 1;
+      }
     } else {  // full, x in at most MaxDV registers
       V xv[MaxDV];
       for (int64_t dv = 0; dv < DV; ++dv) {

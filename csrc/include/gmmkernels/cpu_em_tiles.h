@@ -60,8 +60,17 @@ void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F
   constexpr int64_t L = sizeof(V) / sizeof(T);
   constexpr int64_t TS = kTileRows;
   static_assert(TS % L == 0, "a tile holds whole vectors of rows");
+  // x transposed: whole L x L blocks through registers (transpose_block), the rest lane by lane
+  const int64_t nb = nr / L * L, db = D / L * L;
+  for (int64_t n = 0; n < nb; n += L)
+    for (int64_t d = 0; d < db; d += L) {
+      V a[L];
+      for (int64_t i = 0; i < L; ++i) a[i] = vload<V>(x + (n + i) * D + d);
+      transpose_block(a);
+      for (int64_t j = 0; j < L; ++j) vstore(F + (d + j) * TS + n, a[j]);
+    }
   for (int64_t n = 0; n < nr; ++n)
-    for (int64_t d = 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
+    for (int64_t d = n < nb ? db : 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
   const int64_t nv = (nr + L - 1) / L;
   T* q = F + D * TS;
   for (int64_t i = 0; i < D; ++i) {
