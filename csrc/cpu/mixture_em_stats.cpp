@@ -275,7 +275,7 @@ inline void tile_to_rows(const typename VecOf<T>::V* __restrict Lr, int64_t KV, 
     for (int64_t v = 0; v < NV; ++v) {
       V a[L];
       for (int64_t i = 0; i < L; ++i) a[i] = Lr[(v * L + i) * KV + kv];
-      transpose_block(a);
+      transpose_block<T>(a);
       for (int64_t j = 0; j < L; ++j) Lg[(kv * L + j) * NV + v] = a[j];
     }
 }

@@ -66,7 +66,7 @@ void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F
     for (int64_t d = 0; d < db; d += L) {
       V a[L];
       for (int64_t i = 0; i < L; ++i) a[i] = vload<V>(x + (n + i) * D + d);
-      transpose_block(a);
+      transpose_block<T>(a);
       for (int64_t j = 0; j < L; ++j) vstore(F + (d + j) * TS + n, a[j]);
     }
   for (int64_t n = 0; n < nr; ++n)

@@ -179,20 +179,14 @@ inline void transpose_stage(V* a) {
       a[i + B] = __builtin_shuffle(x, y, hi);
     }
 }
-inline void transpose_block(VecOf<float>::V* a) {
-  typedef VecOf<float>::V V;
-  typedef VecOf<float>::U U;
-  transpose_stage<V, U, 8>(a);
-  transpose_stage<V, U, 4>(a);
-  transpose_stage<V, U, 2>(a);
-  transpose_stage<V, U, 1>(a);
+template <typename V, typename U, std::size_t B>
+inline void transpose_stages(V* a) {
+  transpose_stage<V, U, B>(a);
+  if constexpr (B > 1) transpose_stages<V, U, B / 2>(a);
 }
-inline void transpose_block(VecOf<double>::V* a) {
-  typedef VecOf<double>::V V;
-  typedef VecOf<double>::U U;
-  transpose_stage<V, U, 4>(a);
-  transpose_stage<V, U, 2>(a);
-  transpose_stage<V, U, 1>(a);
+template <typename T>
+inline void transpose_block(typename VecOf<T>::V* a) {
+  transpose_stages<typename VecOf<T>::V, typename VecOf<T>::U, sizeof(typename VecOf<T>::V) / sizeof(T) / 2>(a);
 }
 
 }  // namespace cpu
