@@ -243,17 +243,18 @@ void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* me
 // ----------------------------------------------------------------------------------------------------------------
 // The path for small mixtures (K <= 32 float32, K <= 8 float64). There the per-row work of the softmax (horizontal
 // reductions, the scalar sums of each row) outweighs the K-proportional work, so after the logits (computed as above,
-// components in the lanes, Lr [TR][KV]) each L x L block is transposed in registers so that the rows lie in the
-// lanes (Lg [Kp][NV], NV = TR / L), and the softmax runs down the components of a vector of rows: no horizontal
-// reduction, and the per-row sums (log p, r log r, the row sum s) stay in vectors. The statistics put the features
-// in the lanes instead: the features of a row are built as vectors from the row of x (Fr [TR][RS], [x, x^2] or
-// [x, vech(x x^T)]), and S[k][pv] += sum_n Fr[n][pv] r[k][n] holds a block of PVB feature vectors x KB components
-// in registers over the rows of the tile, r broadcast from Lg. Tile sums are added in T to a chunk buffer, which is
-// added to the double sums every kFlushTiles tiles. Same logits and responsibilities as em_stats_impl (the same
-// operations in the same order); the sums are taken in another fixed order, so the result still does not depend on
-// the threads. The limits are measured (one thread, N = 5e4..1e5, D = 8..16, against em_stats_impl): float32 K = 8,
-// 16, 32: 0.68, 0.72, 0.89 of the time; K = 64: 1.03; float64 K = 8: 0.79, K = 16: 1.04, K = 32: 1.2. The
-// transposes cost L log2 L shuffles per L x L block, which the cheaper float64 reductions (3 stages) do not repay.
+// components in the lanes, Lr [TR][KV]) each L x L block is transposed in registers so that the rows lie in the lanes
+// (Lg [Kp][NV], NV = TR / L), and the softmax runs down the components of a vector of rows: no horizontal reduction,
+// and the per-row sums (log p, r log r, the row sum s) stay in vectors. The statistics put the features in the lanes
+// instead: the features of a row are built as vectors from the row of x (Fr [TR][RS], [x, x^2] or [x, vech(x x^T)]),
+// and S[k][pv] += sum_n Fr[n][pv] r[k][n] holds a block of PVB feature vectors x KB components in registers over the
+// rows of the tile, r broadcast from Lg. Tile sums are added in T to a chunk buffer, which is added to the double sums
+// every kFlushTiles tiles. Same logits as em_stats_impl (the same operations in the same order); the row sums of the
+// softmax, and so the responsibilities, differ from it by rounding (the sum over the components runs in another order),
+// and the statistics are summed in another fixed order, so the result still does not depend on the threads. The limits
+// are measured (one thread, N = 5e4..1e5, D = 8..16, against em_stats_impl): float32 K = 8, 16, 32: 0.68, 0.72, 0.89 of
+// the time; K = 64: 1.03; float64 K = 8: 0.79, K = 16: 1.04, K = 32: 1.2. The transposes cost L log2 L shuffles per L x
+// L block, which the cheaper float64 reductions (3 stages) do not repay.
 
 constexpr int64_t kRowsPathBytes = 256 * 1024;  // K x P of the statistics in double, at most
 
