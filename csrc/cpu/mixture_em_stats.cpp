@@ -73,6 +73,17 @@ void pack_params(const Shape<T>& s, const T* means, const T* prec, const T* logc
   }
 }
 
+// pack_params of every batch entry, params_per_batch() vectors each.
+template <typename T>
+std::vector<typename VecOf<T>::V> pack_all_params(const Shape<T>& s, const T* means, const T* prec, const T* logc) {
+  const int64_t npar = s.params_per_batch();
+  std::vector<typename VecOf<T>::V> params(s.B * npar);
+  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) pack_params<T>(s, means, prec, logc, b, params.data() + b * npar);
+  });
+  return params;
+}
+
 // Logits of RN consecutive rows (x, row stride D) for the component vectors kv0 .. kv0 + KVB - 1, diag W.
 template <typename T, int RN, int KVB>
 inline void logits_diag(const T* __restrict x, int64_t D, const typename VecOf<T>::V* __restrict W,
@@ -215,12 +226,9 @@ template <typename T, bool FULL>
 void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* means, const T* prec, const T* logc,
                    T* resp, double* partial) {
   typedef typename VecOf<T>::V V;
-  const int64_t B = s.B, N = s.N, K = s.K, D = s.D, KV = s.KV;
+  const int64_t N = s.N, K = s.K, D = s.D, KV = s.KV;
   const int64_t npar = s.params_per_batch();
-  std::vector<V> params(B * npar);
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) pack_params<T>(s, means, prec, logc, b, params.data() + b * npar);
-  });
+  const std::vector<V> params = pack_all_params<T>(s, means, prec, logc);
   run_tiles<T, FULL>(s, x, x_bstride, partial,
                      [&](int64_t b, int64_t n0, int64_t nr, const T* xt, V* Lr, V* nkv, TileScalars& sc) {
     const V* W = params.data() + b * npar;
@@ -453,10 +461,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   const int64_t N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Kp = KV * L;
   const int64_t PV = (P + L - 1) / L, RS = PV * L + L;  // feature vectors; row stride of Fr (with the slack)
   const int64_t npar = s.params_per_batch(), psize = s.partial_size();
-  std::vector<V> params(s.B * npar);
-  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) pack_params<T>(s, means, prec, logc, b, params.data() + b * npar);
-  });
+  const std::vector<V> params = pack_all_params<T>(s, means, prec, logc);
   at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
     std::vector<V> Lr(TS * KV), Lg(Kp * NV), ST(Kp * PV), NK(Kp);
     std::vector<T> Fr(TS * RS, T(0)), tmp(PV * L + L, T(0));
@@ -541,20 +546,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const Shape<scalar_t> s(z.B, z.N, z.K, z.D, full);
     std::vector<double> partial(std::max<int64_t>(1, z.B * s.nch * s.partial_size()));
     scalar_t* rp = with_resp ? resp.data_ptr<scalar_t>() : nullptr;
-    if (rows_path(s) && full)
-      em_stats_rows_impl<scalar_t, true>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc),
-                                         mc.const_data_ptr<scalar_t>(), pc.const_data_ptr<scalar_t>(),
-                                         cc.const_data_ptr<scalar_t>(), rp, partial.data());
-    else if (rows_path(s))
-      em_stats_rows_impl<scalar_t, false>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc),
-                                          mc.const_data_ptr<scalar_t>(), pc.const_data_ptr<scalar_t>(),
-                                          cc.const_data_ptr<scalar_t>(), rp, partial.data());
-    else if (full)
-      em_stats_impl<scalar_t, true>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
-                                    pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.data());
-    else
-      em_stats_impl<scalar_t, false>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
-                                     pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.data());
+    auto* impl = rows_path(s) ? (full ? &em_stats_rows_impl<scalar_t, true> : &em_stats_rows_impl<scalar_t, false>)
+                              : (full ? &em_stats_impl<scalar_t, true> : &em_stats_impl<scalar_t, false>);
+    impl(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
+         pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.data());
     reduce_partials<scalar_t>(s, partial.data(), lp.data_ptr<scalar_t>(), rl.data_ptr<scalar_t>(),
                               nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>());
   });
