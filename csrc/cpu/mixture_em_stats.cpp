@@ -155,10 +155,11 @@ inline void logits_rows(const T* x, int64_t D, const typename VecOf<T>::V* W, co
 template <typename T, bool FULL>
 void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* W, const typename VecOf<T>::V* Wmu,
                  const typename VecOf<T>::V* lc, int64_t KV, typename VecOf<T>::V* Lr) {
+  constexpr int kRN = FULL ? 4 : 8;  // rows per block of a pair of component vectors (registers: 2 kRN sums, full: 4 kRN)
   int64_t kv = 0;
   for (; kv + 2 <= KV; kv += 2) {
     int64_t n = 0;
-    for (; n + 4 <= nr; n += 4) logits_rows<T, FULL, 4, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n + kRN <= nr; n += kRN) logits_rows<T, FULL, kRN, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
     for (; n < nr; ++n) logits_rows<T, FULL, 1, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
   }
   for (; kv < KV; ++kv) {
@@ -352,14 +353,37 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_
     }
 }
 
+// Lane selectors of the full features when a row of x fits one vector (D <= L): feature vector pv is
+// sel(x, 1, A[pv]) * sel(x, 1, B[pv]), where index i < L picks x_i and L picks 1 (features p < D: x_p * 1; then
+// x_i x_c of vech; lanes past P: 1 * 1). Returns [A_0 .. A_PV), [B_0 .. B_PV).
+template <typename T>
+std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, int64_t PV) {
+  typedef typename VecOf<T>::U U;
+  constexpr int64_t L = Shape<T>::L;
+  std::vector<U> idx(2 * PV);
+  for (int64_t p = 0; p < PV * L; ++p) {
+    int64_t a = L, c = L;
+    if (p < D) {
+      a = p;
+    } else if (p < P) {
+      untri(p - D, &a, &c);
+    }
+    idx[p / L][p % L] = static_cast<typename std::remove_reference_t<decltype(idx[0][0])>>(a);
+    idx[PV + p / L][p % L] = static_cast<typename std::remove_reference_t<decltype(idx[0][0])>>(c);
+  }
+  return idx;
+}
+
 // Features of rows [0, nr) of a tile by row: Fr[n][0 .. P) = [x_n, x_n^2] or [x_n, vech(x_n x_n^T)], from the row
 // of x loaded as DV whole vectors (read past the row's end where the data continue, else through the zeroed buffer
 // tmp [DV L]) and stored as whole vectors only (no load of what was just stored: a load spanning several smaller
-// stores stalls). Each store may run past its segment into the next one, written after it, or into the row's slack
-// of L lanes; lanes [P, PV L) hold finite leftovers that only reach unused statistics.
+// stores stalls). Full with D <= L: each feature vector is a product of two lane selections of [x, 1] (sel, from
+// full_feature_selectors), stored aligned; otherwise each store may run past its segment into the next one, written
+// after it, or into the row's slack of L lanes. Lanes [P, PV L) hold finite leftovers that only reach unused
+// statistics.
 template <typename T, bool FULL>
 void tile_features_rows(const T* __restrict x, const T* xend, int64_t nr, int64_t D, int64_t RS, T* __restrict tmp,
-                        T* __restrict Fr) {
+                        const typename VecOf<T>::U* __restrict sel, T* __restrict Fr) {
   typedef typename VecOf<T>::V V;
   constexpr int64_t L = Shape<T>::L;
   const int64_t DV = (D + L - 1) / L;
@@ -386,14 +410,11 @@ void tile_features_rows(const T* __restrict x, const T* xend, int64_t nr, int64_
           q += i + 1;
         }
       }
-    } else if (DV == 1) {  // full, x in one register
-      const V xv = vload<V>(xr);
-      vstore(f, xv);
-      T* q = f + D;
-      for (int64_t i = 0; i < D; ++i) {
-        vstore(q, splat<V>(xr[i]) * xv);
-        q += i + 1;
-      }
+    } else if (DV == 1) {  // full, x in one register: PV products of lane selections of [x, 1]
+      const V xv = vload<V>(xr), one = splat<V>(T(1));
+      const int64_t PV = RS / L - 1;
+      for (int64_t pv = 0; pv < PV; ++pv)
+        vstore(f + pv * L, __builtin_shuffle(xv, one, sel[pv]) * __builtin_shuffle(xv, one, sel[PV + pv]));
     } else {  // full, x in at most MaxDV registers
       V xv[MaxDV];
       for (int64_t dv = 0; dv < DV; ++dv) {
@@ -464,7 +485,10 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   const std::vector<V> params = pack_all_params<T>(s, means, prec, logc);
   at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
     std::vector<V> Lr(TS * KV), Lg(Kp * NV), ST(Kp * PV), NK(Kp);
-    std::vector<T> Fr(TS * RS, T(0)), tmp(PV * L + L, T(0));
+    std::vector<V> Frv(TS * RS / L, V{});  // vectors: 64-byte aligned rows (RS is a multiple of L)
+    std::vector<T> tmp(PV * L + L, T(0));
+    T* const Fr = reinterpret_cast<T*>(Frv.data());
+    const std::vector<typename VecOf<T>::U> sel = full_feature_selectors<T>(D, P, PV);
     std::vector<Wd> SD(Kp * PV), NKD(Kp);
     auto flush = [&]() {
       for (int64_t i = 0; i < Kp * PV; ++i) {
@@ -503,8 +527,8 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
             for (int64_t k = 0; k < K; ++k) rr[k] = rs[k * TS + i];
           }
         }
-        tile_features_rows<T, FULL>(xt, xend, nr, D, RS, tmp.data(), Fr.data());
-        tile_stats_rows<T>(Fr.data(), RS, Lg.data(), nr, PV, Kp, ST.data());
+        tile_features_rows<T, FULL>(xt, xend, nr, D, RS, tmp.data(), sel.data(), Fr);
+        tile_stats_rows<T>(Fr, RS, Lg.data(), nr, PV, Kp, ST.data());
         if (++tiles == kFlushTiles) {
           flush();
           tiles = 0;

@@ -137,7 +137,10 @@ def covariances(nk, sx, sxx, cov_type, reg_covar):
         D = mu.shape[-1]
         cov = sxx / nk[..., None, None] - mu[..., :, None] * mu[..., None, :]
         cov = 0.5 * (cov + cov.transpose(-1, -2))
-        if low:
+        # the projection onto the positive semi-definite cone changes nothing but rounding where cov is already
+        # positive definite, so the eigendecompositions (the M-step's largest host cost) run only when a Cholesky
+        # factorisation of some component fails
+        if low and bool((torch.linalg.cholesky_ex(cov).info != 0).any()):
             lam, Q = torch.linalg.eigh(cov)
             cov = (Q * lam.clamp_min(0).unsqueeze(-2)) @ Q.transpose(-1, -2)
         cov = cov + reg_covar * torch.eye(D, dtype=mu.dtype, device=mu.device)
@@ -203,9 +206,12 @@ class Convergence:
         self.n_iter = torch.zeros(B, dtype=torch.long, device=device)
         self.converged = torch.zeros(B, dtype=torch.bool, device=device)
         self.tol = tol
+        self.any_converged = False  # as of the last update (keep() is then the identity)
 
     def keep(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` for the mixtures still active, ``old`` for the converged ones (leading dimension B)."""
+        if not self.any_converged:
+            return new
         active = ~self.converged
         return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
 
@@ -216,4 +222,6 @@ class Convergence:
         self.lower = torch.where(active, lb, self.lower)
         self.n_iter = torch.where(active, torch.full_like(self.n_iter, it), self.n_iter)
         self.converged = self.converged | (active & (change.abs() < self.tol))
-        return bool(self.converged.all())
+        done = int(self.converged.sum())  # one read of the flags per iteration
+        self.any_converged = done > 0
+        return done == self.converged.numel()

@@ -140,7 +140,8 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
   const int64_t psize = s.partial_size();
   at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
     std::vector<V> Lr(kTileRows * KV), nkv(KV);
-    std::vector<T> F(Pp * kTileRows, T(0));
+    std::vector<V> Fv(Pp * kTileRows / L, V{});  // vectors: 64-byte aligned feature rows
+    T* const F = reinterpret_cast<T*>(Fv.data());
     std::vector<Wd> S(Pp * KV), nks(KV);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
@@ -154,8 +155,8 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
         std::fill(nkv.begin(), nkv.end(), V{});
         tile_resp(b, n0, nr, xt, Lr.data(), nkv.data(), sc);
         for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
-        tile_features<T, FULL>(xt, nr, D, F.data());
-        tile_stats<T>(F.data(), Lr.data(), KV, nr, Pp, S.data());
+        tile_features<T, FULL>(xt, nr, D, F);
+        tile_stats<T>(F, Lr.data(), KV, nr, Pp, S.data());
       }
       const double logs = std::log(sc.prod) + static_cast<double>(sc.expo) * 0.69314718055994530942;
       double* out = partial + task * psize;
