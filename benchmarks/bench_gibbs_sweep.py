@@ -3,7 +3,8 @@
 
     python benchmarks/bench_gibbs_sweep.py [--quick] [--device cpu|cuda] [--out DIR]
 
-Reports sweeps/s, speed-up, and on CUDA the effective bandwidth (bytes read + written per sweep / time)."""
+Reports sweeps/s, speed-up, and on CUDA the effective bandwidth (bytes read + written per sweep / time), its fraction
+of the HBM peak (hbm_fraction) and the roofline of benchmarks/_harness.py."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +55,11 @@ def main(argv=None):
         row = {"op": "gibbs_sweep", "dtype": "float32", "params": {"chains": C, "N": N, "K": K, "D": D}, "device": dev,
                "fused_sweeps_per_s": fused, "eager_sweeps_per_s": eager, "speedup": fused / eager,
                "fused_gbps": nbytes * fused / 1e9}
+        if dev == "cuda":  # the sweep's compulsory bytes against HBM, its logits and exponentials against the peaks
+            counts = H.Counts(flops=2 * 3.0 * C * N * K * D, bytes=nbytes, exps=2.0 * C * N * K)
+            row["roofline"] = H.roofline(counts, 1e3 / fused, "ieee", H.device_name(dev))
+            peaks = H.device_peaks(H.device_name(dev))
+            row["hbm_fraction"] = nbytes * fused / peaks.hbm_bytes_per_s if peaks else None
         rows.append(row)
         print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     f = H.write_results(a.out, "gibbs_sweep", dev, rows, H.collect_meta(dev, argv=["bench_gibbs_sweep.py"] + list(argv or [])))

@@ -12,8 +12,15 @@ import pytest  # noqa: E402
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
+def _name_tokens(item) -> set:
+    return set(getattr(item, "originalname", item.name).split("_"))
+
+
 def _runs_on_cuda(item) -> bool:
-    """A test parametrised with the device "cuda" (or a CUDA torch.device) needs the GPU."""
+    """A test parametrised with the device "cuda" (or a CUDA torch.device), or named for CUDA (test_cuda_..., ..._cuda),
+    needs the GPU."""
+    if "cuda" in _name_tokens(item):
+        return True
     cs = getattr(item, "callspec", None)
     if cs is None:
         return False
@@ -26,6 +33,8 @@ def pytest_collection_modifyitems(config, items):
     for it in items:
         if _runs_on_cuda(it):
             it.add_marker(pytest.mark.cuda)
+        if "triton" in _name_tokens(it):  # so that `-m triton` (the GPU check) selects every Triton test
+            it.add_marker(pytest.mark.triton)
         if "cuda" in it.keywords and not torch.cuda.is_available():
             it.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
         if "triton" in it.keywords and not HAS_TRITON:

@@ -1,9 +1,12 @@
-// CUDA kernel of gibbs_sweep: one block per chain, one launch per sweep (no torch headers).
-// Phases: (1) per-component constants to shared memory; (2) one thread per point draws z_n (one Philox uniform,
-// two passes over K, nothing of size N x K stored); (3) sufficient statistics with a fixed split of the points
-// into segments and a fixed-order combine (deterministic, no atomics); (4) conjugate draws (Dirichlet via gamma,
-// Normal-Inverse-Gamma per (k, d)). Shared math and random streams: csrc/include/gmmkernels/gibbs_sweep.h; launcher
-// declared in gmmkernels/gibbs_sweep_launch.h.
+// CUDA kernels of gibbs_sweep (no torch headers). Two layouts of the same sweep:
+//  - warp kernel (small chains, the common case of many chains): one warp per chain, kWarps chains per block, the
+//    chain's constants and statistics in the warp's slice of shared memory, only warp-level synchronisation;
+//  - block kernel (chains whose per-chain state does not fit a warp's slice): one block per chain.
+// Phases of both: (1) per-component constants; (2) one thread per point draws z_n (one Philox uniform, two passes over
+// K, nothing of size N x K stored); (3) sufficient statistics with a fixed split of the points and a fixed-order
+// combine (deterministic, no atomics); (4) conjugate draws (Dirichlet via gamma, Normal-Inverse-Gamma per (k, d)).
+// Shared math and random streams: csrc/include/gmmkernels/gibbs_sweep.h (so the draws equal the CPU kernel's up to
+// the rounding of the statistics' sums); launcher declared in gmmkernels/gibbs_sweep_launch.h.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -108,6 +111,107 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   }
 }
 
+
+constexpr int kWarps = 8;                 // chains (warps) per block of the warp kernel
+constexpr size_t kWarpSliceBytes = 4096;  // per-chain state that selects the warp kernel, at most
+
+// Shared-memory slice of one chain in the warp kernel: logc [K], ivar [K*D], st1 / st2 [K*(D+1)] (Acc), then g [K]
+// (double, 8-byte aligned).
+template <typename Acc>
+__host__ __device__ inline size_t warp_slice_acc_bytes(int64_t K, int64_t D) {
+  return (sizeof(Acc) * (size_t)(K + K * D + 2 * K * (D + 1)) + 7) & ~size_t(7);
+}
+template <typename Acc>
+__host__ __device__ inline size_t warp_slice_bytes(int64_t K, int64_t D) {
+  return warp_slice_acc_bytes<Acc>(K, D) + sizeof(double) * (size_t)K;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {  // fixed-order butterfly: every lane gets the same total
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kWarps * 32) gibbs_sweep_warp_kernel(
+    const T* __restrict__ x, int64_t x_bstride, const T* __restrict__ logw, const T* __restrict__ mu,
+    const T* __restrict__ var, const T* __restrict__ m0, int32_t* __restrict__ z, T* __restrict__ logw_o,
+    T* __restrict__ mu_o, T* __restrict__ var_o, int64_t B, int N, int K, int D, double alpha, double kappa0,
+    double a0, double b0, uint64_t seed, uint32_t step, uint64_t chain0) {
+  extern __shared__ unsigned char smem_raw[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t b = (int64_t)blockIdx.x * kWarps + warp;
+  if (b >= B) return;  // whole warps only: the kernel synchronises within a warp, never across the block
+  unsigned char* slice = smem_raw + (size_t)warp * warp_slice_bytes<Acc>(K, D);
+  Acc* logc = reinterpret_cast<Acc*>(slice);  // K
+  Acc* ivar = logc + K;                       // K*D
+  Acc* st1 = ivar + K * D;                    // K*(D+1): sum x (d < D) or count (d == D)
+  Acc* st2 = st1 + K * (D + 1);               // K*(D+1): sum x^2
+  double* g = reinterpret_cast<double*>(slice + warp_slice_acc_bytes<Acc>(K, D));  // K
+  const uint64_t gb = chain0 + static_cast<uint64_t>(b);
+  const T* mub = mu + b * K * D;
+  const T* xb = x + b * x_bstride;
+  int32_t* zb = z + b * N;
+
+  for (int e = lane; e < K * D; e += 32) ivar[e] = Acc(1) / static_cast<Acc>(var[b * K * D + e]);
+  __syncwarp();
+  for (int k = lane; k < K; k += 32) {
+    Acc ld = 0;
+    for (int d = 0; d < D; ++d) ld -= log(ivar[k * D + d]);
+    logc[k] = static_cast<Acc>(logw[b * K + k]) - Acc(0.5) * ld;
+  }
+  __syncwarp();
+
+  for (int n = lane; n < N; n += 32) {
+    rng::Stream s(seed, gb * N + n, step, gibbs_sweep::kTagAssign);
+    zb[n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
+  }
+  __syncwarp();  // the lanes' z (global) visible to the warp
+
+  // statistics: lane l sums its points l, l + 32, ... in order; the 32 partial sums are combined by a butterfly
+  for (int item = 0; item < K * (D + 1); ++item) {
+    const int k = item / (D + 1), d = item % (D + 1);
+    Acc q1 = 0, q2 = 0;
+    for (int n = lane; n < N; n += 32) {
+      if (zb[n] != k) continue;
+      if (d == D) {
+        q1 += Acc(1);
+      } else {
+        const Acc v = static_cast<Acc>(xb[(int64_t)n * D + d]);
+        q1 += v;
+        q2 += v * v;
+      }
+    }
+    q1 = warp_sum(q1);
+    q2 = warp_sum(q2);
+    if (lane == 0) {
+      st1[item] = q1;
+      st2[item] = q2;
+    }
+  }
+  __syncwarp();
+
+  for (int k = lane; k < K; k += 32) {
+    rng::Stream s(seed, gb * K + k, step, gibbs_sweep::kTagWeight);
+    g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
+  }
+  __syncwarp();
+  double gs = 0;  // every lane sums the K gammas in the same order (as the block kernel's thread 0 does)
+  for (int k = 0; k < K; ++k) gs += g[k];
+  const double lgs = log(gs);
+  for (int k = lane; k < K; k += 32) logw_o[b * K + k] = static_cast<T>(log(g[k]) - lgs);
+  for (int e = lane; e < K * D; e += 32) {
+    const int k = e / D, d = e % D;
+    rng::Stream s(seed, gb * K * D + e, step, gibbs_sweep::kTagParam);
+    double mm, vv;
+    gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
+                            static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
+                            &mm, &vv);
+    mu_o[b * K * D + e] = static_cast<T>(mm);
+    var_o[b * K * D + e] = static_cast<T>(vv);
+  }
+}
 }  // namespace
 }  // namespace gmmkernels
 
@@ -120,6 +224,14 @@ cudaError_t gmmkernels::launch_gibbs_sweep(const T* x, int64_t x_bstride, const 
                                            cudaStream_t stream) {
   using Acc = T;  // float chains accumulate in float (sums over one chain's points), double in double
   if (B == 0) return cudaSuccess;
+  const size_t wslice = warp_slice_bytes<Acc>(K, D);
+  if (wslice <= kWarpSliceBytes) {  // many small chains: a warp each
+    const int64_t blocks = (B + kWarps - 1) / kWarps;
+    gibbs_sweep_warp_kernel<T, Acc><<<(unsigned)blocks, kWarps * 32, kWarps * wslice, stream>>>(
+        x, x_bstride, logw, mu, var, m0, z, logw_o, mu_o, var_o, B, (int)N, (int)K, (int)D, alpha, kappa0, a0, b0,
+        seed, step, chain0);
+    return cudaGetLastError();
+  }
   const int threads = 128;
   size_t smem = ((sizeof(Acc) * (size_t)(K + K * D + 2 * K * (D + 1) + 2 * threads) + 7) & ~size_t(7)) + sizeof(double) * K;
   auto kern = gibbs_sweep_kernel<T, Acc>;

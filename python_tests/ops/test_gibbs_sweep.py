@@ -42,6 +42,31 @@ def test_k1_draws_are_exact_nig_posterior(device, dtype):
     assert torch.allclose(r.trace["logw"].cpu(), torch.zeros_like(r.trace["logw"].cpu()), atol=1e-6)
 
 
+# chains x points x components x dims: the CUDA warp kernel (a warp per chain: per-chain state up to 4 KB; N not a
+# multiple of 32, fewer chains than a block's 8, several blocks, one shared data set), then the block kernel (a block
+# per chain: K (3 D + 3) values of the chain's state past 4 KB)
+CUDA_LAYOUTS = [(3, 45, 3, 2, False), (21, 300, 5, 4, True), (5, 70, 20, 12, False)]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("layout", CUDA_LAYOUTS, ids=lambda t: "x".join(map(str, t[:4])) + ("-shared" if t[4] else ""))
+def test_cuda_layouts_match_cpu(layout):
+    C, N, K, D, shared = layout
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1 if shared else C, N, D, generator=g, dtype=torch.float64) * 2
+    logw = torch.log_softmax(torch.randn(C, K, generator=g, dtype=torch.float64), -1)
+    mu = torch.randn(C, K, D, generator=g, dtype=torch.float64) * 2
+    var = torch.rand(C, K, D, generator=g, dtype=torch.float64) + 0.5
+    m0 = torch.zeros(D, dtype=torch.float64)
+    a = torch.ops.gmmkernels.gibbs_sweep(x, logw, mu, var, m0, 1.0, 0.1, 2.0, 1.0, 7, 3, 0)
+    b = torch.ops.gmmkernels.gibbs_sweep(x.cuda(), logw.cuda(), mu.cuda(), var.cuda(), m0.cuda(), 1.0, 0.1, 2.0, 1.0, 7,
+                                         3, 0)
+    assert torch.equal(a[0], b[0].cpu())
+    for u, v in zip(a[1:], b[1:]):
+        torch.testing.assert_close(u, v.cpu(), rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_first_sweep():
     x = _two_cluster_data()
