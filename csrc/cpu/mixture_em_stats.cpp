@@ -155,11 +155,13 @@ inline void logits_rows(const T* x, int64_t D, const typename VecOf<T>::V* W, co
 template <typename T, bool FULL>
 void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* W, const typename VecOf<T>::V* Wmu,
                  const typename VecOf<T>::V* lc, int64_t KV, typename VecOf<T>::V* Lr) {
-  constexpr int kRN = FULL ? 4 : 8;  // rows per block of a pair of component vectors (registers: 2 kRN sums, full: 4 kRN)
+  constexpr int kRN = FULL ? 6 : 8;  // rows per block of a pair of component vectors (registers: 2 kRN sums, full: 4 kRN)
+  // (a 64-row tile: 10 blocks of 6 + one of 4 rows, full; 8 blocks of 8, diag)
   int64_t kv = 0;
   for (; kv + 2 <= KV; kv += 2) {
     int64_t n = 0;
     for (; n + kRN <= nr; n += kRN) logits_rows<T, FULL, kRN, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n + 4 <= nr; n += 4) logits_rows<T, FULL, 4, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
     for (; n < nr; ++n) logits_rows<T, FULL, 1, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
   }
   for (; kv < KV; ++kv) {
