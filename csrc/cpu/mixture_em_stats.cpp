@@ -301,8 +301,9 @@ struct RowScalars {
   int64_t expo = 0, groups = 0;
 };
 
-// Softmax down the Kp components of row vector v of a tile, in place (Lg becomes r, as softmax_rows computes it);
-// lanes of rows >= nr give r = 0 and add nothing to the sums. r is added to NK [Kp] (per lane).
+// Softmax down the first Kp components of row vector v of a tile (the caller passes K: the padding components past
+// it would give r = 0), in place (Lg becomes r, as softmax_rows computes it); lanes of rows >= nr give r = 0 and add
+// nothing to the sums. r is added to NK [Kp] (per lane).
 template <typename T>
 inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_t v, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
@@ -521,7 +522,8 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
         tile_logits<T, FULL>(xt, nr, D, W, Wmu, lc, KV, Lr.data());
         if (nr < TS) std::fill(Lr.begin() + nr * KV, Lr.end(), V{});  // finite logits for the rows past the end
         tile_to_rows<T>(Lr.data(), KV, Lg.data());
-        for (int64_t v = 0; v < NV; ++v) softmax_down<T>(Lg.data(), Kp, v, nr, NK.data(), sc);
+        // the padding components (logit -inf, r = 0) are left out of the softmax and the statistics
+        for (int64_t v = 0; v < NV; ++v) softmax_down<T>(Lg.data(), K, v, nr, NK.data(), sc);
         if (resp != nullptr) {
           const T* rs = reinterpret_cast<const T*>(Lg.data());
           for (int64_t i = 0; i < nr; ++i) {
@@ -530,7 +532,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
           }
         }
         tile_features_rows<T, FULL>(xt, xend, nr, D, RS, tmp.data(), sel.data(), Fr);
-        tile_stats_rows<T>(Fr, RS, Lg.data(), nr, PV, Kp, ST.data());
+        tile_stats_rows<T>(Fr, RS, Lg.data(), nr, PV, K, ST.data());
         if (++tiles == kFlushTiles) {
           flush();
           tiles = 0;
