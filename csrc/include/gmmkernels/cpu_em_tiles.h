@@ -50,17 +50,14 @@ struct Shape {
   int64_t partial_size() const { return 2 + KV * L + P * KV * L; }  // lp, sum r log r, nk [Kp], S [P][Kp]
 };
 
-// Features of rows [0, nr) of a tile, stored by feature: F[p][n] (column stride kTileRows) with F[0 .. D) = x
-// transposed, then x_i^2 (diag) or x_i x_j for j <= i (full, in vech order), each computed as whole vectors over the
-// rows (rows >= nr of a short tile hold stale values that the statistics never read; rows [P, Pp) stay zero from
-// the allocation).
-template <typename T, bool FULL>
-void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
+// x of rows [0, nr) of a tile transposed: F[d][n] (column stride kTileRows), whole L x L blocks through registers
+// (transpose_block), the rest lane by lane (rows >= nr of a short tile keep what they held).
+template <typename T>
+void tile_columns(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
   typedef typename VecOf<T>::V V;
   constexpr int64_t L = sizeof(V) / sizeof(T);
   constexpr int64_t TS = kTileRows;
   static_assert(TS % L == 0, "a tile holds whole vectors of rows");
-  // x transposed: whole L x L blocks through registers (transpose_block), the rest lane by lane
   const int64_t nb = nr / L * L, db = D / L * L;
   for (int64_t n = 0; n < nb; n += L)
     for (int64_t d = 0; d < db; d += L) {
@@ -71,6 +68,18 @@ void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F
     }
   for (int64_t n = 0; n < nr; ++n)
     for (int64_t d = n < nb ? db : 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
+}
+
+// Features of rows [0, nr) of a tile, stored by feature: F[p][n] (column stride kTileRows) with F[0 .. D) = x
+// transposed (tile_columns), then x_i^2 (diag) or x_i x_j for j <= i (full, in vech order), each computed as whole
+// vectors over the rows (rows >= nr of a short tile hold stale values that the statistics never read; rows [P, Pp)
+// stay zero from the allocation).
+template <typename T, bool FULL>
+void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
+  typedef typename VecOf<T>::V V;
+  constexpr int64_t L = sizeof(V) / sizeof(T);
+  constexpr int64_t TS = kTileRows;
+  tile_columns<T>(x, nr, D, F);
   const int64_t nv = (nr + L - 1) / L;
   T* q = F + D * TS;
   for (int64_t i = 0; i < D; ++i) {
