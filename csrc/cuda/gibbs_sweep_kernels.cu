@@ -17,6 +17,81 @@
 namespace gmmkernels {
 namespace {
 
+// The phases both layouts share, spread over threads t, t + nt, ... of the chain's group (a block or a warp); the
+// caller synchronises the group between them.
+// (1a) ivar = 1 / var of chain b.
+template <typename T, typename Acc>
+__device__ void chain_ivar(int t, int nt, const T* var_b, int K, int D, Acc* ivar) {
+  for (int e = t; e < K * D; e += nt) ivar[e] = Acc(1) / static_cast<Acc>(var_b[e]);
+}
+// (1b) logc_k = log w_k + 1/2 sum_d log ivar_kd.
+template <typename T, typename Acc>
+__device__ void chain_logc(int t, int nt, const T* logw_b, const Acc* ivar, int K, int D, Acc* logc) {
+  for (int k = t; k < K; k += nt) {
+    Acc ld = 0;
+    for (int d = 0; d < D; ++d) ld -= log(ivar[k * D + d]);
+    logc[k] = static_cast<Acc>(logw_b[k]) - Acc(0.5) * ld;
+  }
+}
+// (2) z_n for the points n = t, t + nt, ...
+template <typename T, typename Acc>
+__device__ void chain_assignments(int t, int nt, const T* xb, const T* mub, const Acc* logc, const Acc* ivar, int N,
+                                  int K, int D, uint64_t seed, uint64_t gb, uint32_t step, int32_t* zb) {
+  for (int n = t; n < N; n += nt) {
+    rng::Stream s(seed, gb * N + n, step, gibbs_sweep::kTagAssign);
+    zb[n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
+  }
+}
+// (3) the sums of statistics item (k, d) over the points n = lo, lo + step, ... < hi: (count, -) for d = D, else
+// (sum x_d, sum x_d^2), over the points assigned to k.
+template <typename T, typename Acc>
+__device__ void item_sums(int lo, int hi, int step_n, const int32_t* zb, const T* xb, int k, int d, int D, Acc* q1,
+                          Acc* q2) {
+  Acc a = 0, c = 0;
+  for (int n = lo; n < hi; n += step_n) {
+    if (zb[n] != k) continue;
+    if (d == D) {
+      a += Acc(1);
+    } else {
+      const Acc v = static_cast<Acc>(xb[(int64_t)n * D + d]);
+      a += v;
+      c += v * v;
+    }
+  }
+  *q1 = a;
+  *q2 = c;
+}
+// (4a) the Dirichlet's gammas g_k.
+template <typename Acc>
+__device__ void chain_gammas(int t, int nt, const Acc* st1, int K, int D, double alpha, uint64_t seed, uint64_t gb,
+                             uint32_t step, double* g) {
+  for (int k = t; k < K; k += nt) {
+    rng::Stream s(seed, gb * K + k, step, gibbs_sweep::kTagWeight);
+    g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
+  }
+}
+// (4b) log w = log g - log sum g (each thread sums the K gammas in order: every thread gets the same total), and the
+// Normal-Inverse-Gamma draws of (mu, var) per (k, d).
+template <typename T, typename Acc>
+__device__ void chain_draws(int t, int nt, const double* g, const Acc* st1, const Acc* st2, const T* m0, int K, int D,
+                            double kappa0, double a0, double b0, uint64_t seed, uint64_t gb, uint32_t step, T* logw_ob,
+                            T* mu_ob, T* var_ob) {
+  double gs = 0;
+  for (int k = 0; k < K; ++k) gs += g[k];
+  const double lgs = log(gs);
+  for (int k = t; k < K; k += nt) logw_ob[k] = static_cast<T>(log(g[k]) - lgs);
+  for (int e = t; e < K * D; e += nt) {
+    const int k = e / D, d = e % D;
+    rng::Stream s(seed, gb * K * D + e, step, gibbs_sweep::kTagParam);
+    double mm, vv;
+    gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
+                            static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
+                            &mm, &vv);
+    mu_ob[e] = static_cast<T>(mm);
+    var_ob[e] = static_cast<T>(vv);
+  }
+}
+
 template <typename T, typename Acc>
 __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, const T* __restrict__ logw, const T* __restrict__ mu,
                                    const T* __restrict__ var, const T* __restrict__ m0, int32_t* __restrict__ z,
@@ -38,19 +113,11 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
   const T* mub = mu + b * K * D;
   const T* xb = x + b * x_bstride;
 
-  for (int e = tid; e < K * D; e += nt) ivar[e] = Acc(1) / static_cast<Acc>(var[b * K * D + e]);
+  chain_ivar<T, Acc>(tid, nt, var + b * K * D, K, D, ivar);
   __syncthreads();
-  for (int k = tid; k < K; k += nt) {
-    Acc ld = 0;
-    for (int d = 0; d < D; ++d) ld -= log(ivar[k * D + d]);
-    logc[k] = static_cast<Acc>(logw[b * K + k]) - Acc(0.5) * ld;
-  }
+  chain_logc<T, Acc>(tid, nt, logw + b * K, ivar, K, D, logc);
   __syncthreads();
-
-  for (int n = tid; n < N; n += nt) {
-    rng::Stream s(seed, gb * N + n, step, gibbs_sweep::kTagAssign);
-    z[b * N + n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
-  }
+  chain_assignments<T, Acc>(tid, nt, xb, mub, logc, ivar, N, K, D, seed, gb, step, z + b * N);
   __syncthreads();  // z (global) visible to the block
 
   const int items = K * (D + 1);
@@ -62,16 +129,7 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
     if (seg < nseg) {
       const int k = item / (D + 1), d = item % (D + 1);
       const int lo = (int)((int64_t)N * seg / nseg), hi = (int)((int64_t)N * (seg + 1) / nseg);
-      for (int n = lo; n < hi; ++n) {
-        if (z[b * N + n] != k) continue;
-        if (d == D) {
-          q1 += Acc(1);
-        } else {
-          const Acc v = static_cast<Acc>(xb[(int64_t)n * D + d]);
-          q1 += v;
-          q2 += v * v;
-        }
-      }
+      item_sums<T, Acc>(lo, hi, 1, z + b * N, xb, k, d, D, &q1, &q2);
     }
     p1[tid] = q1;
     p2[tid] = q2;
@@ -88,29 +146,11 @@ __global__ void gibbs_sweep_kernel(const T* __restrict__ x, int64_t x_bstride, c
     __syncthreads();
   }
 
-  for (int k = tid; k < K; k += nt) {
-    rng::Stream s(seed, gb * K + k, step, gibbs_sweep::kTagWeight);
-    g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
-  }
+  chain_gammas<Acc>(tid, nt, st1, K, D, alpha, seed, gb, step, g);
   __syncthreads();
-  if (tid == 0) {
-    double gs = 0;
-    for (int k = 0; k < K; ++k) gs += g[k];
-    const double lgs = log(gs);
-    for (int k = 0; k < K; ++k) logw_o[b * K + k] = static_cast<T>(log(g[k]) - lgs);
-  }
-  for (int e = tid; e < K * D; e += nt) {
-    const int k = e / D, d = e % D;
-    rng::Stream s(seed, gb * K * D + e, step, gibbs_sweep::kTagParam);
-    double mm, vv;
-    gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
-                            static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
-                            &mm, &vv);
-    mu_o[b * K * D + e] = static_cast<T>(mm);
-    var_o[b * K * D + e] = static_cast<T>(vv);
-  }
+  chain_draws<T, Acc>(tid, nt, g, st1, st2, m0, K, D, kappa0, a0, b0, seed, gb, step, logw_o + b * K, mu_o + b * K * D,
+                      var_o + b * K * D);
 }
-
 
 constexpr int kWarps = 8;                 // chains (warps) per block of the warp kernel
 constexpr size_t kWarpSliceBytes = 4096;  // per-chain state that selects the warp kernel, at most
@@ -154,35 +194,18 @@ __global__ void __launch_bounds__(kWarps * 32) gibbs_sweep_warp_kernel(
   const T* xb = x + b * x_bstride;
   int32_t* zb = z + b * N;
 
-  for (int e = lane; e < K * D; e += 32) ivar[e] = Acc(1) / static_cast<Acc>(var[b * K * D + e]);
+  chain_ivar<T, Acc>(lane, 32, var + b * K * D, K, D, ivar);
   __syncwarp();
-  for (int k = lane; k < K; k += 32) {
-    Acc ld = 0;
-    for (int d = 0; d < D; ++d) ld -= log(ivar[k * D + d]);
-    logc[k] = static_cast<Acc>(logw[b * K + k]) - Acc(0.5) * ld;
-  }
+  chain_logc<T, Acc>(lane, 32, logw + b * K, ivar, K, D, logc);
   __syncwarp();
-
-  for (int n = lane; n < N; n += 32) {
-    rng::Stream s(seed, gb * N + n, step, gibbs_sweep::kTagAssign);
-    zb[n] = gibbs_sweep::draw_assignment<T, Acc>(xb + (int64_t)n * D, D, K, logc, mub, ivar, s.uniform());
-  }
+  chain_assignments<T, Acc>(lane, 32, xb, mub, logc, ivar, N, K, D, seed, gb, step, zb);
   __syncwarp();  // the lanes' z (global) visible to the warp
 
   // statistics: lane l sums its points l, l + 32, ... in order; the 32 partial sums are combined by a butterfly
   for (int item = 0; item < K * (D + 1); ++item) {
     const int k = item / (D + 1), d = item % (D + 1);
-    Acc q1 = 0, q2 = 0;
-    for (int n = lane; n < N; n += 32) {
-      if (zb[n] != k) continue;
-      if (d == D) {
-        q1 += Acc(1);
-      } else {
-        const Acc v = static_cast<Acc>(xb[(int64_t)n * D + d]);
-        q1 += v;
-        q2 += v * v;
-      }
-    }
+    Acc q1, q2;
+    item_sums<T, Acc>(lane, N, 32, zb, xb, k, d, D, &q1, &q2);
     q1 = warp_sum(q1);
     q2 = warp_sum(q2);
     if (lane == 0) {
@@ -192,26 +215,12 @@ __global__ void __launch_bounds__(kWarps * 32) gibbs_sweep_warp_kernel(
   }
   __syncwarp();
 
-  for (int k = lane; k < K; k += 32) {
-    rng::Stream s(seed, gb * K + k, step, gibbs_sweep::kTagWeight);
-    g[k] = s.gamma(alpha + static_cast<double>(st1[k * (D + 1) + D]));
-  }
+  chain_gammas<Acc>(lane, 32, st1, K, D, alpha, seed, gb, step, g);
   __syncwarp();
-  double gs = 0;  // every lane sums the K gammas in the same order (as the block kernel's thread 0 does)
-  for (int k = 0; k < K; ++k) gs += g[k];
-  const double lgs = log(gs);
-  for (int k = lane; k < K; k += 32) logw_o[b * K + k] = static_cast<T>(log(g[k]) - lgs);
-  for (int e = lane; e < K * D; e += 32) {
-    const int k = e / D, d = e % D;
-    rng::Stream s(seed, gb * K * D + e, step, gibbs_sweep::kTagParam);
-    double mm, vv;
-    gibbs_sweep::draw_param(static_cast<double>(st1[k * (D + 1) + D]), static_cast<double>(st1[k * (D + 1) + d]),
-                            static_cast<double>(st2[k * (D + 1) + d]), static_cast<double>(m0[d]), kappa0, a0, b0, s,
-                            &mm, &vv);
-    mu_o[b * K * D + e] = static_cast<T>(mm);
-    var_o[b * K * D + e] = static_cast<T>(vv);
-  }
+  chain_draws<T, Acc>(lane, 32, g, st1, st2, m0, K, D, kappa0, a0, b0, seed, gb, step, logw_o + b * K, mu_o + b * K * D,
+                      var_o + b * K * D);
 }
+
 }  // namespace
 }  // namespace gmmkernels
 
