@@ -79,7 +79,7 @@ else
     # no caching allocator, so that memcheck sees every allocation's bounds; the reference-agreement tests of the
     # files, CUDA cases only, first failure stops the tool
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout "${SANITIZER_TIMEOUT:-60}" "$SAN_BIN" --tool "$tool" --error-exitcode 99 \
-      "$PY" -m pytest $SAN_TESTS -q -x -m cuda -k "reference or deterministic or zero_weight or first_sweep" -p no:cacheprovider >"$OUT/sanitizer_$tool.log" 2>&1
+      "$PY" -m pytest $SAN_TESTS -q -x -m cuda -k "reference or deterministic or zero_weight or first_sweep or layouts" -p no:cacheprovider >"$OUT/sanitizer_$tool.log" 2>&1
     rc=$?
     tail -4 "$OUT/sanitizer_$tool.log"
     if [ $rc -eq 124 ]; then echo "$tool: time budget reached (partial run, see log)";
