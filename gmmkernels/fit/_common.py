@@ -217,11 +217,16 @@ class Convergence:
 
     def update(self, it: int, lb: Tensor) -> bool:
         """Record iteration ``it`` with lower bounds ``lb`` [B]; True when every mixture has converged."""
-        active = ~self.converged
         change = lb - self.lower
-        self.lower = torch.where(active, lb, self.lower)
-        self.n_iter = torch.where(active, torch.full_like(self.n_iter, it), self.n_iter)
-        self.converged = self.converged | (active & (change.abs() < self.tol))
+        if self.any_converged:
+            active = ~self.converged
+            self.lower = torch.where(active, lb, self.lower)
+            self.n_iter = torch.where(active, torch.full_like(self.n_iter, it), self.n_iter)
+            self.converged = self.converged | (active & (change.abs() < self.tol))
+        else:  # every mixture active: the same values with fewer operations
+            self.lower = lb.to(self.lower.dtype, copy=True)
+            self.n_iter = torch.full_like(self.n_iter, it)
+            self.converged = change.abs() < self.tol
         done = int(self.converged.sum())  # one read of the flags per iteration
         self.any_converged = done > 0
         return done == self.converged.numel()
