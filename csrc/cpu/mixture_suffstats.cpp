@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "gmmkernels/aten_utils.h"
@@ -51,14 +52,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cpu(const at::T
   auto sxx = full ? at::empty({B, K, D, D}, x.options()) : at::empty({B, K, D}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_suffstats_cpu", [&] {
     const Shape<scalar_t> sh(B, N, K, D, full);
-    std::vector<double> partial(std::max<int64_t>(1, B * sh.nch * sh.partial_size()));
+    // every chunk writes all of its partial sums: no zero fill
+    std::unique_ptr<double[]> partial(new double[std::max<int64_t>(1, B * sh.nch * sh.partial_size())]);
     const scalar_t* xp = xc.const_data_ptr<scalar_t>();
     const scalar_t* rp = rc.const_data_ptr<scalar_t>();
     if (full)
-      suffstats_impl<scalar_t, true>(sh, xp, batch_stride(xc), rp, partial.data());
+      suffstats_impl<scalar_t, true>(sh, xp, batch_stride(xc), rp, partial.get());
     else
-      suffstats_impl<scalar_t, false>(sh, xp, batch_stride(xc), rp, partial.data());
-    reduce_partials<scalar_t>(sh, partial.data(), nullptr, nullptr, nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(),
+      suffstats_impl<scalar_t, false>(sh, xp, batch_stride(xc), rp, partial.get());
+    reduce_partials<scalar_t>(sh, partial.get(), nullptr, nullptr, nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(),
                               sxx.data_ptr<scalar_t>());
   });
   return {nk, sx, sxx};
