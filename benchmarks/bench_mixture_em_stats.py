@@ -88,8 +88,8 @@ def fma_peak(cores: int) -> dict:
     system C compiler and -march=native, each thread timed by its own CPU-time clock (so time spent descheduled
     does not count), the best of 5 runs (a clock drop while another process loads the machine still lowers a run:
     a single run once read 4.97 against 7.15-7.47 for float64 on an AMD EPYC); and what they imply: FMA ports x
-    clock per core, one rate for both dtypes (lanes = 16 float32 / 8 float64 per 64-byte vector). Falls back to 2 ports at the nominal clock of /proc/cpuinfo
-    when no compiler is found."""
+    clock per core, one rate for both dtypes (lanes = 16 float32 / 8 float64 per 64-byte vector). Falls back to 2
+    ports at the nominal clock of /proc/cpuinfo when no compiler is found."""
     out = {"cores": cores, "vector_bytes": 64, "lanes": {"float32": 16, "float64": 8}, "method": None}
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc:

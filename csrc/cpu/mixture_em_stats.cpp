@@ -254,9 +254,10 @@ void em_stats_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* me
 
 // ----------------------------------------------------------------------------------------------------------------
 // The path for small mixtures (K <= 32 float32, K <= 8 float64). There the per-row work of the softmax (horizontal
-// reductions, the scalar sums of each row) outweighs the K-proportional work, so after the logits (computed as above,
-// components in the lanes, Lr [TR][KV]) each L x L block is transposed in registers so that the rows lie in the lanes
-// (Lg [Kp][NV], NV = TR / L), and the softmax runs down the components of a vector of rows: no horizontal reduction,
+// reductions, the scalar sums of each row) outweighs the K-proportional work, so the logits are brought into Lg
+// [Kp][NV] (NV = TR / L) with the rows in the lanes: computed as above (components in the lanes, Lr [TR][KV]) and each
+// L x L block transposed in registers when K is a multiple of L, else computed that way directly for the K real
+// components (tile_logits_down). The softmax runs down the components of a vector of rows: no horizontal reduction,
 // and the per-row sums (log p, r log r, the row sum s) stay in vectors. The statistics put the features in the lanes
 // instead: the features of a row are built as vectors from the row of x (Fr [TR][RS], [x, x^2] or [x, vech(x x^T)]),
 // and S[k][pv] += sum_n Fr[n][pv] r[k][n] holds a block of PVB feature vectors x KB components in registers over the
@@ -368,11 +369,11 @@ struct RowScalars {
   int64_t expo = 0, groups = 0;
 };
 
-// Softmax down the first Kp components of row vector v of a tile (the caller passes K: the padding components past
-// it would give r = 0), in place (Lg becomes r, as softmax_rows computes it); lanes of rows >= nr give r = 0 and add
-// nothing to the sums. r is added to NK [Kp] (per lane).
+// Softmax down the K components of row vector v of a tile (not the padding components past them, whose r is 0), in
+// place (Lg becomes r, as softmax_rows computes it); lanes of rows >= nr give r = 0 and add nothing to the sums. r is
+// added to NK [K] (per lane).
 template <typename T>
-inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_t v, int64_t nr,
+inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
@@ -381,10 +382,10 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_
   const V lowest = splat<V>(std::numeric_limits<T>::lowest());
   V* l = Lg + v;
   V m = splat<V>(ninf);
-  for (int64_t k = 0; k < Kp; ++k) m = vmax(m, l[k * NV]);
+  for (int64_t k = 0; k < K; ++k) m = vmax(m, l[k * NV]);
   m = m == splat<V>(ninf) ? V{} : m;  // every logit -inf: log p = -inf, r = NaN
   V sv{}, tv{};
-  for (int64_t k = 0; k < Kp; ++k) {
+  for (int64_t k = 0; k < K; ++k) {
     const V lm = l[k * NV] - m;
     const V e = vexp<true>(lm);
     l[k * NV] = e;
@@ -393,7 +394,7 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_
   }
   const V inv = T(1) / sv;
   if (v * L + L <= nr) {
-    for (int64_t k = 0; k < Kp; ++k) {
+    for (int64_t k = 0; k < K; ++k) {
       const V q = l[k * NV] * inv;
       l[k * NV] = q;
       NK[k] += q;
@@ -402,7 +403,7 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t Kp, int64_
     V lane;
     for (int64_t j = 0; j < L; ++j) lane[j] = static_cast<T>(v * L + j);
     const auto ok = lane < splat<V>(static_cast<T>(nr));
-    for (int64_t k = 0; k < Kp; ++k) {
+    for (int64_t k = 0; k < K; ++k) {
       const V q = ok ? l[k * NV] * inv : V{};
       l[k * NV] = q;
       NK[k] += q;
@@ -553,6 +554,9 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   const int64_t PV = (P + L - 1) / L, RS = PV * L + L;  // feature vectors; row stride of Fr (with the slack)
   const int64_t npar = s.params_per_batch(), psize = s.partial_size();
   const std::vector<V> params = pack_all_params<T>(s, means, prec, logc);
+  // the lane selectors of tile_features_rows, used for full covariances whose rows fit one vector
+  const std::vector<typename VecOf<T>::U> sel = FULL && D <= L ? full_feature_selectors<T>(D, P, PV)
+                                                               : std::vector<typename VecOf<T>::U>();
   at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
     // logits: with padding components (K not a multiple of L), computed with the rows in the lanes, components K.. Kp
     // left out (tile_logits_down, from the tile's x transposed, Xtv [D][TS]); else with the components in the lanes
@@ -563,7 +567,6 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
     std::vector<V> Frv(TS * RS / L, V{});  // vectors: 64-byte aligned rows (RS is a multiple of L)
     std::vector<T> tmp(PV * L + L, T(0));
     T* const Fr = reinterpret_cast<T*>(Frv.data());
-    const std::vector<typename VecOf<T>::U> sel = full_feature_selectors<T>(D, P, PV);
     std::vector<Wd> SD(Kp * PV), NKD(Kp);
     auto flush = [&]() {
       for (int64_t i = 0; i < Kp * PV; ++i) {
@@ -600,7 +603,8 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
           if (nr < TS) std::fill(Lr.begin() + nr * KV, Lr.end(), V{});  // finite logits for the rows past the end
           tile_to_rows<T>(Lr.data(), KV, Lg.data());
         }
-        // the padding components (logit -inf, r = 0) are left out of the softmax and the statistics
+        // the padding components (logit -inf, r = 0) are left out of the softmax and the statistics; their NK, ST
+        // stay 0
         for (int64_t v = 0; v < NV; ++v) softmax_down<T>(Lg.data(), K, v, nr, NK.data(), sc);
         if (resp != nullptr) {
           const T* rs = reinterpret_cast<const T*>(Lg.data());
