@@ -1,8 +1,9 @@
 """One EM / VB pass (E-step + sufficient statistics): the fused mixture_em_stats vs the two-kernel path and eager
-PyTorch, with the FMA bound (CPU) or the roofline (GPU) of every case.
+PyTorch, with the FMA bound (CPU) or the roofline (GPU) of every case; and EM's M-step, mixture_em_mstep, against
+the host path of torch ops it replaces in fit_em.
 
     python benchmarks/bench_mixture_em_stats.py [--quick] [--device cpu|cuda] [--out DIR] [--no-write]
-        [--cases cpu|flash|kscan|all] [--min-run-time S]
+        [--cases cpu|flash|kscan|mstep|all] [--min-run-time S]
 
 Op: sum log p, sum r log r, N_k, sum r x, sum r x^2 (diag) or sum r x x^T (full) of x [N, D] under a K-component
 mixture. Providers: gmmkernels-{cpu,cuda} (``mixture_em_stats``), gmmkernels-two-step (``mixture_stats`` with the
@@ -16,8 +17,12 @@ measured FMA-throughput probe (see ``fma_peak``); GPU: the H100/H200 peaks of be
 HBM, SFU exponentials; the fused CUDA kernel evaluates each logit twice, which the roofline does not count).
 Shapes: the fit_em headline cases (N = 1e5, K = 32, D = 16 diag; N = 5e4, K = 16, D = 8 full; N = 1e6) and on
 CUDA Flash-GMM's E-step shape (N = 1e6, K = 1024, D = 128 diag); ``--cases kscan``: the fused pass alone at
-N = 5e4, D = 16, K = 8 .. 256 (diag), which separates the cost per row from the cost per component. Writes
-mixture_em_stats__<device>__<UTC>.json.
+N = 5e4, D = 16, K = 8 .. 256 (diag), which separates the cost per row from the cost per component.
+``--cases mstep`` (also part of ``all``): the M-step of one mixture from its statistics, as fit_em calls it
+(gmmkernels-<device>: the native op below the autograd layer) and as fit_em computed it before
+(host-path: about 45 torch ops: means, covariances, Cholesky with its check, weights, inverse factor, logc), at the
+fit_em shapes, at K = 256, D = 32 full and at Flash-GMM's K = 1024, D = 128 diag; op "mixture_em_mstep" in the
+JSON. Writes mixture_em_stats__<device>__<UTC>.json.
 """
 from __future__ import annotations
 
@@ -37,7 +42,10 @@ if __package__ in (None, ""):
 
 from benchmarks import _harness as H  # noqa: E402
 from gmmkernels import mixture_em_stats, mixture_stats, mixture_suffstats  # noqa: E402
-from gmmkernels.reference.mixture_em_stats import mixture_em_stats_ref  # noqa: E402
+from gmmkernels.fit._common import covariances, scale_from_cov  # noqa: E402
+from gmmkernels.ops.mixture_em_stats import em_mstep_kernel  # noqa: E402
+from gmmkernels.ops.mixture_stats import _kernel_params  # noqa: E402
+from gmmkernels.reference.mixture_em_stats import mixture_em_mstep_ref, mixture_em_stats_ref  # noqa: E402
 
 OP = "mixture_em_stats"
 LOG_2PI = math.log(2 * math.pi)
@@ -207,13 +215,75 @@ def _cases(which: str, quick: bool, device: str):
     return cpu + (flash if device == "cuda" else [])
 
 
+MSTEP_CASES = [("mstep-diag", 32, 16, "diag"), ("mstep-full", 16, 8, "full"), ("mstep-full-K256", 256, 32, "full"),
+               ("mstep-flash", 1024, 128, "diag")]
+
+
+def host_mstep(nk, sx, sxx, cov):
+    """The M-step as fit_em computed it with torch ops before mixture_em_mstep: (logits, means, scale, prec, logc)."""
+    n, mu, c = covariances(nk, sx, sxx, cov, 1e-6)
+    scale = scale_from_cov("bench", c, cov)
+    logits = (n / n.sum(-1, keepdim=True)).log()
+    prec, logc = _kernel_params(logits, scale, cov, mu.shape[-2], mu.shape[-1])
+    return logits, mu, scale, prec, logc
+
+
+def mstep_stats(K, D, cov, dtype, device, seed=0):
+    """Statistics (nk [1, K], sx [1, K, D], sxx) of K well-conditioned components with 50-150 points each: means
+    ~ N(0, 4 I), covariances A A^T / D + I / 2 (full) or uniform variances in [0.5, 1.5] (diag)."""
+    g = torch.Generator().manual_seed(seed)
+    nk = 50 + 100 * torch.rand(1, K, generator=g, dtype=torch.float64)
+    mu = 2 * torch.randn(1, K, D, generator=g, dtype=torch.float64)
+    if cov == "full":
+        A = torch.randn(1, K, D, D, generator=g, dtype=torch.float64)
+        c = A @ A.transpose(-1, -2) / D + 0.5 * torch.eye(D, dtype=torch.float64)
+        sxx = nk[..., None, None] * (c + mu[..., :, None] * mu[..., None, :])
+    else:
+        sxx = nk[..., None] * (0.5 + torch.rand(1, K, D, generator=g, dtype=torch.float64) + mu * mu)
+    return tuple(t.to(device=device, dtype=dtype) for t in (nk, nk[..., None] * mu, sxx))
+
+
+def run_mstep(dev: str, dtypes, min_run_time: float, quick: bool) -> list:
+    """Rows of op "mixture_em_mstep": the native M-step against the host path, from the statistics of
+    :func:`mstep_stats`."""
+    rows = []
+    for name, K, D, cov in MSTEP_CASES[:2] if quick else MSTEP_CASES:
+        for dts in dtypes:
+            dt = getattr(torch, dts)
+            stats = mstep_stats(K, D, cov, dt, dev)
+            want = mixture_em_mstep_ref(*(t.double().cpu() for t in stats), cov, 1e-6)
+            fns = {f"gmmkernels-{dev}": lambda: em_mstep_kernel(*stats, cov, 1e-6, dev),
+                   "host-path": lambda: host_mstep(*stats, cov)}
+            for prov, fn in fns.items():
+                row = {"op": "mixture_em_mstep", "case": name, "provider": prov, "precision": "ieee", "mode": "fwd",
+                       "dtype": dts, "device": dev, "params": {"B": 1, "K": K, "D": D, "cov": cov}, "ms": None,
+                       "error": None}
+                try:
+                    out = fn()
+                    if prov != "host-path" and not bool(out.ok.all()):
+                        raise RuntimeError("the native M-step flagged a component of well-conditioned statistics")
+                    row["errors_vs_fp64"] = {
+                        f: float(((a.double().cpu() - b).abs().max() / b.abs().max().clamp_min(1e-30)))
+                        for f, a, b in zip(("logits", "means", "scale", "prec", "logc"), tuple(out)[:5], want)}
+                    row["ok"] = all(v < (1e-9 if dt == torch.float64 else 1e-4) for v in row["errors_vs_fp64"].values())
+                    _, row["first_call_ms"] = H.time_first_call(fn, dev)
+                    row["ms"] = H.time_fn(fn, dev, min_run_time)
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                rows.append(row)
+            if rows[-1]["ms"] and rows[-2]["ms"]:
+                rows[-2]["speedup_vs_host_path"] = rows[-1]["ms"]["p50"] / rows[-2]["ms"]["p50"]
+            H.cleanup(dev, full=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     ap.add_argument("--out", default="benchmarks/results")
-    ap.add_argument("--cases", default="all", choices=["cpu", "flash", "kscan", "all"],
-                    help="kscan: diag, N = 5e4, D = 16, K = 8 .. 256, the fused pass only")
+    ap.add_argument("--cases", default="all", choices=["cpu", "flash", "kscan", "mstep", "all"],
+                    help="kscan: diag, N = 5e4, D = 16, K = 8 .. 256, the fused pass only; mstep: the M-step only")
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--min-run-time", type=float, default=0.5)
     ap.add_argument("--no-write", action="store_true")
@@ -225,7 +295,7 @@ def main(argv=None) -> int:
         print(f"FMA peak ({peak['method']}): {cores} cores, lane-FMA/s {peak['lane_fma_per_s']}, "
               f"ports x GHz per core {peak['ports_x_ghz_per_core']}")
     rows = []
-    for name, N, K, D, cov in _cases(args.cases, args.quick, dev):
+    for name, N, K, D, cov in ([] if args.cases == "mstep" else _cases(args.cases, args.quick, dev)):
         for dts in args.dtypes.split(","):
             dt = getattr(torch, dts)
             x, logits, means, scale = make_case(N, K, D, cov, dt, dev)
@@ -281,6 +351,7 @@ def main(argv=None) -> int:
                     r["speedup_vs_eager"] = base / r["ms"]["p50"]
             del x, logits, means, scale, fns
             H.cleanup(dev, full=True)
+    mrows = run_mstep(dev, args.dtypes.split(","), args.min_run_time, args.quick) if args.cases in ("mstep", "all") else []
     print(f"\nmixture_em_stats on {H.device_name(dev)} ({cores} threads)")
     print("| case | N | K | D | cov | dtype | provider | p50 ms | GFLOP/s | vs eager | x bound | max rel err |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -293,6 +364,19 @@ def main(argv=None) -> int:
         xb = r.get("fma_bound", {}).get("x_bound") or (1 / r["roofline"]["fraction"] if r.get("roofline") else None)
         print(f"{head} {r['ms']['p50']:.3f} | {r['gflops']:.1f} | {r.get('speedup_vs_eager', float('nan')):.2f}x | "
               f"{'' if xb is None else f'{xb:.2f}'} | {max(r['errors_vs_fp64'].values()):.1e} |")
+    if mrows:
+        print(f"\nmixture_em_mstep (B = 1) on {H.device_name(dev)}")
+        print("| case | K | D | cov | dtype | provider | p50 us | vs host path | max rel err |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in mrows:
+            p = r["params"]
+            head = f"| {r['case']} | {p['K']} | {p['D']} | {p['cov']} | {r['dtype']} | {r['provider']} |"
+            if r["error"]:
+                print(f"{head} error: {r['error'][:80]} | | |")
+                continue
+            print(f"{head} {1e3 * r['ms']['p50']:.1f} | {r.get('speedup_vs_host_path', float('nan')):.2f}x | "
+                  f"{max(r['errors_vs_fp64'].values()):.1e} |")
+    rows += mrows
     if not args.no_write:
         path = H.write_results(args.out, OP, dev, rows, H.collect_meta(dev, argv, extra={"fma_peak": peak}))
         print(f"wrote {path}")

@@ -114,4 +114,13 @@ TORCH_LIBRARY(gmmkernels, m) {
   m.def(
       "mixture_em_stats(Tensor x, Tensor means, Tensor prec, Tensor logc, bool full, bool with_resp) -> (Tensor, Tensor, "
       "Tensor, Tensor, Tensor, Tensor)");
+  // The EM M-step from those statistics, and the kernel parameters of the next pass (csrc/include/gmmkernels/
+  //   mixture_em_stats.h; gmmkernels/reference/mixture_em_stats.py: mixture_em_mstep_ref). nk [B,K], sx [B,K,D],
+  //   sxx [B,K,D] (cov_kind 0 diag, 1 spherical) or [B,K,D,D] (2 full). Returns (logits [B,K], means [B,K,D], scale
+  //   (diag [B,K,D], spherical [B,K], full Cholesky factor [B,K,D,D]), prec = W (full: lower-triangular L^-1),
+  //   logc [B,K], ok [B,K] bool: false where the covariance is not positive definite, or (float32, full) where it
+  //   is not before the regularisation; the other outputs of such a component are unspecified).
+  m.def(
+      "mixture_em_mstep(Tensor nk, Tensor sx, Tensor sxx, int cov_kind, float reg_covar) -> (Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor)");
 }

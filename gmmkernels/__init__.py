@@ -7,7 +7,7 @@ Public API (one module per op family under gmmkernels/ops/, algorithms under gmm
   mixture_dispatch, nearest_center                     mixDDPM dispatcher
   lowrank_adapter, hypernet_adapter                    SMD low-rank hypernetwork adapter
   mixture_suffstats, gibbs_sweep                       M-step statistics, Gibbs sweep
-  mixture_em_stats                                     one EM / VB pass: E-step and sufficient statistics fused
+  mixture_em_stats, mixture_em_mstep                   one EM / VB pass: E-step and sufficient statistics fused; EM's M-step
   mgdm_vi_step, mgdm_bridge                            MGDM Gauss_VI step and bridge draw
   fit_em, fit_vb, gibbs, kmeans, kmeans_plusplus       batched fitting built on the ops
   fit_em_chunked, fit_vb_chunked                       EM / VB on chunked (DataLoader) or distributed data
@@ -37,10 +37,11 @@ from .ops.mixture_stats import (
     mixture_stats,
 )
 from .ops.mixture_suffstats import mixture_suffstats
-from .ops.mixture_em_stats import EMStats, mixture_em_stats
+from .ops.mixture_em_stats import EMParams, EMStats, mixture_em_mstep, mixture_em_stats
 
 __all__ = [
     "Dispatch",
+    "EMParams",
     "EMStats",
     "FitResult",
     "GMSCoeffs",
@@ -70,6 +71,7 @@ __all__ = [
     "mgdm_bridge",
     "mgdm_vi_step",
     "mixture_dispatch",
+    "mixture_em_mstep",
     "mixture_em_stats",
     "mixture_log_prob",
     "mixture_responsibilities",

@@ -105,7 +105,18 @@ def _triton_mixture_features(name: str, cov_type: str = "diag", **_) -> Optional
 EM_STATS_CUDA_MAX_D = {"diag": 256, "spherical": 256, "full": 16}
 
 
-def _em_stats_cuda_features(name: str, cov_type: str = "diag", D: int = 0, **_) -> Optional[Reason]:
+# Largest D of the CUDA M-step for full covariances (one thread per component factors its D x D matrix; larger ones
+# take the host path of the fitting loops, whose batched factorisations suit them better).
+EM_MSTEP_CUDA_MAX_FULL_D = 64
+
+
+def _em_stats_cuda_features(name: str, cov_type: str = "diag", D: int = 0, op: str = "mixture_em_stats",
+                            **_) -> Optional[Reason]:
+    if op == "mixture_em_mstep":
+        if cov_type == "full" and D > EM_MSTEP_CUDA_MAX_FULL_D:
+            return (ValueError, f"backend='cuda' runs the full-covariance M-step for D <= {EM_MSTEP_CUDA_MAX_FULL_D} "
+                                f"(one thread per component), got D={D}; use backend='reference'")
+        return None
     limit = EM_STATS_CUDA_MAX_D.get(cov_type, 0)
     if D > limit:
         return (ValueError, f"backend='cuda' fuses D <= {limit} dimensions for cov_type={cov_type!r}, got D={D}; use "
@@ -154,7 +165,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
         _native("cpu"),
         Backend("reference", "reference"),
     )),
-    Family("mixture_em_stats", ("mixture_em_stats",), (
+    Family("mixture_em_stats", ("mixture_em_stats", "mixture_em_mstep"), (
         _native("cuda", check=_em_stats_cuda_features),
         _native("cpu"),
         Backend("reference", "reference"),
@@ -268,6 +279,14 @@ def select(fn: str, family: str, backend, device: torch.device, dtype: Optional[
             return b.name
         why.append(f"{b.name}: " + "; ".join(m for _, m in reasons))
     raise ValueError(f"{fn}: no backend can run this call here ({' | '.join(why)})")
+
+
+def can_run(family: str, backend: str, device: torch.device, dtype: Optional[torch.dtype] = None, *,
+            op: Optional[str] = None, **features) -> bool:
+    """Whether ``backend`` (a backend name of ``family``) can run a call of ``op`` with these tensors and features,
+    without choosing it (the environment variable plays no part)."""
+    fam = FAMILIES[family]
+    return backend in fam.names and not _call_reasons(fam.backend(backend), device, dtype, op or fam.ops[0], features)
 
 
 def available(family: str, device="cpu", op: Optional[str] = None) -> List[str]:

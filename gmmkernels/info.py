@@ -20,6 +20,7 @@ _OPS = [
     ("gibbs_sweep / gibbs", "gibbs_sweep", "gibbs_sweep"),
     ("mgdm_vi_step / mgdm_bridge (MGDM)", "mgdm_step", "mgdm_vi_step"),
     ("mixture_em_stats (fit_em / fit_vb iteration)", "mixture_em_stats", "mixture_em_stats"),
+    ("mixture_em_mstep (fit_em M-step)", "mixture_em_stats", "mixture_em_mstep"),
 ]
 
 

@@ -125,6 +125,7 @@ FIT_EM_CHUNKED = Fn("fit_em_chunked", G.fit_em_chunked, lambda: dict(chunks=_CHU
 FIT_VB_CHUNKED = Fn("fit_vb_chunked", G.fit_vb_chunked, lambda: dict(chunks=_CHUNKS(), n_components=2, max_iter=3,
                                                                       generator=_g()))
 EM_STATS = Fn("mixture_em_stats", G.mixture_em_stats, _mixture_args)
+EM_MSTEP = Fn("mixture_em_mstep", G.mixture_em_mstep, lambda: dict(nk=_pos(3) * 10, sx=_randn(3, 2), sxx=_pos(3, 2) * 20))
 GIBBS = Fn("gibbs", G.gibbs, lambda: dict(x=_DATA(), n_components=2, n_sweeps=2))
 GIBBS_C = Fn("gibbs", G.gibbs, lambda: dict(x=_DATA(), n_components=2, n_chains=3, n_sweeps=2, init=(
     torch.full((3, 2), -math.log(2), dtype=F64), _randn(3, 2, 2, seed=1), _pos(3, 2, 2))), "init")
@@ -161,7 +162,7 @@ TRAINER = Fn("Trainer", Trainer, lambda: dict(model=MLPEps(2, hidden=8, depth=1)
 ALL_FNS = (MIXTURE_FNS + [MIX_FULL, GMS_FIT, GMS_STEP, DISPATCH, NEAREST, LOWRANK, HYPERNET, SUFFSTATS, GIBBS_SWEEP,
                           MGDM_VI, MGDM_BRIDGE, FIT_EM, FIT_EM_INIT, FIT_EM_FULL_INIT, FIT_EM_SPH_INIT, FIT_VB,
                           FIT_VB_SPH, FIT_VB_PRIORS, FIT_VB_FULL_PRIORS, FIT_EM_CHUNKED, FIT_VB_CHUNKED, EM_STATS,
-                          GIBBS,
+                          EM_MSTEP, GIBBS,
                           GIBBS_C, KMEANS, KPP, SAMPLE, SAMPLE_DDIM, SAMPLE_ADPM, DDPM, DDIM, EST_GAMMA, COUNTER_NOISE,
                           GMS_SAMPLE, ABLATION, RUN_SAMPLER, TRAIN_CONFIG, TRAINER])
 
@@ -456,6 +457,13 @@ tensor_rows(EM_STATS, "scale", shape=lambda t: t[:, :1], nan=True, inf=True, neg
 choice_rows(EM_STATS, "cov_type")
 choice_rows(EM_STATS, "backend")
 bad(EM_STATS, "with_resp-int", TypeError, "with_resp", with_resp=2)
+tensor_rows(EM_MSTEP, "nk", rank=lambda t: t[0], shape=lambda t: t[:2], nan=True, inf=True, others=("sx",))
+tensor_rows(EM_MSTEP, "sx", rank=lambda t: t[0], shape=lambda t: t[:, :1], nan=True, others=("nk", "sxx"))
+tensor_rows(EM_MSTEP, "sxx", rank=lambda t: t[0], shape=lambda t: t[:, :1], nan=True, inf=True, others=("nk",))
+choice_rows(EM_MSTEP, "cov_type")
+choice_rows(EM_MSTEP, "backend")
+number_rows(EM_MSTEP, "reg_covar", low=-1.0)
+bad(EM_MSTEP, "full-sxx-diag-shape", ValueError, "sxx", cov_type="full")
 
 # -- Gibbs
 tensor_rows(GIBBS, "x", rank=lambda t: t[0], nan=True, inf=True, dtype=False, meta=False)

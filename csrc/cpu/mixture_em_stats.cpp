@@ -23,6 +23,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "gmmkernels/aten_utils.h"
@@ -670,4 +671,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 }  // namespace
 }  // namespace gmmkernels
 
-TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) { m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cpu); }
+namespace gmmkernels {
+namespace {
+
+// mixture_em_mstep on CPU: the normalisers of each mixture, then the components in parallel (each a few
+// O(D^3) loops of the shared header; nothing to vectorise at these sizes).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cpu(
+    const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind, double reg_covar) {
+  namespace M = mixture_em_stats;
+  const auto z = M::check_mstep_inputs(nk, sx, sxx, cov_kind, reg_covar, c10::DeviceType::CPU);
+  const int64_t B = z.B, K = z.K, D = z.D;
+  auto out = M::mstep_outputs(z, cov_kind, nk.options());
+  auto& [logits, means, scale, prec, logc, ok] = out;
+  auto nkc = nk.contiguous(), sxc = sx.contiguous(), sxxc = sxx.contiguous();
+  const bool full = cov_kind == M::kFull;
+  const int64_t s2 = full ? D * D : D, sc = full ? D * D : cov_kind == M::kSpherical ? 1 : D;
+  AT_DISPATCH_FLOATING_TYPES(nk.scalar_type(), "mixture_em_mstep_cpu", [&] {
+    using T = scalar_t;
+    const T eps = T(10) * std::numeric_limits<T>::epsilon();
+    const bool low = !std::is_same<T, double>::value;
+    const T* n = nkc.const_data_ptr<T>();
+    std::vector<T> total(B), lse(B);
+    for (int64_t b = 0; b < B; ++b) M::mstep_normalisers(n + b * K, K, eps, &total[b], &lse[b]);
+    const T* s1 = sxc.const_data_ptr<T>();
+    const T* s2p = sxxc.const_data_ptr<T>();
+    T *lg = logits.data_ptr<T>(), *mu = means.data_ptr<T>(), *scl = scale.data_ptr<T>(), *W = prec.data_ptr<T>();
+    T* lc = logc.data_ptr<T>();
+    bool* okp = ok.data_ptr<bool>();
+    const int64_t grain = std::max<int64_t>(1, 4096 / (full ? D * D * D + 1 : 4 * D + 1));
+    at::parallel_for(0, B * K, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t q = lo; q < hi; ++q) {
+        const int64_t b = q / K;
+        okp[q] = M::mstep_component<T>(n[q], s1 + q * D, s2p + q * s2, D, static_cast<int>(cov_kind), low,
+                                       static_cast<T>(reg_covar), eps, total[b], lse[b], lg + q, mu + q * D,
+                                       scl + q * sc, W + q * (full ? D * D : D), lc + q);
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+}  // namespace gmmkernels
+
+TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) {
+  m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cpu);
+  m.impl("mixture_em_mstep", &gmmkernels::mixture_em_mstep_cpu);
+}

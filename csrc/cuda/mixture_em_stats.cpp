@@ -45,7 +45,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {lp, rl, nk, sx, sxx, resp};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cuda(
+    const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind, double reg_covar) {
+  namespace M = mixture_em_stats;
+  const auto z = M::check_mstep_inputs(nk, sx, sxx, cov_kind, reg_covar, c10::DeviceType::CUDA);
+  TORCH_CHECK(z.B < INT32_MAX, "mixture_em_mstep: too many mixtures in one CUDA call (B=", z.B, "); split the batch");
+  const c10::cuda::CUDAGuard guard(nk.device());
+  auto out = M::mstep_outputs(z, cov_kind, nk.options());
+  auto& [logits, means, scale, prec, logc, ok] = out;
+  auto nkc = nk.contiguous(), sxc = sx.contiguous(), sxxc = sxx.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(nk.scalar_type(), "mixture_em_mstep_cuda", [&] {
+    check_launch(launch_mixture_em_mstep<scalar_t>(
+                     nkc.const_data_ptr<scalar_t>(), sxc.const_data_ptr<scalar_t>(), sxxc.const_data_ptr<scalar_t>(),
+                     logits.data_ptr<scalar_t>(), means.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(),
+                     prec.data_ptr<scalar_t>(), logc.data_ptr<scalar_t>(), ok.data_ptr<bool>(), z.B, z.K, z.D,
+                     static_cast<int>(cov_kind), static_cast<scalar_t>(reg_covar), current_stream()),
+                 "mixture_em_mstep");
+  });
+  return out;
+}
+
 }  // namespace
 }  // namespace gmmkernels
 
-TORCH_LIBRARY_IMPL(gmmkernels, CUDA, m) { m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cuda); }
+TORCH_LIBRARY_IMPL(gmmkernels, CUDA, m) {
+  m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cuda);
+  m.impl("mixture_em_mstep", &gmmkernels::mixture_em_mstep_cuda);
+}

@@ -10,6 +10,7 @@
 //   r[row][4 components] x F[row][8 features] to 32 register accumulators. Only the split's partial sums leave the
 //   block: the N x K responsibilities never reach global memory.
 // Pass 3 (reduce_kernel): partial sums added in split order, unpacked into nk, sx, sxx; pass-1 sums into lp, rl.
+// mixture_em_mstep (mstep_kernel): one block per mixture, one thread per component.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -467,6 +468,28 @@ cudaError_t launch_stats(const T* x, int64_t x_bstride, const T* W, const T* wmu
   return cudaGetLastError();
 }
 
+// M-step (mixture_em_mstep): one block per mixture. Its first thread sums the weights' normalisers (in index order,
+// as the CPU kernel does), then the block's threads take one component each: the header's mstep_component, with
+// the D x D work matrices of a full covariance in the outputs scale and W themselves (global memory; the dispatcher
+// keeps D small enough for that).
+template <typename T>
+__global__ void mstep_kernel(const T* __restrict__ nk, const T* __restrict__ sx, const T* __restrict__ sxx,
+                             T* __restrict__ logits, T* __restrict__ mu, T* __restrict__ scale, T* __restrict__ W,
+                             T* __restrict__ logc, bool* __restrict__ ok, int64_t K, int64_t D, int kind, T reg, T eps,
+                             bool low) {
+  __shared__ T norm[2];
+  const int64_t b = blockIdx.x;
+  if (threadIdx.x == 0) mstep_normalisers(nk + b * K, K, eps, &norm[0], &norm[1]);
+  __syncthreads();
+  const bool full = kind == kFull;
+  const int64_t s2 = full ? D * D : D, sc = full ? D * D : kind == kSpherical ? 1 : D;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+    const int64_t q = b * K + k;
+    ok[q] = mstep_component<T>(nk[q], sx + q * D, sxx + q * s2, D, kind, low, reg, eps, norm[0], norm[1], logits + q,
+                               mu + q * D, scale + q * sc, W + q * s2, logc + q);
+  }
+}
+
 }  // namespace
 }  // namespace gmmkernels
 
@@ -517,3 +540,18 @@ cudaError_t gmmkernels::launch_mixture_em_stats(const T* x, int64_t x_bstride, c
 }
 
 GMMK_INSTANTIATE_LAUNCHER(launch_mixture_em_stats)
+
+template <typename T>
+cudaError_t gmmkernels::launch_mixture_em_mstep(const T* nk, const T* sx, const T* sxx, T* logits, T* means, T* scale,
+                                                T* W, T* logc, bool* ok, int64_t B, int64_t K, int64_t D, int cov_kind,
+                                                T reg_covar, cudaStream_t stream) {
+  if (B == 0) return cudaSuccess;
+  const bool dbl = sizeof(T) == sizeof(double);
+  const T eps = T(10) * (dbl ? T(2.220446049250313e-16) : T(1.1920928955078125e-07));
+  const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(K, 32) * 32));
+  mstep_kernel<T><<<(unsigned)B, threads, 0, stream>>>(nk, sx, sxx, logits, means, scale, W, logc, ok, K, D, cov_kind,
+                                                       reg_covar, eps, !dbl);
+  return cudaGetLastError();
+}
+
+GMMK_INSTANTIATE_LAUNCHER(launch_mixture_em_mstep)

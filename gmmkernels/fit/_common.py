@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .. import _validate as V
 from ..mixture import GaussianMixture
+from ..reference.mixture_em_stats import em_covariances
 
 COV_TYPES = V.COV_TYPES
 INITS = ("kmeans", "k-means++", "random")
@@ -128,28 +129,9 @@ def check_vb_priors(fn: str, x: Tensor, cov_type: str, prior_type, weight_concen
 
 
 def covariances(nk, sx, sxx, cov_type, reg_covar):
-    """Means and covariances from sufficient statistics, scikit-learn's ``_estimate_gaussian_parameters``."""
-    eps = 10 * torch.finfo(nk.dtype).eps
-    nk = nk + eps
-    mu = sx / nk[..., None]
-    low = nk.dtype != torch.float64  # one-pass E[x^2] - E[x]^2 can go slightly negative by rounding: clamp / project
-    if cov_type == "full":
-        D = mu.shape[-1]
-        cov = sxx / nk[..., None, None] - mu[..., :, None] * mu[..., None, :]
-        cov = 0.5 * (cov + cov.transpose(-1, -2))
-        # the projection onto the positive semi-definite cone changes nothing but rounding where cov is already
-        # positive definite, so the eigendecompositions (the M-step's largest host cost) run only when a Cholesky
-        # factorisation of some component fails
-        if low and bool((torch.linalg.cholesky_ex(cov).info != 0).any()):
-            lam, Q = torch.linalg.eigh(cov)
-            cov = (Q * lam.clamp_min(0).unsqueeze(-2)) @ Q.transpose(-1, -2)
-        cov = cov + reg_covar * torch.eye(D, dtype=mu.dtype, device=mu.device)
-    else:
-        cov = sxx / nk[..., None] - mu * mu
-        cov = (cov.clamp_min(0) if low else cov) + reg_covar
-        if cov_type == "spherical":
-            cov = cov.mean(-1)
-    return nk, mu, cov
+    """(n_k, means, covariances) from sufficient statistics, scikit-learn's ``_estimate_gaussian_parameters`` (the
+    host M-step: gmmkernels/reference/mixture_em_stats.py, em_covariances)."""
+    return em_covariances(nk, sx, sxx, cov_type, reg_covar)
 
 
 def scale_from_cov(fn: str, cov: Tensor, cov_type: str) -> Tensor:

@@ -7,8 +7,10 @@
 * Either one can sum its statistics over the processes of a ``torch.distributed`` group (one all-reduce per
   iteration): every process then takes the same M-step, so the fit equals the single-process fit on all the data.
 
-``stats(logits, means, scale, cov_type)`` returns :class:`Stats` (sums over every point, per mixture); the
-parameters are in the centred coordinates of the data (the source subtracts ``shift`` from each chunk).
+``stats(logits, means, scale, cov_type, kparams=None)`` returns :class:`Stats` (sums over every point, per mixture);
+the parameters are in the centred coordinates of the data (the source subtracts ``shift`` from each chunk), and
+``kparams`` = (prec, logc) are their kernel parameters when the native M-step computed them (else they are derived
+here). :func:`mstep_backend` says which M-step an EM fit takes.
 """
 from __future__ import annotations
 
@@ -46,8 +48,19 @@ def pass_backend(fn: str, backend: str, device: torch.device, dtype: torch.dtype
     return _dispatch.select(fn, "mixture_em_stats", backend, device, dtype, cov_type=cov_type, D=D)
 
 
-def one_pass(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str, backend: str) -> Stats:
-    """The statistics of x3 [B or 1, n, D] (centred) under the mixtures (logits [B, K], means [B, K, D], scale)."""
+def mstep_backend(pass_b: str, device: torch.device, dtype: torch.dtype, cov_type: str, D: int) -> Optional[str]:
+    """The native M-step (``mixture_em_mstep``) of an EM fit whose pass runs on ``pass_b``: the device's native
+    kernel where it can run, or None (the host path of torch ops; always for ``backend="reference"``)."""
+    if pass_b == "reference" or not _dispatch.can_run("mixture_em_stats", device.type, device, dtype,
+                                                      op="mixture_em_mstep", cov_type=cov_type, D=D):
+        return None
+    return device.type
+
+
+def one_pass(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str, backend: str,
+             kparams=None) -> Stats:
+    """The statistics of x3 [B or 1, n, D] (centred) under the mixtures (logits [B, K], means [B, K, D], scale).
+    ``kparams``: the kernel parameters (prec, logc) of these mixtures when the M-step computed them already."""
     K, D = means.shape[-2:]
     full = cov_type == "full"
     if backend.startswith("two-step:"):
@@ -57,9 +70,12 @@ def one_pass(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type:
         rl = torch.where(r == 0, torch.zeros_like(r), r * torch.log(r)).sum((-1, -2))
         nk, sx, sxx = mixture_suffstats(x3, r, full)
         return Stats(st.log_prob.sum(-1), rl, nk, sx, sxx)
-    prec, logc = _kernel_params(logits, scale, cov_type, K, D)
-    B = means.shape[0]
-    prec = prec.expand(B, K, D).contiguous() if cov_type == "spherical" else prec
+    if kparams is not None:
+        prec, logc = kparams
+    else:
+        prec, logc = _kernel_params(logits, scale, cov_type, K, D)
+        B = means.shape[0]
+        prec = prec.expand(B, K, D).contiguous() if cov_type == "spherical" else prec
     lp, rl, nk, sx, sxx, _ = em_stats_kernel(x3, means, prec, logc, full, False, backend)
     return Stats(lp, rl, nk, sx, sxx)
 
@@ -89,8 +105,8 @@ class InMemory:
             dist.all_reduce(n, group=group)
         self.n = int(n.item())
 
-    def stats(self, logits, means, scale, cov_type) -> Stats:
-        st = one_pass(self.xc, logits, means, scale, cov_type, self.backend)
+    def stats(self, logits, means, scale, cov_type, kparams=None) -> Stats:
+        st = one_pass(self.xc, logits, means, scale, cov_type, self.backend, kparams)
         return Stats(*all_reduce(st, self.group)) if self.distributed else st
 
 
@@ -151,6 +167,6 @@ class Chunked:
             tot = all_reduce(tot, self.group)
         return tot
 
-    def stats(self, logits, means, scale, cov_type) -> Stats:
-        tot = self.sum(lambda c: list(one_pass(c, logits, means, scale, cov_type, self.backend)))
+    def stats(self, logits, means, scale, cov_type, kparams=None) -> Stats:
+        tot = self.sum(lambda c: list(one_pass(c, logits, means, scale, cov_type, self.backend, kparams)))
         return Stats(*(t.to(self.dtype) for t in tot))

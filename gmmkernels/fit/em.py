@@ -25,11 +25,12 @@ import torch
 from torch import Tensor
 
 from ..mixture import GaussianMixture
+from ..ops.mixture_em_stats import em_mstep_kernel
 from ..ops.mixture_suffstats import mixture_suffstats
 from .. import _validate as V
 from ._common import (Convergence, FitResult, check_em_init, check_fit_inputs, covariances, init_resp, scale_from_cov,
                       scale_from_precision)
-from ._data import InMemory, pass_backend
+from ._data import InMemory, mstep_backend, pass_backend
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 INIT_METHODS = ("kmeans", "k-means++", "random")  # the method names of init_resp (gmmkernels/fit/_common.py)
@@ -134,18 +135,36 @@ def initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_
 
 def em_iterations(fn, data, logits, means, scale, cov_type, reg_covar, conv, max_iter):
     """EM from (logits, means, scale) until every mixture has converged or ``max_iter``: per iteration one pass over
-    ``data`` (gmmkernels/fit/_data.py) for the lower bound and the statistics, then the closed-form M-step.
+    ``data`` (gmmkernels/fit/_data.py) for the lower bound and the statistics, then the closed-form M-step (the
+    native ``mixture_em_mstep``, which also gives the next pass its kernel parameters, or the host path).
     Converged mixtures keep their parameters (``conv``, gmmkernels/fit/_common.py). Returns the final parameters."""
+    mstep = mstep_backend(data.backend, means.device, means.dtype, cov_type, means.shape[-1])
+    kparams = None  # (prec, logc) of the current parameters, when the native M-step computed them
     for it in range(1, max_iter + 1):
-        st = data.stats(logits, means, scale, cov_type)
+        st = data.stats(logits, means, scale, cov_type, kparams)
         lb = st.lp / data.n
-        nk, mu_new, cov = covariances(st.nk, st.sx, st.sxx, cov_type, reg_covar)
-        sc_new = scale_from_cov(fn, cov, cov_type)
-        lg_new = (nk / nk.sum(-1, keepdim=True)).log()
-        logits, means, scale = conv.keep(lg_new, logits), conv.keep(mu_new, means), conv.keep(sc_new, scale)
+        lg_new, mu_new, sc_new, kp_new = m_step(fn, st, cov_type, reg_covar, mstep)
+        if conv.any_converged:  # the kept parameters' kernel parameters are derived again in the next pass
+            logits, means, scale = conv.keep(lg_new, logits), conv.keep(mu_new, means), conv.keep(sc_new, scale)
+            kparams = None
+        else:
+            logits, means, scale, kparams = lg_new, mu_new, sc_new, kp_new
         if conv.update(it, lb):
             break
     return logits, means, scale
+
+
+def m_step(fn, st, cov_type, reg_covar, mstep):
+    """(logits, means, scale, kernel parameters or None) of the M-step from the statistics ``st``: the native
+    ``mixture_em_mstep`` on backend ``mstep``, or the host path when ``mstep`` is None or when some component's
+    covariance needs what only the host path does (the float32 projection onto the PSD cone, or the error that
+    names the fix)."""
+    if mstep is not None:
+        p = em_mstep_kernel(st.nk, st.sx, st.sxx, cov_type, reg_covar, mstep)
+        if bool(p.ok.all()):
+            return p.logits, p.means, p.scale, (p.prec, p.logc)
+    nk, mu, cov = covariances(st.nk, st.sx, st.sxx, cov_type, reg_covar)
+    return (nk / nk.sum(-1, keepdim=True)).log(), mu, scale_from_cov(fn, cov, cov_type), None
 
 
 def em_result(logits, means, scale, shift, batch, cov_type, conv) -> FitResult:

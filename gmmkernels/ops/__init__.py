@@ -10,6 +10,7 @@ kernels and autograd formulas of its native ops.
   mixture_suffstats  mixture_suffstats (EM / VB M-step statistics)
   gibbs_sweep        gibbs_sweep, GibbsPrior (Gibbs sampler sweep)
   mgdm_step          mgdm_vi_step, mgdm_bridge (MGDM Gauss_VI step and bridge draw)
+  mixture_em_stats   mixture_em_stats, mixture_em_mstep (one EM / VB pass fused; EM's M-step)
 
 The functions are re-exported by the package root (``gmmkernels.mixture_stats`` ...); this package does not
 re-export them, so ``gmmkernels.ops.mixture_stats`` is always the module.

@@ -1,6 +1,8 @@
-"""Public op: one EM / VB iteration's E-step and sufficient statistics in one pass over the data.
+"""Public ops: one EM / VB iteration's E-step and sufficient statistics in one pass over the data, and EM's M-step
+from those statistics.
 
     mixture_em_stats(x, logits, means, scale, cov_type="diag", *, with_resp=False, backend="auto") -> EMStats
+    mixture_em_mstep(nk, sx, sxx, cov_type="diag", *, reg_covar=1e-6, backend="auto") -> EMParams
 
 Arguments as :func:`gmmkernels.mixture_stats` (x [..., N, D], logits [..., K], means [..., K, D], scale: diag
 [..., K, D], spherical [..., K], full [..., K, D, D] Cholesky factors; leading dimensions broadcast). Returns
@@ -12,12 +14,19 @@ in cache and never write N x K unless asked; they sum in a fixed order (no atomi
 EM's M-step and lower bound, VB's M-step and ELBO, and chunked or distributed fits (whose statistics are sums over
 the data) are built on it in gmmkernels/fit/. Equations: docs/kernels.md (mixture_em_stats).
 
+``mixture_em_mstep`` is the closed-form M-step of EM (scikit-learn's ``_estimate_gaussian_parameters`` and
+precision Cholesky factors) for a batch of mixtures, with the kernel parameters of the next pass, in one native call
+(one thread per component; a fit's host side is then a handful of calls per iteration instead of dozens of small
+torch ops). Its ``ok`` flags mark components whose covariance is not positive definite; their other outputs are
+unspecified, and the fitting loops redo such an iteration on the host path (which projects or raises).
+
 backend: "auto" | "reference" | "cpu" | "cuda" (gmmkernels/_dispatch.py). Dtypes: float32 and float64; float16 and
 bfloat16 are computed in float32 and cast back. Not differentiable (statistics of an iteration; use mixture_stats
 for gradients of log p).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -29,6 +38,8 @@ from ..reference import mixture_em_stats as _ref
 from .mixture_stats import _kernel_params
 
 EMStats = _ref.EMStats
+EMParams = _ref.EMParams
+COV_KINDS = {"diag": 0, "spherical": 1, "full": 2}  # cov_kind of the native op
 
 
 def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str = "diag", *,
@@ -63,11 +74,64 @@ def em_stats_kernel(x3: Tensor, means: Tensor, prec: Tensor, logc: Tensor, full:
     """The kernel-level call of the fitting loops (gmmkernels/fit/): x3 [B or 1, N, D], means [B, K, D], prec = W
     (diag [B, K, D], full lower-triangular [B, K, D, D]), logc [B, K], all of one dtype and device; no value checks.
     ``backend`` is a name :func:`gmmkernels._dispatch.select` already accepted ("reference" or native). Returns the
-    tuple of the native op."""
+    tuple of the native op, which runs below the autograd layer (no gradient; not for torch.compile)."""
     if backend == "reference":
         lp, rl, nk, sx, sxx, r = _ref.mixture_em_stats_kernel_ref(x3, means, prec, logc, full)
         return lp, rl, nk, sx, sxx, (r if with_resp else r.new_empty((0,)))
-    return torch.ops.gmmkernels.mixture_em_stats(x3, means, prec, logc, full, with_resp)
+    with _below_autograd():
+        return torch.ops.gmmkernels.mixture_em_stats.default(x3, means, prec, logc, full, with_resp)
+
+
+def mixture_em_mstep(nk: Tensor, sx: Tensor, sxx: Tensor, cov_type: str = "diag", *, reg_covar: float = 1e-6,
+                     backend: str = "auto") -> EMParams:
+    """EM's M-step from the statistics of :func:`mixture_em_stats` of a batch of mixtures: nk [..., K], sx [..., K, D],
+    sxx [..., K, D] (diag, spherical) or [..., K, D, D] (full). Returns ``EMParams(logits, means, scale, prec, logc,
+    ok)``: the next mixture (its ``scale`` as :func:`mixture_stats` takes it), the kernel arguments of its pass
+    (``prec`` = W, ``logc``; docs/kernels.md (mixture_em_stats)) and per-component ``ok`` flags (False where the
+    covariance plus ``reg_covar`` is not positive definite, or, in float32 with full covariances, has no Cholesky
+    factor before the regularisation; the other outputs of such a component are unspecified)."""
+    fn = "mixture_em_mstep"
+    V.choice(fn, "cov_type", cov_type, tuple(COV_KINDS))
+    V.tensors(fn, [("nk", nk), ("sx", sx), ("sxx", sxx)])
+    if nk.dim() < 1 or nk.shape[-1] < 1:
+        raise ValueError(f"{fn}: argument 'nk' must have shape [..., K] with K >= 1, got {list(nk.shape)}")
+    batch, K = nk.shape[:-1], nk.shape[-1]
+    if sx.dim() < 1:
+        raise ValueError(f"{fn}: argument 'sx' must have shape [..., K={K}, D], got {list(sx.shape)}")
+    D = sx.shape[-1]
+    V.shape(fn, "sx", sx, (*batch, K, D), "[..., K, D]")
+    full = cov_type == "full"
+    V.shape(fn, "sxx", sxx, (*batch, K, D, D) if full else (*batch, K, D), "[..., K, D, D]" if full else "[..., K, D]")
+    if D < 1:
+        raise ValueError(f"{fn}: argument 'sx' has D=0 dimensions")
+    reg_covar = V.number(fn, "reg_covar", reg_covar, lo=0.0)
+    for name, t in (("nk", nk), ("sx", sx), ("sxx", sxx)):
+        V.finite(fn, name, t)
+    b = _dispatch.select(fn, "mixture_em_stats", backend, nk.device, nk.dtype, op=fn, cov_type=cov_type, D=D)
+    out_dtype = nk.dtype
+    B = math.prod(batch)
+    args = [t.to(torch.float32) if out_dtype in (torch.float16, torch.bfloat16) else t for t in (nk, sx, sxx)]
+    args = [t.reshape(B, *t.shape[len(batch):]) for t in args]
+    if b == "reference":
+        out = _ref.mixture_em_mstep_ref(*args, cov_type, reg_covar)
+    else:
+        out = torch.ops.gmmkernels.mixture_em_mstep(*args, COV_KINDS[cov_type], reg_covar)
+    return EMParams(*(t.reshape(*batch, *t.shape[1:]).to(out_dtype if t.is_floating_point() else t.dtype) for t in out))
+
+
+def em_mstep_kernel(nk: Tensor, sx: Tensor, sxx: Tensor, cov_type: str, reg_covar: float, backend: str) -> EMParams:
+    """The kernel-level M-step of the fitting loops: nk [B, K], sx [B, K, D], sxx [B, K, D] or [B, K, D, D], one
+    dtype and device, no value checks; ``backend`` is "reference" or native (already selected). Not differentiable
+    and not traceable by torch.compile (the native op runs below the autograd layer): the public op is."""
+    if backend == "reference":
+        return _ref.mixture_em_mstep_ref(nk, sx, sxx, cov_type, reg_covar)
+    with _below_autograd():
+        return EMParams(*torch.ops.gmmkernels.mixture_em_mstep.default(nk, sx, sxx, COV_KINDS[cov_type], float(reg_covar)))
+
+
+# The fitting loops call the native ops below the autograd layer: their statistics and parameters carry no gradient,
+# and the Python autograd kernels of torch.library (which only refuse gradients here) cost more than the M-step.
+_below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nullcontext)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,3 +157,22 @@ if _backend.has_schema("mixture_em_stats"):
                            "iteration (use mixture_stats for gradients of log p, or backend='reference')")
 
     torch.library.register_autograd("gmmkernels::mixture_em_stats", _backward, setup_context=_setup)
+
+
+if _backend.has_schema("mixture_em_mstep"):
+
+    @torch.library.register_fake("gmmkernels::mixture_em_mstep")
+    def _mixture_em_mstep_fake(nk, sx, sxx, cov_kind, reg_covar):
+        torch._check(nk.dim() == 2 and sx.dim() == 3, lambda: "mixture_em_mstep: nk [B,K] and sx [B,K,D] expected")
+        B, K, D = sx.shape
+        full = cov_kind == 2
+        scale = nk.new_empty((B, K, D, D) if full else (B, K) if cov_kind == 1 else (B, K, D))
+        prec = nk.new_empty((B, K, D, D) if full else (B, K, D))
+        return (nk.new_empty((B, K)), nk.new_empty((B, K, D)), scale, prec, nk.new_empty((B, K)),
+                nk.new_empty((B, K), dtype=torch.bool))
+
+    def _mstep_backward(ctx, *grads):
+        raise RuntimeError("gmmkernels.mixture_em_mstep has no derivative: it is the closed-form update of an EM "
+                           "iteration (use backend='reference' to differentiate through it)")
+
+    torch.library.register_autograd("gmmkernels::mixture_em_mstep", _mstep_backward, setup_context=_setup)

@@ -219,3 +219,197 @@ def test_bad_inputs():
             op(x3, m3, p3, c2, True, False)
         with pytest.raises(RuntimeError, match="mixture_em_stats: argument 'logc' must have shape"):
             op(x3, m3, p3, c2[:, :2], False, False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# mixture_em_mstep: EM's M-step and the next pass's kernel parameters
+
+MSTEP_FIELDS = ("logits", "means", "scale", "prec", "logc")
+
+
+def _mstep_native(device):
+    if not _backend.has_kernel("mixture_em_mstep", "CUDA" if device == "cuda" else "CPU"):
+        pytest.skip("no native mixture_em_mstep kernel")
+
+
+def _stats(B, N, K, D, full, dtype, seed=0, batch=None):
+    """The statistics of random data under random responsibilities (a component may get almost no weight)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, N, D, dtype=torch.float64, generator=g) * 2 + 0.5
+    r = torch.rand(B, N, K, dtype=torch.float64, generator=g) ** 3
+    r = r / r.sum(-1, keepdim=True)
+    nk, sx, sxx = ref.mixture_suffstats_ref(x, r, full)
+    out = [t.to(dtype) for t in (nk, sx, sxx)]
+    return [t.reshape(*batch, *t.shape[1:]) for t in out] if batch else out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1, 50, 1, 1), (2, 300, 5, 3), (3, 400, 17, 8), (1, 2000, 40, 16)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_mstep_matches_reference(device, cov, dtype, shape):
+    """The native M-step equals the float64 reference computed from the same (rounded) statistics."""
+    _mstep_native(device)
+    B, N, K, D = shape
+    full = cov == "full"
+    stats = _stats(B, N, K, D, full, dtype, seed=K)
+    got = gmmkernels.mixture_em_mstep(*(t.to(device) for t in stats), cov, reg_covar=1e-6, backend=device)
+    want = ref.mixture_em_mstep_ref(*(t.double() for t in stats), cov, 1e-6)
+    assert got.ok.dtype == torch.bool and got.ok.shape == (B, K)
+    assert bool(got.ok.all()) and bool(want.ok.all())
+    tol = dict(rtol=1e-11, atol=1e-11) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-5)
+    for name in MSTEP_FIELDS:
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a.double().cpu(), b, **tol, msg=lambda m: f"{name}: {m}")
+    if full:  # exact zeros above the diagonal of the factor and of its inverse
+        assert bool((got.scale.triu(1) == 0).all()) and bool((got.prec.triu(1) == 0).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+def test_mstep_public_op_batch_and_half(device, cov):
+    """Leading dimensions of any rank, and float16 computed in float32 and cast back."""
+    _mstep_native(device)
+    full = cov == "full"
+    stats = _stats(6, 80, 4, 3, full, torch.float32, seed=3, batch=(2, 3))
+    want = gmmkernels.mixture_em_mstep(*stats, cov, backend="reference")
+    got = gmmkernels.mixture_em_mstep(*(t.to(device) for t in stats), cov)
+    assert got.logits.shape == (2, 3, 4) and got.means.shape == (2, 3, 4, 3)
+    for name in MSTEP_FIELDS:
+        torch.testing.assert_close(getattr(got, name).cpu(), getattr(want, name), rtol=2e-4, atol=2e-5)
+    half = gmmkernels.mixture_em_mstep(*(t.to(device).half() for t in stats), cov)
+    assert half.logc.dtype == torch.float16 and half.ok.dtype == torch.bool
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_mstep_flags_degenerate_components(device, backend):
+    """ok is False exactly where the covariance is not positive (definite): a component without points when
+    reg_covar = 0, and, in float32 with full covariances, one that is singular before the regularisation."""
+    if backend == "native":
+        _mstep_native(device)
+    b = device if backend == "native" else "reference"
+    for cov in COVS:
+        full = cov == "full"
+        for dtype in (torch.float32, torch.float64):
+            nk, sx, sxx = (t.to(device) for t in _stats(1, 200, 3, 2, full, dtype, seed=1))
+            # component 1 has lost its points: covariance exactly 0 before the regularisation
+            nk[0, 1], sx[0, 1], sxx[0, 1] = 0.0, 0.0, 0.0
+            out = gmmkernels.mixture_em_mstep(nk, sx, sxx, cov, reg_covar=0.0, backend=b)
+            assert out.ok.tolist() == [[True, False, True]], (cov, dtype)
+            out = gmmkernels.mixture_em_mstep(nk, sx, sxx, cov, reg_covar=1e-3, backend=b)
+            # float32 full: singular before the regularisation -> the fitting loop's host path projects it
+            assert out.ok.tolist() == [[True, not (full and dtype == torch.float32), True]], (cov, dtype)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_fit_em_native_mstep_equals_host_mstep(device, cov, dtype, monkeypatch):
+    """fit_em with the native M-step ends where the host path of torch ops ends (rounding apart)."""
+    _mstep_native(device)
+    import gmmkernels.fit.em as em
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(300, 3, generator=g) + 4 * torch.randn(3, generator=g) for _ in range(4)])
+    x = x.to(device=device, dtype=dtype).expand(2, -1, -1).contiguous()
+    kw = dict(max_iter=15, tol=0.0, init="random", generator=torch.Generator().manual_seed(1))
+    assert em.mstep_backend("auto", x.device, dtype, cov, 3) == device
+    native = gmmkernels.fit_em(x, 4, cov, **kw)
+    monkeypatch.setattr(em, "mstep_backend", lambda *a: None)
+    kw["generator"] = torch.Generator().manual_seed(1)
+    host = gmmkernels.fit_em(x, 4, cov, **kw)
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-3, atol=2e-4)
+    torch.testing.assert_close(native.lower_bound, host.lower_bound, **tol)
+    for a, b in zip((native.mixture.logits, native.mixture.means, native.mixture.scale),
+                    (host.mixture.logits, host.mixture.means, host.mixture.scale)):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_fit_em_m_step_falls_back_to_host_path():
+    """fit_em's M-step takes the native op's results where every component is ok, and the host path (projection
+    onto the PSD cone in float32, or the error naming the fix) where one is flagged."""
+    _mstep_native("cpu")
+    from gmmkernels.fit import em
+    from gmmkernels.fit._common import covariances
+    from gmmkernels.fit._data import Stats
+
+    nk, sx, sxx = _stats(1, 200, 3, 2, True, torch.float32, seed=1)
+    lg, mu, sc, kp = em.m_step("fit_em", Stats(None, None, nk, sx, sxx), "full", 1e-3, "cpu")
+    assert kp is not None  # native: the next pass's kernel parameters come with it
+    nk[0, 1], sx[0, 1], sxx[0, 1] = 0.0, 0.0, 0.0  # a component without points: singular before reg_covar
+    lg, mu, sc, kp = em.m_step("fit_em", Stats(None, None, nk, sx, sxx), "full", 1e-3, "cpu")
+    assert kp is None  # the host path
+    n, m, c = covariances(nk, sx, sxx, "full", 1e-3)
+    torch.testing.assert_close(sc, torch.linalg.cholesky(c))
+    torch.testing.assert_close(mu, m)
+    with pytest.raises(ValueError, match="fit_em: fitting failed because some components have ill-defined"):
+        em.m_step("fit_em", Stats(None, None, nk.double(), sx.double(), sxx.double()), "full", 0.0, "cpu")
+    with pytest.raises(ValueError, match="fit_em: fitting failed because some components have non-positive"):
+        em.m_step("fit_em", Stats(None, None, nk.double(), sx.double(), sxx.double().diagonal(0, -2, -1)), "diag",
+                  0.0, "cpu")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov_kind", [0, 1, 2], ids=COVS)
+def test_mstep_opcheck(device, cov_kind):
+    _mstep_native(device)
+    stats = [t.to(device) for t in _stats(2, 60, 3, 2, cov_kind == 2, torch.float64, seed=4)]
+    torch.library.opcheck(torch.ops.gmmkernels.mixture_em_mstep.default, (*stats, cov_kind, 1e-6))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mstep_torch_compile_fullgraph(device):
+    _mstep_native(device)
+    stats = [t.to(device) for t in _stats(2, 60, 3, 2, True, torch.float64, seed=4)]
+
+    def f(nk, sx, sxx):
+        p = gmmkernels.mixture_em_mstep(nk, sx, sxx, "full")
+        return p.logc, p.prec
+
+    eager = f(*stats)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(*stats)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(a, b)
+
+
+def test_mstep_native_op_refuses_gradients():
+    _mstep_native("cpu")
+    nk, sx, sxx = _stats(1, 40, 2, 2, False, torch.float64)
+    sx.requires_grad_()
+    out = gmmkernels.mixture_em_mstep(nk, sx, sxx, "diag", backend="cpu")
+    with pytest.raises(RuntimeError, match="mixture_em_mstep has no derivative"):
+        out.logc.sum().backward()
+
+
+def test_mstep_bad_inputs():
+    nk, sx, sxx = _stats(2, 40, 3, 2, False, torch.float64)
+    f = gmmkernels.mixture_em_mstep
+    with pytest.raises(ValueError, match="mixture_em_mstep: argument 'cov_type'"):
+        f(nk, sx, sxx, "tied")
+    with pytest.raises(ValueError, match=r"mixture_em_mstep: argument 'sxx' must have shape \[\.\.\., K, D, D\]"):
+        f(nk, sx, sxx, "full")
+    with pytest.raises(ValueError, match="mixture_em_mstep: argument 'sx' must have shape"):
+        f(nk, sx[:, :2], sxx)
+    with pytest.raises(TypeError, match="mixture_em_mstep: argument 'sx' has dtype"):
+        f(nk, sx.float(), sxx)
+    with pytest.raises(ValueError, match="mixture_em_mstep: argument 'reg_covar' must be a finite number >= 0"):
+        f(nk, sx, sxx, reg_covar=-1.0)
+    with pytest.raises(ValueError, match="mixture_em_mstep: argument 'nk' contains NaN"):
+        f(nk * float("nan"), sx, sxx)
+    with pytest.raises(ValueError, match="mixture_em_mstep: argument 'backend'"):
+        f(nk, sx, sxx, backend="triton")
+    if _backend.has_kernel("mixture_em_mstep", "CPU"):
+        op = torch.ops.gmmkernels.mixture_em_mstep
+        with pytest.raises(RuntimeError, match="mixture_em_mstep: argument 'cov_kind' must be 0"):
+            op(nk, sx, sxx, 3, 1e-6)
+        with pytest.raises(RuntimeError, match="mixture_em_mstep: argument 'reg_covar' must be a finite"):
+            op(nk, sx, sxx, 0, float("inf"))
+        with pytest.raises(RuntimeError, match=r"mixture_em_mstep: argument 'sxx' \(full\) must have shape"):
+            op(nk, sx, sxx, 2, 1e-6)
+        with pytest.raises(RuntimeError, match="mixture_em_mstep: argument 'sx' has dtype"):
+            op(nk, sx.float(), sxx, 0, 1e-6)
+        with pytest.raises(RuntimeError, match=r"mixture_em_mstep: argument 'nk' must have shape \[B, K\]"):
+            op(nk[0], sx, sxx, 0, 1e-6)

@@ -35,4 +35,12 @@ cudaError_t launch_mixture_em_stats(const T* x, int64_t x_bstride, const T* W, c
                                     T* nk, T* sx, T* sxx, T* resp, int64_t B, int64_t N, int64_t K, int64_t D,
                                     bool full, T* workspace, cudaStream_t stream);
 
+// M-step: nk [B, K], sx [B, K, D], sxx [B, K, D] or [B, K, D, D] (cov_kind 2, full) -> logits [B, K], means
+// [B, K, D], scale ([B, K, D] diag, [B, K] spherical, [B, K, D, D] full), W ([B, K, D], or [B, K, D, D] full), logc
+// [B, K], ok [B, K] (csrc/include/gmmkernels/mixture_em_stats.h: mstep_component). B < 2^31.
+template <typename T>
+cudaError_t launch_mixture_em_mstep(const T* nk, const T* sx, const T* sxx, T* logits, T* means, T* scale, T* W,
+                                    T* logc, bool* ok, int64_t B, int64_t K, int64_t D, int cov_kind, T reg_covar,
+                                    cudaStream_t stream);
+
 }  // namespace gmmkernels
