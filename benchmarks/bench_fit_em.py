@@ -2,7 +2,7 @@
 against the FMA bound.
 
     python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3]
-        [--cases headline,1e6] [--no-sklearn] [--threads N] [--clock wall|process]
+        [--cases headline,1e6,small,flash] [--no-sklearn] [--threads N] [--clock wall|process]
     python benchmarks/bench_fit_em.py --plot RESULT.json [RESULT.json ...] [--out DIR]
 
 Each case fits the same clustered data (K true clusters, unit spread) from the same initial parameters: uniform
@@ -19,8 +19,9 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
   ``benchmarks/_harness.measure_peak_memory``) beside the sizes of the data (N x D) and of the N x K
   responsibilities that a materialising iteration would hold.
 
-Cases: 'headline' = the README's sizes (diag N = 1e5, K = 32, D = 16; full N = 5e4, K = 16, D = 8) and '1e6'
-(N = 1e6, same K and D). On CUDA scikit-learn is not run; add 'flash' for N = 1e6, K = 1024, D = 128 (diag).
+Cases: 'headline' = the README's sizes (diag N = 1e5, K = 32, D = 16; full N = 5e4, K = 16, D = 8), '1e6'
+(N = 1e6, same K and D) and 'small' (N = 2000, K = 8, D = 4: the time of an iteration outside its pass, the host
+side, dominates there). On CUDA scikit-learn is not run; add 'flash' for N = 1e6, K = 1024, D = 128 (diag).
 Writes fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1) with the load average before and after, and its
 figure OUT/plots/fit_em__<device>__<UTC>.png (ms per iteration of scikit-learn -- its fit time over the iterations --,
 gmmkernels and the FMA bound); ``--plot`` draws the figure of existing files side by side.
@@ -153,6 +154,10 @@ def main(argv=None) -> int:
             shapes += [("1e6", "diag", 1000000, 32, 16), ("1e6", "full", 1000000, 16, 8)]
         elif c == "flash":
             shapes += [("flash", "diag", 1000000, 1024, 128)]
+        elif c == "small":
+            shapes += [("small", "diag", 2000, 8, 4), ("small", "full", 2000, 8, 4)]
+        else:
+            raise SystemExit(f"--cases: unknown case {c!r} (headline, 1e6, flash, small)")
     use_sk = dev == "cpu" and not args.no_sklearn
     if use_sk:
         from sklearn.mixture import GaussianMixture as SK

@@ -181,14 +181,23 @@ def init_resp(x3: Tensor, K: int, init: str, generator, fn: str, backend: str = 
 
 class Convergence:
     """Per-mixture bookkeeping of an iterative fit: the lower bound, the iteration count and the converged flags of
-    B mixtures. Converged mixtures stop updating (``keep`` selects their old values)."""
+    B mixtures. Converged mixtures stop updating (``keep`` selects their old values). Until some mixture converges,
+    every mixture shares the iteration count, which is kept as a number (``n_iter`` builds the tensor on demand)."""
 
     def __init__(self, B: int, dtype, device, tol: float):
         self.lower = torch.full((B,), -math.inf, dtype=dtype, device=device)
-        self.n_iter = torch.zeros(B, dtype=torch.long, device=device)
+        self._n_iter = torch.zeros(B, dtype=torch.long, device=device)
+        self._it = None  # the shared count while no mixture has converged (None: _n_iter holds the counts)
         self.converged = torch.zeros(B, dtype=torch.bool, device=device)
         self.tol = tol
         self.any_converged = False  # as of the last update (keep() is then the identity)
+
+    @property
+    def n_iter(self) -> Tensor:
+        """Iterations run, per mixture [B]."""
+        if self._it is not None:
+            self._n_iter, self._it = torch.full_like(self._n_iter, self._it), None
+        return self._n_iter
 
     def keep(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` for the mixtures still active, ``old`` for the converged ones (leading dimension B)."""
@@ -198,17 +207,18 @@ class Convergence:
         return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
 
     def update(self, it: int, lb: Tensor) -> bool:
-        """Record iteration ``it`` with lower bounds ``lb`` [B]; True when every mixture has converged."""
+        """Record iteration ``it`` with lower bounds ``lb`` [B] (a fresh tensor the caller does not modify
+        afterwards); True when every mixture has converged."""
         change = lb - self.lower
         if self.any_converged:
             active = ~self.converged
             self.lower = torch.where(active, lb, self.lower)
-            self.n_iter = torch.where(active, torch.full_like(self.n_iter, it), self.n_iter)
+            self._n_iter = torch.where(active, torch.full_like(self.n_iter, it), self.n_iter)
             self.converged = self.converged | (active & (change.abs() < self.tol))
-        else:  # every mixture active: the same values with fewer operations
-            self.lower = lb.to(self.lower.dtype, copy=True)
-            self.n_iter = torch.full_like(self.n_iter, it)
-            self.converged = change.abs() < self.tol
-        done = int(self.converged.sum())  # one read of the flags per iteration
-        self.any_converged = done > 0
-        return done == self.converged.numel()
+            return bool(self.converged.all())
+        # every mixture active: the same values with fewer operations, and one read of the flags
+        self.lower = lb.to(self.lower.dtype)
+        self._it = it
+        self.converged = change.abs() < self.tol
+        self.any_converged = bool(self.converged.any())
+        return self.any_converged and bool(self.converged.all())
