@@ -123,4 +123,13 @@ TORCH_LIBRARY(gmmkernels, m) {
   m.def(
       "mixture_em_mstep(Tensor nk, Tensor sx, Tensor sxx, int cov_kind, float reg_covar) -> (Tensor, Tensor, Tensor, "
       "Tensor, Tensor, Tensor)");
+  // EM iterations without returning to Python (csrc/include/gmmkernels/mixture_em_stats_iterate.h): from the state
+  //   (logits, means, scale, prec, logc) and the lower bound of the last iteration [B], up to max_iter times: pass,
+  //   lower bound sum_n log p / n, M-step, convergence |change| < tol. Stops early where some mixture converges (that
+  //   iteration kept) or the M-step flags a component (not kept). Returns (logits, means, scale, prec, logc, lower,
+  //   converged [B] bool, counts [2] int64 = (iterations kept, 0 max_iter / 1 converged / 2 flagged)).
+  m.def(
+      "mixture_em_iterate(Tensor x, Tensor logits, Tensor means, Tensor scale, Tensor prec, Tensor logc, Tensor lower, "
+      "int cov_kind, float reg_covar, float tol, int max_iter, float n) -> (Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor)");
 }

@@ -31,6 +31,7 @@
 #include "gmmkernels/cpu_vec.h"
 #include "gmmkernels/mixture_em_stats.h"
 #include "gmmkernels/mixture_em_stats_checks.h"
+#include "gmmkernels/mixture_em_stats_iterate.h"
 
 namespace gmmkernels {
 namespace {
@@ -674,7 +675,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 namespace gmmkernels {
 namespace {
 
-// mixture_em_mstep on CPU: the normalisers of each mixture, then the components in parallel (each a few
+// mixture_em_mstep on CPU: the weights' normaliser of each mixture, then the components in parallel (each a few
 // O(D^3) loops of the shared header; nothing to vectorise at these sizes).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cpu(
     const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind, double reg_covar) {
@@ -691,8 +692,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const T eps = T(10) * std::numeric_limits<T>::epsilon();
     const bool low = !std::is_same<T, double>::value;
     const T* n = nkc.const_data_ptr<T>();
-    std::vector<T> total(B), lse(B);
-    for (int64_t b = 0; b < B; ++b) M::mstep_normalisers(n + b * K, K, eps, &total[b], &lse[b]);
+    std::vector<T> total(B);
+    for (int64_t b = 0; b < B; ++b) total[b] = M::mstep_total(n + b * K, K, eps);
     const T* s1 = sxc.const_data_ptr<T>();
     const T* s2p = sxxc.const_data_ptr<T>();
     T *lg = logits.data_ptr<T>(), *mu = means.data_ptr<T>(), *scl = scale.data_ptr<T>(), *W = prec.data_ptr<T>();
@@ -703,12 +704,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       for (int64_t q = lo; q < hi; ++q) {
         const int64_t b = q / K;
         okp[q] = M::mstep_component<T>(n[q], s1 + q * D, s2p + q * s2, D, static_cast<int>(cov_kind), low,
-                                       static_cast<T>(reg_covar), eps, total[b], lse[b], lg + q, mu + q * D,
+                                       static_cast<T>(reg_covar), eps, total[b], lg + q, mu + q * D,
                                        scl + q * sc, W + q * (full ? D * D : D), lc + q);
       }
     });
   });
   return out;
+}
+
+mixture_em_stats::Tensors8 mixture_em_iterate_cpu(const at::Tensor& x, const at::Tensor& logits,
+                                                   const at::Tensor& means, const at::Tensor& scale,
+                                                   const at::Tensor& prec, const at::Tensor& logc,
+                                                   const at::Tensor& lower, int64_t cov_kind, double reg_covar,
+                                                   double tol, int64_t max_iter, double n) {
+  return mixture_em_stats::em_iterate(mixture_em_stats_cpu, mixture_em_mstep_cpu, x, logits, means, scale, prec, logc,
+                                      lower, cov_kind, reg_covar, tol, max_iter, n, c10::DeviceType::CPU);
 }
 
 }  // namespace
@@ -717,4 +727,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 TORCH_LIBRARY_IMPL(gmmkernels, CPU, m) {
   m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cpu);
   m.impl("mixture_em_mstep", &gmmkernels::mixture_em_mstep_cpu);
+  m.impl("mixture_em_iterate", &gmmkernels::mixture_em_iterate_cpu);
 }

@@ -7,6 +7,7 @@
 #include "gmmkernels/aten_utils.h"
 #include "gmmkernels/cuda_utils.h"
 #include "gmmkernels/mixture_em_stats_checks.h"
+#include "gmmkernels/mixture_em_stats_iterate.h"
 #include "gmmkernels/mixture_em_stats_launch.h"
 
 namespace gmmkernels {
@@ -65,10 +66,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return out;
 }
 
+mixture_em_stats::Tensors8 mixture_em_iterate_cuda(const at::Tensor& x, const at::Tensor& logits,
+                                                    const at::Tensor& means, const at::Tensor& scale,
+                                                    const at::Tensor& prec, const at::Tensor& logc,
+                                                    const at::Tensor& lower, int64_t cov_kind, double reg_covar,
+                                                    double tol, int64_t max_iter, double n) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return mixture_em_stats::em_iterate(mixture_em_stats_cuda, mixture_em_mstep_cuda, x, logits, means, scale, prec,
+                                      logc, lower, cov_kind, reg_covar, tol, max_iter, n, c10::DeviceType::CUDA);
+}
+
 }  // namespace
 }  // namespace gmmkernels
 
 TORCH_LIBRARY_IMPL(gmmkernels, CUDA, m) {
   m.impl("mixture_em_stats", &gmmkernels::mixture_em_stats_cuda);
   m.impl("mixture_em_mstep", &gmmkernels::mixture_em_mstep_cuda);
+  m.impl("mixture_em_iterate", &gmmkernels::mixture_em_iterate_cuda);
 }

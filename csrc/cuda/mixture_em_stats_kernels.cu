@@ -468,7 +468,7 @@ cudaError_t launch_stats(const T* x, int64_t x_bstride, const T* W, const T* wmu
   return cudaGetLastError();
 }
 
-// M-step (mixture_em_mstep): one block per mixture. Its first thread sums the weights' normalisers (in index order,
+// M-step (mixture_em_mstep): one block per mixture. Its first thread sums the weights' normaliser (in index order,
 // as the CPU kernel does), then the block's threads take one component each: the header's mstep_component, with
 // the D x D work matrices of a full covariance in the outputs scale and W themselves (global memory; the dispatcher
 // keeps D small enough for that).
@@ -477,15 +477,15 @@ __global__ void mstep_kernel(const T* __restrict__ nk, const T* __restrict__ sx,
                              T* __restrict__ logits, T* __restrict__ mu, T* __restrict__ scale, T* __restrict__ W,
                              T* __restrict__ logc, bool* __restrict__ ok, int64_t K, int64_t D, int kind, T reg, T eps,
                              bool low) {
-  __shared__ T norm[2];
+  __shared__ T total;
   const int64_t b = blockIdx.x;
-  if (threadIdx.x == 0) mstep_normalisers(nk + b * K, K, eps, &norm[0], &norm[1]);
+  if (threadIdx.x == 0) total = mstep_total(nk + b * K, K, eps);
   __syncthreads();
   const bool full = kind == kFull;
   const int64_t s2 = full ? D * D : D, sc = full ? D * D : kind == kSpherical ? 1 : D;
   for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
     const int64_t q = b * K + k;
-    ok[q] = mstep_component<T>(nk[q], sx + q * D, sxx + q * s2, D, kind, low, reg, eps, norm[0], norm[1], logits + q,
+    ok[q] = mstep_component<T>(nk[q], sx + q * D, sxx + q * s2, D, kind, low, reg, eps, total, logits + q,
                                mu + q * D, scale + q * sc, W + q * s2, logc + q);
   }
 }

@@ -206,6 +206,13 @@ class Convergence:
         active = ~self.converged
         return torch.where(active.view(-1, *([1] * (new.dim() - 1))), new, old)
 
+    def record(self, it: int, lower: Tensor, converged: Tensor) -> bool:
+        """Record the state after iteration ``it`` of iterations run elsewhere (the native EM loop) while every
+        mixture was active: its lower bounds and converged flags [B]. True when every mixture has converged."""
+        self.lower, self._it, self.converged = lower, it, converged
+        self.any_converged = bool(converged.any())
+        return self.any_converged and bool(converged.all())
+
     def update(self, it: int, lb: Tensor) -> bool:
         """Record iteration ``it`` with lower bounds ``lb`` [B] (a fresh tensor the caller does not modify
         afterwards); True when every mixture has converged."""

@@ -57,6 +57,14 @@ def mstep_backend(pass_b: str, device: torch.device, dtype: torch.dtype, cov_typ
     return device.type
 
 
+def kernel_params(logits: Tensor, means: Tensor, scale: Tensor, cov_type: str):
+    """(prec [B, K, D] or [B, K, D, D], logc [B, K]) of the mixtures (logits [B, K], means [B, K, D], scale) for the
+    native pass (spherical precisions expanded to D)."""
+    B, K, D = means.shape
+    prec, logc = _kernel_params(logits, scale, cov_type, K, D)
+    return (prec.expand(B, K, D).contiguous() if cov_type == "spherical" else prec), logc
+
+
 def one_pass(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str, backend: str,
              kparams=None) -> Stats:
     """The statistics of x3 [B or 1, n, D] (centred) under the mixtures (logits [B, K], means [B, K, D], scale).
@@ -70,12 +78,7 @@ def one_pass(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type:
         rl = torch.where(r == 0, torch.zeros_like(r), r * torch.log(r)).sum((-1, -2))
         nk, sx, sxx = mixture_suffstats(x3, r, full)
         return Stats(st.log_prob.sum(-1), rl, nk, sx, sxx)
-    if kparams is not None:
-        prec, logc = kparams
-    else:
-        prec, logc = _kernel_params(logits, scale, cov_type, K, D)
-        B = means.shape[0]
-        prec = prec.expand(B, K, D).contiguous() if cov_type == "spherical" else prec
+    prec, logc = kparams if kparams is not None else kernel_params(logits, means, scale, cov_type)
     lp, rl, nk, sx, sxx, _ = em_stats_kernel(x3, means, prec, logc, full, False, backend)
     return Stats(lp, rl, nk, sx, sxx)
 

@@ -4,7 +4,9 @@
 
 EM iteration = one pass of the fused ``mixture_em_stats`` over the data (E-step and sufficient statistics N_k,
 sum r x, sum r x^2 or sum r x x^T together; the responsibilities never leave the kernel's cache; fixed summation
-order, no atomics) + O(K D^2) closed-form updates. The same iteration runs on data in chunks or spread over
+order, no atomics) + O(K D^2) closed-form updates (the native ``mixture_em_mstep``). In memory, the iterations run
+in one native call (``mixture_em_iterate``) until a mixture converges or an M-step needs the host path; the Python
+loop then goes on with the same operations. The same iteration runs on data in chunks or spread over
 processes (gmmkernels/fit/chunked.py), whose statistics are sums. Before fitting, each data set is shifted by its mean (EM and VB are equivariant under
 shifts, so the answers are unchanged); this keeps the one-pass covariance formula E[x^2] - E[x]^2 accurate in
 float32 (the cancellation behind scikit-learn issue #30382).
@@ -25,12 +27,12 @@ import torch
 from torch import Tensor
 
 from ..mixture import GaussianMixture
-from ..ops.mixture_em_stats import em_mstep_kernel
+from ..ops.mixture_em_stats import em_iterate_kernel, em_mstep_kernel
 from ..ops.mixture_suffstats import mixture_suffstats
 from .. import _validate as V
 from ._common import (Convergence, FitResult, check_em_init, check_fit_inputs, covariances, init_resp, scale_from_cov,
                       scale_from_precision)
-from ._data import InMemory, mstep_backend, pass_backend
+from ._data import InMemory, kernel_params, mstep_backend, pass_backend
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 INIT_METHODS = ("kmeans", "k-means++", "random")  # the method names of init_resp (gmmkernels/fit/_common.py)
@@ -136,11 +138,24 @@ def initial_params(fn, xc, shift, batch, K, cov_type, init, weights_init, means_
 def em_iterations(fn, data, logits, means, scale, cov_type, reg_covar, conv, max_iter):
     """EM from (logits, means, scale) until every mixture has converged or ``max_iter``: per iteration one pass over
     ``data`` (gmmkernels/fit/_data.py) for the lower bound and the statistics, then the closed-form M-step (the
-    native ``mixture_em_mstep``, which also gives the next pass its kernel parameters, or the host path).
-    Converged mixtures keep their parameters (``conv``, gmmkernels/fit/_common.py). Returns the final parameters."""
+    native ``mixture_em_mstep``, which also gives the next pass its kernel parameters, or the host path). In-memory
+    data on a native backend starts with the native loop ``mixture_em_iterate``. Converged mixtures keep their
+    parameters (``conv``, gmmkernels/fit/_common.py). Returns the final parameters."""
     mstep = mstep_backend(data.backend, means.device, means.dtype, cov_type, means.shape[-1])
     kparams = None  # (prec, logc) of the current parameters, when the native M-step computed them
-    for it in range(1, max_iter + 1):
+    start = 1
+    if mstep is not None and mstep == data.backend and isinstance(data, InMemory) and not data.distributed:
+        # the native loop runs the iterations until one needs Python: a mixture converged (the others go on here
+        # with the converged ones kept) or an M-step the host path must redo
+        kparams = kernel_params(logits, means, scale, cov_type)
+        lg, mu, sc, kp, lower, converged, kept, why = em_iterate_kernel(
+            data.xc, logits, means, scale, kparams, conv.lower, cov_type, reg_covar, conv.tol, max_iter, data.n)
+        if kept:
+            logits, means, scale, kparams = lg, mu, sc, kp
+            if conv.record(kept, lower, converged):
+                return logits, means, scale
+        start = kept + 1
+    for it in range(start, max_iter + 1):
         st = data.stats(logits, means, scale, cov_type, kparams)
         lb = st.lp / data.n
         lg_new, mu_new, sc_new, kp_new = m_step(fn, st, cov_type, reg_covar, mstep)

@@ -129,6 +129,22 @@ def em_mstep_kernel(nk: Tensor, sx: Tensor, sxx: Tensor, cov_type: str, reg_cova
         return EMParams(*torch.ops.gmmkernels.mixture_em_mstep.default(nk, sx, sxx, COV_KINDS[cov_type], float(reg_covar)))
 
 
+def em_iterate_kernel(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, kparams, lower: Tensor, cov_type: str,
+                      reg_covar: float, tol: float, max_iter: int, n: float):
+    """Up to ``max_iter`` EM iterations in one native call (``torch.ops.gmmkernels.mixture_em_iterate``) from the
+    state (logits, means, scale, kernel parameters (prec, logc)) and the last lower bound ``lower`` [B]: stops early
+    at the first iteration where a mixture converges (kept) or the M-step flags a component (not kept). Returns
+    (logits, means, scale, (prec, logc), lower, converged, iterations kept, why it stopped: 0 max_iter,
+    1 converged, 2 flagged). The kernel-level call of fit_em; below the autograd layer."""
+    prec, logc = kparams
+    with _below_autograd():
+        lg, mu, sc, W, lc, lo, conv, counts = torch.ops.gmmkernels.mixture_em_iterate.default(
+            x3, logits, means, scale, prec, logc, lower, COV_KINDS[cov_type], float(reg_covar), float(tol),
+            int(max_iter), float(n))
+    kept, why = counts.tolist()
+    return lg, mu, sc, (W, lc), lo, conv, kept, why
+
+
 # The fitting loops call the native ops below the autograd layer: their statistics and parameters carry no gradient,
 # and the Python autograd kernels of torch.library (which only refuse gradients here) cost more than the M-step.
 _below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nullcontext)
@@ -176,3 +192,16 @@ if _backend.has_schema("mixture_em_mstep"):
                            "iteration (use backend='reference' to differentiate through it)")
 
     torch.library.register_autograd("gmmkernels::mixture_em_mstep", _mstep_backward, setup_context=_setup)
+
+
+if _backend.has_schema("mixture_em_iterate"):
+
+    @torch.library.register_fake("gmmkernels::mixture_em_iterate")
+    def _mixture_em_iterate_fake(x, logits, means, scale, prec, logc, lower, cov_kind, reg_covar, tol, max_iter, n):
+        fresh = [t.new_empty(t.shape) for t in (logits, means, scale, prec, logc, lower)]  # contiguous copies
+        return (*fresh, lower.new_empty(lower.shape, dtype=torch.bool), lower.new_empty((2,), dtype=torch.long))
+
+    def _iterate_backward(ctx, *grads):
+        raise RuntimeError("gmmkernels.mixture_em_iterate has no derivative: it runs the iterations of an EM fit")
+
+    torch.library.register_autograd("gmmkernels::mixture_em_iterate", _iterate_backward, setup_context=_setup)

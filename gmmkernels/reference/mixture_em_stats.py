@@ -76,7 +76,7 @@ class EMParams(NamedTuple):
     means: Tensor  # [B, K, D]
     scale: Tensor  # [B, K, D] (diag), [B, K] (spherical), [B, K, D, D] (full: lower Cholesky factor)
     prec: Tensor  # [B, K, D] (diag, spherical: 1 / scale), [B, K, D, D] (full: the lower-triangular scale^-1)
-    logc: Tensor  # [B, K]     log-weight - sum log diag(scale) - D log(2 pi) / 2
+    logc: Tensor  # [B, K]     logits - sum log diag(scale) - D log(2 pi) / 2
     ok: Tensor  # [B, K] bool: False where the covariance is not positive (definite), the other entries unspecified
 
 
@@ -116,8 +116,7 @@ def mixture_em_mstep_ref(nk: Tensor, sx: Tensor, sxx: Tensor, cov_type: str, reg
     fitting loop then takes the host path of :func:`em_covariances`, which projects it)."""
     n, mu, cov0 = em_moments(nk, sx, sxx, cov_type)
     D = mu.shape[-1]
-    logits = (n / n.sum(-1, keepdim=True)).log()
-    logw = torch.log_softmax(logits, -1)
+    logits = (n / n.sum(-1, keepdim=True)).log()  # normalised log-weights: log_softmax would change only rounding
     if cov_type == "full":
         eye = torch.eye(D, dtype=mu.dtype, device=mu.device)
         L, info = torch.linalg.cholesky_ex(cov0 + reg_covar * eye)
@@ -135,5 +134,5 @@ def mixture_em_mstep_ref(nk: Tensor, sx: Tensor, sxx: Tensor, cov_type: str, reg
         else:
             scale = cov.sqrt()
             ok, prec, logdet = (cov > 0).all(-1), scale.reciprocal(), scale.log().sum(-1)
-    logc = logw - logdet - 0.5 * D * math.log(2 * math.pi)
+    logc = logits - logdet - 0.5 * D * math.log(2 * math.pi)
     return EMParams(logits, mu, scale, prec.contiguous(), logc, ok)

@@ -413,3 +413,117 @@ def test_mstep_bad_inputs():
             op(nk, sx.float(), sxx, 0, 1e-6)
         with pytest.raises(RuntimeError, match=r"mixture_em_mstep: argument 'nk' must have shape \[B, K\]"):
             op(nk[0], sx, sxx, 0, 1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# mixture_em_iterate: fit_em's iterations in one native call
+
+
+def _iterate_native(device):
+    if not _backend.has_kernel("mixture_em_iterate", "CUDA" if device == "cuda" else "CPU"):
+        pytest.skip("no native mixture_em_iterate kernel")
+
+
+def _python_loop(monkeypatch):
+    """fit_em without the native loop: the same native pass and M-step, called from Python once per iteration."""
+    from gmmkernels.fit import em
+
+    monkeypatch.setattr(em, "em_iterate_kernel", lambda *a: (None,) * 6 + (0, 0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_iterate_equals_python_loop_bitwise(device, cov, dtype, monkeypatch):
+    """The native loop runs the operations of fit_em's Python loop in the same order: the fits agree bit for bit,
+    including three mixtures of one batch that converge at different iterations (the loop stops at the first, the
+    Python loop goes on with it kept)."""
+    _iterate_native(device)
+    g = torch.Generator().manual_seed(7)
+    x = torch.cat([torch.randn(250, 3, generator=g) + 3 * torch.randn(3, generator=g) for _ in range(4)])
+    x = torch.stack([x, 1.5 * x.flip(0), x + 0.1 * torch.randn(x.shape, generator=g)]).to(device=device, dtype=dtype)
+    kw = dict(max_iter=60, tol=1e-4, init="random")
+    native = gmmkernels.fit_em(x, 4, cov, generator=torch.Generator().manual_seed(1), **kw)
+    _python_loop(monkeypatch)
+    python = gmmkernels.fit_em(x, 4, cov, generator=torch.Generator().manual_seed(1), **kw)
+    assert len(set(native.n_iter.tolist())) > 1  # the mixtures stop at different iterations
+    for a, b in zip((native.lower_bound, native.n_iter, native.converged, native.mixture.logits,
+                     native.mixture.means, native.mixture.scale),
+                    (python.lower_bound, python.n_iter, python.converged, python.mixture.logits,
+                     python.mixture.means, python.mixture.scale)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_iterate_stops_where_python_must_take_over(device):
+    """counts = (iterations kept, why): max_iter reached (0), a mixture converged (1, that iteration kept), the M-step
+    flagged a component (2, that iteration not kept: the state comes back unchanged)."""
+    _iterate_native(device)
+    from gmmkernels.fit._data import kernel_params
+    from gmmkernels.ops.mixture_em_stats import em_iterate_kernel
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 400, 2, generator=g).to(device)
+    logits = torch.log(torch.tensor([[0.5, 0.5]], device=device))
+    means = torch.tensor([[[-1.0, 0.0], [1.0, 0.0]]], device=device)
+    scale = torch.eye(2, device=device).expand(1, 2, 2, 2).contiguous()
+    lower = torch.full((1,), float("-inf"), device=device)
+    kp = kernel_params(logits, means, scale, "full")
+    out = em_iterate_kernel(x, logits, means, scale, kp, lower, "full", 1e-6, 0.0, 5, 400)
+    assert out[-2:] == (5, 0) and not bool(out[5].any())
+    out = em_iterate_kernel(x, logits, means, scale, kp, lower, "full", 1e-6, 1e9, 5, 400)
+    assert out[-2:] == (2, 1) and bool(out[5].all())  # iteration 1 changes the bound from -inf, iteration 2 < 1e9
+    # component 1 gets weight 0 (logit -inf): no points, a zero covariance, flagged in float32
+    logits0 = torch.tensor([[0.0, float("-inf")]], device=device)
+    out = em_iterate_kernel(x, logits0, means, scale, kernel_params(logits0, means, scale, "full"), lower, "full",
+                            1e-6, 0.0, 5, 400)
+    assert out[-2:] == (0, 2)
+    for a, b in zip(out[:3], (logits0, means, scale)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cov_kind", [0, 1, 2], ids=COVS)
+def test_iterate_opcheck(device, cov_kind):
+    _iterate_native(device)
+    from gmmkernels.fit._data import kernel_params
+
+    cov = COVS[cov_kind]
+    x, logits, means, scale = make_mixture(cov, (2,), N=30, K=3, D=2, seed=1, device=device)
+    x = x.expand(2, 30, 2).contiguous()
+    prec, logc = kernel_params(logits, means, scale, cov)
+    lower = torch.full((2,), float("-inf"), dtype=x.dtype, device=device)
+    torch.library.opcheck(torch.ops.gmmkernels.mixture_em_iterate.default,
+                          (x, logits, means, scale, prec, logc, lower, cov_kind, 1e-6, 0.0, 3, 30.0))
+
+
+def test_iterate_bad_inputs():
+    _iterate_native("cpu")
+    from gmmkernels.fit._data import kernel_params
+
+    x, logits, means, scale = make_mixture("diag", (1,), N=10, K=3, D=2, seed=0)
+    prec, logc = kernel_params(logits, means, scale, "diag")
+    lower = torch.zeros(1, dtype=x.dtype)
+    op = torch.ops.gmmkernels.mixture_em_iterate
+    args = [x, logits, means, scale, prec, logc, lower, 0, 1e-6, 0.0, 3, 10.0]
+
+    def call(**kw):
+        names = ["x", "logits", "means", "scale", "prec", "logc", "lower", "cov_kind", "reg_covar", "tol", "max_iter",
+                 "n"]
+        a = list(args)
+        for k, v in kw.items():
+            a[names.index(k)] = v
+        return op(*a)
+
+    with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'max_iter' must be >= 0"):
+        call(max_iter=-1)
+    with pytest.raises(RuntimeError, match="mixture_em_iterate: 'tol' must be >= 0 and 'n' > 0"):
+        call(n=0.0)
+    with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'lower' must be"):
+        call(lower=torch.zeros(2, dtype=x.dtype))
+    with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'scale' must be"):
+        call(scale=scale[..., :1])
+    with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'cov_kind'"):
+        call(cov_kind=5)
+    with pytest.raises(RuntimeError, match="mixture_em_stats: argument 'prec' has dtype"):
+        call(prec=prec.float())

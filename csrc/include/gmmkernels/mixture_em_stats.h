@@ -90,7 +90,7 @@ struct OnlineLSE2 {
 //   diag:      c_k = S2_k / n_k - mu_k^2 (clamped at 0 in float32) + reg;   scale = sqrt(c_k),   W = 1 / scale
 //   spherical: the mean of the diag c_k over the D coordinates
 //   full:      C_k = sym(S2_k / n_k - mu_k mu_k^T) + reg I = L L^T (Cholesky);   scale = L,   W = L^-1
-//   logc_k = logits_k - LSE_j logits_j - sum_i log scale_ii - D log(2 pi) / 2
+//   logc_k = logits_k - sum_i log scale_ii - D log(2 pi) / 2   (the logits are normalised: LSE_j logits_j = 0)
 // A component whose covariance is not positive (definite), or, in float32 with full covariances, whose C_k before
 // the regularisation has no Cholesky factor (the host then projects it onto the PSD cone), is flagged as not ok;
 // the caller redoes such a mixture on its host path, which projects or raises.
@@ -105,12 +105,12 @@ GMMK_HD bool cholesky_lower(T* A, int64_t D) {
     T s = A[j * D + j];
     for (int64_t q = 0; q < j; ++q) s -= A[j * D + q] * A[j * D + q];
     if (!(s > T(0))) return false;
-    const T d = sqrt(s);
+    const T d = sqrt(s), inv = T(1) / d;
     A[j * D + j] = d;
     for (int64_t i = j + 1; i < D; ++i) {
       T v = A[i * D + j];
       for (int64_t q = 0; q < j; ++q) v -= A[i * D + q] * A[j * D + q];
-      A[i * D + j] = v / d;
+      A[i * D + j] = v * inv;
     }
     for (int64_t i = j + 1; i < D; ++i) A[j * D + i] = T(0);
   }
@@ -120,49 +120,43 @@ GMMK_HD bool cholesky_lower(T* A, int64_t D) {
 // W = L^-1 of a lower-triangular L with a positive diagonal (both D x D row-major; W's upper triangle is 0).
 template <typename T>
 GMMK_HD void lower_inverse(const T* L, T* W, int64_t D) {
+  for (int64_t i = 0; i < D; ++i) W[i * D + i] = T(1) / L[i * D + i];
   for (int64_t j = 0; j < D; ++j) {
     for (int64_t i = 0; i < j; ++i) W[i * D + j] = T(0);
-    W[j * D + j] = T(1) / L[j * D + j];
     for (int64_t i = j + 1; i < D; ++i) {
       T v = T(0);
       for (int64_t q = j; q < i; ++q) v += L[i * D + q] * W[q * D + j];
-      W[i * D + j] = -v / L[i * D + i];
+      W[i * D + j] = -v * W[i * D + i];
     }
   }
 }
 
-// (sum_j n_j, LSE_j logits_j) of one mixture's counts nk[0..K) (n_j = N_j + eps): the normaliser of the weights and
-// of the log-weights, summed in index order.
+// sum_j n_j = sum_j (N_j + eps) of one mixture's counts nk[0..K), in index order: the normaliser of the weights.
 template <typename T>
-GMMK_HD void mstep_normalisers(const T* nk, int64_t K, T eps, T* total, T* lse) {
+GMMK_HD T mstep_total(const T* nk, int64_t K, T eps) {
   T s = T(0);
   for (int64_t j = 0; j < K; ++j) s += nk[j] + eps;
-  T m = -static_cast<T>(INFINITY);
-  for (int64_t j = 0; j < K; ++j) m = fmax(m, log((nk[j] + eps) / s));
-  T e = T(0);
-  for (int64_t j = 0; j < K; ++j) e += exp(log((nk[j] + eps) / s) - m);
-  *total = s;
-  *lse = m + log(e);
+  return s;
 }
 
 // The M-step of component k: nk, sx [D], sxx [D] (diag, spherical) or [D, D] (full) -> logits, mu [D], scale
-// ([D] diag, [1] spherical, [D, D] full), W ([D] diag and spherical, [D, D] full), logc. total / lse from
-// mstep_normalisers. `low`: float32 arithmetic (clamp / PSD check as described above). Returns false when the
-// component is not ok (its outputs are then unspecified).
+// ([D] diag, [1] spherical, [D, D] full), W ([D] diag and spherical, [D, D] full), logc. total from mstep_total (the
+// logits are then normalised log-weights, so logc takes them as they are). `low`: float32 arithmetic (clamp / PSD
+// check as described above). Returns false when the component is not ok (its outputs are then unspecified).
 template <typename T>
 GMMK_HD bool mstep_component(T nk, const T* sx, const T* sxx, int64_t D, int kind, bool low, T reg, T eps, T total,
-                             T lse, T* logits, T* mu, T* scale, T* W, T* logc) {
-  const T n = nk + eps;
+                             T* logits, T* mu, T* scale, T* W, T* logc) {
+  const T n = nk + eps, inv_n = T(1) / n;
   const T lg = log(n / total);
   *logits = lg;
-  for (int64_t i = 0; i < D; ++i) mu[i] = sx[i] / n;
+  for (int64_t i = 0; i < D; ++i) mu[i] = sx[i] * inv_n;
   const T half_log_2pi = T(0.91893853320467274178);
   T logdet = T(0);  // sum_i log scale_ii
   if (kind == kFull) {
     for (int64_t i = 0; i < D; ++i)
       for (int64_t j = 0; j <= i; ++j) {
-        const T a = sxx[i * D + j] / n - mu[i] * mu[j];
-        const T b = sxx[j * D + i] / n - mu[j] * mu[i];
+        const T a = sxx[i * D + j] * inv_n - mu[i] * mu[j];
+        const T b = sxx[j * D + i] * inv_n - mu[j] * mu[i];
         const T c = T(0.5) * (a + b);
         scale[i * D + j] = c;
         scale[j * D + i] = c;
@@ -179,7 +173,7 @@ GMMK_HD bool mstep_component(T nk, const T* sx, const T* sxx, int64_t D, int kin
     T mean = T(0);
     bool ok = true;
     for (int64_t i = 0; i < D; ++i) {
-      T c = sxx[i] / n - mu[i] * mu[i];
+      T c = sxx[i] * inv_n - mu[i] * mu[i];
       if (low) c = fmax(c, T(0));
       c += reg;
       if (kind == kDiag) {
@@ -200,7 +194,7 @@ GMMK_HD bool mstep_component(T nk, const T* sx, const T* sxx, int64_t D, int kin
     }
     if (!ok) return false;
   }
-  *logc = (lg - lse) - logdet - static_cast<T>(D) * half_log_2pi;
+  *logc = lg - logdet - static_cast<T>(D) * half_log_2pi;
   return true;
 }
 
