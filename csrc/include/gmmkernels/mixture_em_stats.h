@@ -97,38 +97,65 @@ struct OnlineLSE2 {
 
 enum CovKind : int { kDiag = 0, kSpherical = 1, kFull = 2 };
 
-// In-place lower Cholesky factor of the symmetric D x D matrix A (row-major, lower triangle read; the upper
-// triangle is set to 0). False when A is not positive definite (or holds NaN).
+// In-place lower Cholesky factor of the symmetric D x D matrix A (row-major; the upper triangle is read, the factor
+// is written to the lower triangle and the upper triangle is set to 0). False when A is not positive definite (or
+// holds NaN). Computed as A = U^T U row by row (right-looking), so that every inner loop runs along a row:
+// contiguous, independent elements (the compiler vectorises them), then L = U^T.
 template <typename T>
 GMMK_HD bool cholesky_lower(T* A, int64_t D) {
   for (int64_t j = 0; j < D; ++j) {
-    T s = A[j * D + j];
-    for (int64_t q = 0; q < j; ++q) s -= A[j * D + q] * A[j * D + q];
-    if (!(s > T(0))) return false;
-    const T d = sqrt(s), inv = T(1) / d;
-    A[j * D + j] = d;
-    for (int64_t i = j + 1; i < D; ++i) {
-      T v = A[i * D + j];
-      for (int64_t q = 0; q < j; ++q) v -= A[i * D + q] * A[j * D + q];
-      A[i * D + j] = v * inv;
+    T* Uj = A + j * D;
+    if (!(Uj[j] > T(0))) return false;
+    const T d = sqrt(Uj[j]), inv = T(1) / d;
+    Uj[j] = d;
+    for (int64_t k = j + 1; k < D; ++k) Uj[k] *= inv;
+    for (int64_t i = j + 1; i < D; ++i) {  // trailing update of rows i > j, columns k >= i
+      T* Ai = A + i * D;
+      const T u = Uj[i];
+      for (int64_t k = i; k < D; ++k) Ai[k] -= u * Uj[k];
     }
-    for (int64_t i = j + 1; i < D; ++i) A[j * D + i] = T(0);
   }
+  for (int64_t i = 0; i < D; ++i)
+    for (int64_t j = i + 1; j < D; ++j) {
+      A[j * D + i] = A[i * D + j];
+      A[i * D + j] = T(0);
+    }
   return true;
 }
 
-// W = L^-1 of a lower-triangular L with a positive diagonal (both D x D row-major; W's upper triangle is 0).
+// W = L^-1 of a lower-triangular L with a positive diagonal (both D x D row-major; W's upper triangle is 0), row by
+// row: W_i = (e_i - sum_{q<i} L_iq W_q) / L_ii, each term a contiguous row update.
 template <typename T>
 GMMK_HD void lower_inverse(const T* L, T* W, int64_t D) {
-  for (int64_t i = 0; i < D; ++i) W[i * D + i] = T(1) / L[i * D + i];
-  for (int64_t j = 0; j < D; ++j) {
-    for (int64_t i = 0; i < j; ++i) W[i * D + j] = T(0);
-    for (int64_t i = j + 1; i < D; ++i) {
-      T v = T(0);
-      for (int64_t q = j; q < i; ++q) v += L[i * D + q] * W[q * D + j];
-      W[i * D + j] = -v * W[i * D + i];
+  for (int64_t i = 0; i < D; ++i) {
+    T* Wi = W + i * D;
+    for (int64_t k = 0; k < D; ++k) Wi[k] = T(0);
+    Wi[i] = T(1);
+    for (int64_t q = 0; q < i; ++q) {
+      const T l = L[i * D + q];
+      const T* Wq = W + q * D;
+      for (int64_t k = 0; k <= q; ++k) Wi[k] -= l * Wq[k];
+    }
+    const T inv = T(1) / L[i * D + i];
+    for (int64_t k = 0; k <= i; ++k) Wi[k] *= inv;
+  }
+}
+
+// sum_i log v_i of D positive values at stride `step`, as the log of their product (kept in range by frexp every 16
+// factors, in double): one log instead of D.
+template <typename T>
+GMMK_HD T sum_log(const T* v, int64_t D, int64_t step) {
+  double prod = 1.0;
+  int expo = 0;
+  for (int64_t i = 0; i < D; ++i) {
+    prod *= static_cast<double>(v[i * step]);
+    if ((i & 15) == 15) {
+      int e;
+      prod = frexp(prod, &e);
+      expo += e;
     }
   }
+  return static_cast<T>(log(prod) + expo * 0.69314718055994530942);
 }
 
 // sum_j n_j = sum_j (N_j + eps) of one mixture's counts nk[0..K), in index order: the normaliser of the weights.
@@ -168,31 +195,32 @@ GMMK_HD bool mstep_component(T nk, const T* sx, const T* sxx, int64_t D, int kin
     for (int64_t i = 0; i < D; ++i) scale[i * D + i] += reg;
     if (!cholesky_lower(scale, D)) return false;
     lower_inverse(scale, W, D);
-    for (int64_t i = 0; i < D; ++i) logdet += log(scale[i * D + i]);
-  } else {
-    T mean = T(0);
-    bool ok = true;
+    logdet = sum_log(scale, D, D + 1);
+  } else if (kind == kDiag) {  // simple loops over d, which the compiler vectorises
+    int64_t bad = 0;
     for (int64_t i = 0; i < D; ++i) {
       T c = sxx[i] * inv_n - mu[i] * mu[i];
-      if (low) c = fmax(c, T(0));
+      if (low) c = c < T(0) ? T(0) : c;  // the clamp of the host path: NaN stays NaN
       c += reg;
-      if (kind == kDiag) {
-        ok = ok && c > T(0);
-        scale[i] = sqrt(c);
-        W[i] = T(1) / scale[i];
-        logdet += log(scale[i]);
-      } else {
-        mean += c;
-      }
+      bad += !(c > T(0));
+      scale[i] = c;
     }
-    if (kind == kSpherical) {
-      const T c = mean / static_cast<T>(D);
-      ok = c > T(0);
-      scale[0] = sqrt(c);
-      for (int64_t i = 0; i < D; ++i) W[i] = T(1) / scale[0];
-      logdet = static_cast<T>(D) * log(scale[0]);
+    if (bad) return false;
+    for (int64_t i = 0; i < D; ++i) scale[i] = sqrt(scale[i]);
+    for (int64_t i = 0; i < D; ++i) W[i] = T(1) / scale[i];
+    logdet = sum_log(scale, D, 1);
+  } else {  // spherical: the mean of the diag variances
+    T mean = T(0);
+    for (int64_t i = 0; i < D; ++i) {
+      T c = sxx[i] * inv_n - mu[i] * mu[i];
+      if (low) c = c < T(0) ? T(0) : c;  // the clamp of the host path: NaN stays NaN
+      mean += c + reg;
     }
-    if (!ok) return false;
+    const T c = mean / static_cast<T>(D);
+    if (!(c > T(0))) return false;
+    scale[0] = sqrt(c);
+    for (int64_t i = 0; i < D; ++i) W[i] = T(1) / scale[0];
+    logdet = static_cast<T>(D) * log(scale[0]);
   }
   *logc = lg - logdet - static_cast<T>(D) * half_log_2pi;
   return true;
