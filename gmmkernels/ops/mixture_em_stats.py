@@ -151,7 +151,16 @@ _below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nul
 
 
 # ----------------------------------------------------------------------------------------------------------
-# fake kernel of the native op, and its refusal of gradients
+# fake kernels of the native ops, and their refusal of gradients
+
+
+def _no_derivative(op: str, why: str) -> None:
+    """An autograd kernel for ``gmmkernels::<op>`` that raises on backward, saying ``why``."""
+
+    def _backward(ctx, *grads):
+        raise RuntimeError(f"gmmkernels.{op} has no derivative: {why}")
+
+    torch.library.register_autograd(f"gmmkernels::{op}", _backward, setup_context=lambda ctx, inputs, output: None)
 
 
 if _backend.has_schema("mixture_em_stats"):
@@ -165,14 +174,8 @@ if _backend.has_schema("mixture_em_stats"):
         resp = x.new_empty((B, N, K)) if with_resp else x.new_empty((0,))
         return x.new_empty((B,)), x.new_empty((B,)), x.new_empty((B, K)), x.new_empty((B, K, D)), sxx, resp
 
-    def _setup(ctx, inputs, output):
-        pass
-
-    def _backward(ctx, *grads):
-        raise RuntimeError("gmmkernels.mixture_em_stats has no derivative: its outputs are the statistics of an EM / VB "
-                           "iteration (use mixture_stats for gradients of log p, or backend='reference')")
-
-    torch.library.register_autograd("gmmkernels::mixture_em_stats", _backward, setup_context=_setup)
+    _no_derivative("mixture_em_stats", "its outputs are the statistics of an EM / VB iteration (use mixture_stats for "
+                   "gradients of log p, or backend='reference')")
 
 
 if _backend.has_schema("mixture_em_mstep"):
@@ -187,11 +190,8 @@ if _backend.has_schema("mixture_em_mstep"):
         return (nk.new_empty((B, K)), nk.new_empty((B, K, D)), scale, prec, nk.new_empty((B, K)),
                 nk.new_empty((B, K), dtype=torch.bool))
 
-    def _mstep_backward(ctx, *grads):
-        raise RuntimeError("gmmkernels.mixture_em_mstep has no derivative: it is the closed-form update of an EM "
-                           "iteration (use backend='reference' to differentiate through it)")
-
-    torch.library.register_autograd("gmmkernels::mixture_em_mstep", _mstep_backward, setup_context=_setup)
+    _no_derivative("mixture_em_mstep", "it is the closed-form update of an EM iteration (use backend='reference' to "
+                   "differentiate through it)")
 
 
 if _backend.has_schema("mixture_em_iterate"):
@@ -201,7 +201,4 @@ if _backend.has_schema("mixture_em_iterate"):
         fresh = [t.new_empty(t.shape) for t in (logits, means, scale, prec, logc, lower)]  # contiguous copies
         return (*fresh, lower.new_empty(lower.shape, dtype=torch.bool), lower.new_empty((2,), dtype=torch.long))
 
-    def _iterate_backward(ctx, *grads):
-        raise RuntimeError("gmmkernels.mixture_em_iterate has no derivative: it runs the iterations of an EM fit")
-
-    torch.library.register_autograd("gmmkernels::mixture_em_iterate", _iterate_backward, setup_context=_setup)
+    _no_derivative("mixture_em_iterate", "it runs the iterations of an EM fit")
