@@ -4,6 +4,7 @@ against the FMA bound.
     python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3]
         [--cases headline,1e6,small,flash] [--no-sklearn] [--threads N] [--clock wall|process]
     python benchmarks/bench_fit_em.py --plot RESULT.json [RESULT.json ...] [--out DIR]
+    python benchmarks/bench_fit_em.py --ab ROUNDS [--cases ...] [--threads N]
 
 Each case fits the same clustered data (K true clusters, unit spread) from the same initial parameters: uniform
 weights, K data points drawn with a fixed seed as means, unit precisions (``weights_init`` / ``means_init`` /
@@ -25,6 +26,13 @@ side, dominates there). On CUDA scikit-learn is not run; add 'flash' for N = 1e6
 Writes fit_em__<device>__<UTC>.json (schema gmmkernels.bench/1) with the load average before and after, and its
 figure OUT/plots/fit_em__<device>__<UTC>.png (ms per iteration of scikit-learn -- its fit time over the iterations --,
 gmmkernels and the FMA bound); ``--plot`` draws the figure of existing files side by side.
+
+``--ab ROUNDS``: the host side of an iteration, isolated. In one process, ROUNDS rounds each time fit_em three ways
+on the same data from the same start: ``native-loop`` (as shipped: the iterations in one native call),
+``python-loop`` (the same native pass and M-step called from Python once per iteration) and ``host-mstep`` (the
+native pass, then the M-step as torch ops: the iteration before the native M-step). Each round times the three in
+turn, so slow phases of a shared machine hit all three; the output is each way's per-iteration time and the per-round
+ratios to ``native-loop`` (min, median, max). Writes fit_em_ab__<device>__<UTC>.json.
 """
 from __future__ import annotations
 
@@ -111,6 +119,51 @@ def plot(paths, out_dir) -> Path:
     return out
 
 
+def run_ab(shapes, dtypes, rounds: int, iters: int, reps: int, dev: str, clock: str) -> list:
+    """Paired per-iteration times of fit_em: native loop, Python loop, host M-step (see ``--ab``)."""
+    import statistics
+
+    import gmmkernels.fit.em as em
+
+    ways = {"native-loop": {}, "python-loop": {"em_iterate_kernel": lambda *a: (None,) * 6 + (0, 0)},
+            "host-mstep": {"mstep_backend": lambda *a: None}}
+    saved = {k: getattr(em, k) for k in ("em_iterate_kernel", "mstep_backend")}
+    rows = []
+    try:
+        for name, cov, N, K, D in shapes:
+            x64, m0 = make_data(N, K, D)
+            for dts in dtypes:
+                dt = getattr(torch, dts)
+                x = x64.to(device=dev, dtype=dt)
+                kw = dict(tol=0.0, reg_covar=1e-6, init="random", weights_init=torch.full((K,), 1.0 / K, device=dev),
+                          means_init=m0.to(dev), precisions_init=precisions(K, D, cov).to(dev))
+                times = {w: [] for w in ways}
+                for _ in range(rounds):
+                    for w, patch in ways.items():
+                        for k, v in saved.items():
+                            setattr(em, k, patch.get(k, v))
+                        fit = lambda n: fit_em(x, K, cov, max_iter=n, **kw)  # noqa: E731
+                        fit(2)
+                        t1, _ = best(lambda: fit(1), reps, dev, clock)
+                        tn, _ = best(lambda: fit(iters + 1), reps, dev, clock)
+                        times[w].append((tn - t1) / iters * 1e3)
+                base = times["native-loop"]
+                for w, t in times.items():
+                    ratio = [a / b for a, b in zip(t, base)]
+                    rows.append({"op": OP, "case": name, "provider": w, "mode": "ab", "dtype": dts, "device": dev,
+                                 "params": {"N": N, "K": K, "D": D, "cov": cov, "iters": iters, "rounds": rounds},
+                                 "error": None, "ms": {"p50": statistics.median(t)}, "per_iter_ms_rounds": t,
+                                 "ratio_to_native_loop": {"min": min(ratio), "median": statistics.median(ratio),
+                                                          "max": max(ratio)}})
+                    print(f"{name} {cov} {dts} N={N} K={K} D={D} {w}: {statistics.median(t):.3f} ms/iter (median of "
+                          f"{rounds}), / native-loop per round {min(ratio):.3f}-{max(ratio):.3f} (median "
+                          f"{statistics.median(ratio):.3f})", flush=True)
+    finally:
+        for k, v in saved.items():
+            setattr(em, k, v)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -126,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", default="wall", choices=["wall", "process"],
                     help="wall: elapsed time; process: CPU time of the process (use with --threads 1 on a shared "
                          "machine: it measures the work of one core, not the waiting)")
+    ap.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
+                    help="paired rounds of native loop / Python loop / host M-step (see the module docstring)")
     ap.add_argument("--plot", nargs="+", metavar="JSON", default=None,
                     help="only draw the figure of these result files (into OUT/plots) and exit")
     args = ap.parse_args(argv)
@@ -158,6 +213,14 @@ def main(argv=None) -> int:
             shapes += [("small", "diag", 2000, 8, 4), ("small", "full", 2000, 8, 4)]
         else:
             raise SystemExit(f"--cases: unknown case {c!r} (headline, 1e6, flash, small)")
+    if args.ab:
+        rows = run_ab(shapes, args.dtypes.split(","), args.ab, args.iters, args.reps, dev, args.clock)
+        meta = H.collect_meta(dev, ["bench_fit_em.py"] + list(argv if argv is not None else sys.argv[1:]),
+                              extra={"clock": args.clock, "threads": cores, "loadavg_before": load0,
+                                     "loadavg_after": list(os.getloadavg())})
+        if not args.no_write:
+            print(f"wrote {H.write_results(args.out, OP + '_ab', dev, rows, meta)}")
+        return 0
     use_sk = dev == "cpu" and not args.no_sklearn
     if use_sk:
         from sklearn.mixture import GaussianMixture as SK

@@ -110,3 +110,23 @@ def test_fit_em_benchmark_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
     assert fe.main(["--plot", str(f), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "plots" / f"fit_em__{f.stem.split('__', 1)[1]}.png").stat().st_size > 0
+
+
+def test_fit_em_ab_mode_pairs_three_ways_and_restores_fit_em(tmp_path):
+    """bench_fit_em --ab: one row per way and case, the native loop's ratio to itself 1 in every round, and fit_em's
+    own functions put back afterwards (the rounds patch them)."""
+    fe = pytest.importorskip("benchmarks.bench_fit_em")
+    import gmmkernels.fit.em as em
+
+    before = (em.em_iterate_kernel, em.mstep_backend)
+    argv = ["--ab", "2", "--quick", "--device", "cpu", "--cases", "headline", "--dtypes", "float32", "--iters", "2",
+            "--reps", "1", "--threads", "1", "--out", str(tmp_path)]
+    assert fe.main(argv) == 0
+    assert (em.em_iterate_kernel, em.mstep_backend) == before
+    (f,) = tmp_path.glob("fit_em_ab__cpu*__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert sorted({r["provider"] for r in rows}) == ["host-mstep", "native-loop", "python-loop"]
+    for r in rows:
+        assert len(r["per_iter_ms_rounds"]) == 2
+        if r["provider"] == "native-loop":
+            assert r["ratio_to_native_loop"] == {"min": 1.0, "median": 1.0, "max": 1.0}
