@@ -675,8 +675,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 namespace gmmkernels {
 namespace {
 
-// mixture_em_mstep on CPU: the weights' normaliser of each mixture, then the components in parallel (each a few
-// O(D^3) loops of the shared header; nothing to vectorise at these sizes).
+// mixture_em_mstep on CPU: the weights' normaliser of each mixture, then the components in parallel (each the
+// shared header's mstep_component: O(D^3) for full covariances, with row-wise inner loops the compiler vectorises).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cpu(
     const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind, double reg_covar) {
   namespace M = mixture_em_stats;
@@ -705,7 +705,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         const int64_t b = q / K;
         okp[q] = M::mstep_component<T>(n[q], s1 + q * D, s2p + q * s2, D, static_cast<int>(cov_kind), low,
                                        static_cast<T>(reg_covar), eps, total[b], lg + q, mu + q * D,
-                                       scl + q * sc, W + q * (full ? D * D : D), lc + q);
+                                       scl + q * sc, W + q * s2, lc + q);
       }
     });
   });

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "gmmkernels/mixture_em_stats.h"
 #include "gmmkernels/mixture_em_stats_launch.h"
@@ -547,7 +548,7 @@ cudaError_t gmmkernels::launch_mixture_em_mstep(const T* nk, const T* sx, const 
                                                 T reg_covar, cudaStream_t stream) {
   if (B == 0) return cudaSuccess;
   const bool dbl = sizeof(T) == sizeof(double);
-  const T eps = T(10) * (dbl ? T(2.220446049250313e-16) : T(1.1920928955078125e-07));
+  const T eps = T(10) * std::numeric_limits<T>::epsilon();
   const int threads = static_cast<int>(std::min<int64_t>(128, ceil_div(K, 32) * 32));
   mstep_kernel<T><<<(unsigned)B, threads, 0, stream>>>(nk, sx, sxx, logits, means, scale, W, logc, ok, K, D, cov_kind,
                                                        reg_covar, eps, !dbl);

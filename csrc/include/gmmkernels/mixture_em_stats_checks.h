@@ -5,7 +5,10 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace gmmkernels {
 namespace mixture_em_stats {
@@ -14,19 +17,41 @@ struct Sizes {
   int64_t B, N, K, D;
 };
 
+using Named = std::pair<const char*, const at::Tensor*>;
+
+// Every tensor of `args` is defined, on one device of type `expect` (that of the first) and of the first one's
+// dtype. Messages start with "<op>:" and name the argument and the first one.
+inline void check_same_device_dtype(const char* op, std::initializer_list<Named> args, c10::DeviceType expect) {
+  const Named& first = *args.begin();
+  const at::Tensor& t0 = *first.second;
+  for (const auto& a : args) {
+    TORCH_CHECK(a.second->defined(), op, ": argument '", a.first, "' is undefined");
+    TORCH_CHECK(a.second->device().type() == expect && a.second->device() == t0.device(), op, ": argument '", a.first,
+                "' is on ", a.second->device(), "; this kernel runs on one ", c10::DeviceTypeName(expect), " device (",
+                first.first, " is on ", t0.device(), ")");
+    TORCH_CHECK(a.second->scalar_type() == t0.scalar_type(), op, ": argument '", a.first, "' has dtype ",
+                a.second->scalar_type(), " but '", first.first, "' has ", t0.scalar_type(),
+                "; all tensors must share one dtype");
+  }
+}
+
+// cov_kind of mixture_em_mstep / mixture_em_iterate: 0 diag, 1 spherical, 2 full.
+inline void check_cov_kind(const char* op, int64_t cov_kind) {
+  TORCH_CHECK(cov_kind >= 0 && cov_kind <= 2, op, ": argument 'cov_kind' must be 0 (diag), 1 (spherical) or 2 (full), ",
+              "got ", cov_kind);
+}
+
+// The shape of a mixture's scale: [B, K, D] (diag), [B, K] (spherical), [B, K, D, D] (full, the Cholesky factor).
+inline std::vector<int64_t> scale_sizes(int64_t B, int64_t K, int64_t D, int64_t cov_kind) {
+  return cov_kind == 2 ? std::vector<int64_t>{B, K, D, D}
+                       : cov_kind == 1 ? std::vector<int64_t>{B, K} : std::vector<int64_t>{B, K, D};
+}
+
 // x [B or 1, N, D], means [B, K, D], prec [B, K, D] (full=false) or [B, K, D, D] (full=true), logc [B, K]; one
 // float dtype and one device of type `expect`.
 inline Sizes check_inputs(const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc,
                           bool full, c10::DeviceType expect) {
-  const std::pair<const char*, const at::Tensor*> args[] = {{"x", &x}, {"means", &means}, {"prec", &prec}, {"logc", &logc}};
-  for (const auto& a : args) {
-    TORCH_CHECK(a.second->defined(), "mixture_em_stats: argument '", a.first, "' is undefined");
-    TORCH_CHECK(a.second->device().type() == expect && a.second->device() == x.device(), "mixture_em_stats: argument '",
-                a.first, "' is on ", a.second->device(), "; this kernel runs on one ", c10::DeviceTypeName(expect),
-                " device (x is on ", x.device(), ")");
-    TORCH_CHECK(a.second->scalar_type() == x.scalar_type(), "mixture_em_stats: argument '", a.first, "' has dtype ",
-                a.second->scalar_type(), " but 'x' has ", x.scalar_type(), "; all tensors must share one dtype");
-  }
+  check_same_device_dtype("mixture_em_stats", {{"x", &x}, {"means", &means}, {"prec", &prec}, {"logc", &logc}}, expect);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "mixture_em_stats: argument 'x' must be float32 or float64, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 3, "mixture_em_stats: argument 'x' must have shape [B or 1, N, D], got ", x.sizes());
@@ -57,19 +82,10 @@ struct MStepSizes {
 // and one device of type `expect`; cov_kind 0 (diag), 1 (spherical) or 2 (full); reg_covar >= 0.
 inline MStepSizes check_mstep_inputs(const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind,
                                      double reg_covar, c10::DeviceType expect) {
-  const std::pair<const char*, const at::Tensor*> args[] = {{"nk", &nk}, {"sx", &sx}, {"sxx", &sxx}};
-  for (const auto& a : args) {
-    TORCH_CHECK(a.second->defined(), "mixture_em_mstep: argument '", a.first, "' is undefined");
-    TORCH_CHECK(a.second->device().type() == expect && a.second->device() == nk.device(), "mixture_em_mstep: argument '",
-                a.first, "' is on ", a.second->device(), "; this kernel runs on one ", c10::DeviceTypeName(expect),
-                " device (nk is on ", nk.device(), ")");
-    TORCH_CHECK(a.second->scalar_type() == nk.scalar_type(), "mixture_em_mstep: argument '", a.first, "' has dtype ",
-                a.second->scalar_type(), " but 'nk' has ", nk.scalar_type(), "; all tensors must share one dtype");
-  }
+  check_same_device_dtype("mixture_em_mstep", {{"nk", &nk}, {"sx", &sx}, {"sxx", &sxx}}, expect);
   TORCH_CHECK(nk.scalar_type() == at::kFloat || nk.scalar_type() == at::kDouble,
               "mixture_em_mstep: argument 'nk' must be float32 or float64, got ", nk.scalar_type());
-  TORCH_CHECK(cov_kind >= 0 && cov_kind <= 2, "mixture_em_mstep: argument 'cov_kind' must be 0 (diag), 1 (spherical) or ",
-              "2 (full), got ", cov_kind);
+  check_cov_kind("mixture_em_mstep", cov_kind);
   TORCH_CHECK(reg_covar >= 0.0 && std::isfinite(reg_covar), "mixture_em_mstep: argument 'reg_covar' must be a finite ",
               "number >= 0, got ", reg_covar);
   TORCH_CHECK(nk.dim() == 2 && nk.size(1) >= 1, "mixture_em_mstep: argument 'nk' must have shape [B, K] with K >= 1, got ",
@@ -94,9 +110,8 @@ inline MStepSizes check_mstep_inputs(const at::Tensor& nk, const at::Tensor& sx,
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mstep_outputs(
     const MStepSizes& s, int64_t cov_kind, const at::TensorOptions& opt) {
   const int64_t B = s.B, K = s.K, D = s.D;
-  const bool full = cov_kind == 2;
-  auto scale = full ? at::empty({B, K, D, D}, opt) : cov_kind == 1 ? at::empty({B, K}, opt) : at::empty({B, K, D}, opt);
-  auto prec = full ? at::empty({B, K, D, D}, opt) : at::empty({B, K, D}, opt);
+  auto scale = at::empty(scale_sizes(B, K, D, cov_kind), opt);
+  auto prec = cov_kind == 2 ? at::empty({B, K, D, D}, opt) : at::empty({B, K, D}, opt);
   return {at::empty({B, K}, opt), at::empty({B, K, D}, opt), scale, prec, at::empty({B, K}, opt),
           at::empty({B, K}, opt.dtype(at::kBool))};
 }

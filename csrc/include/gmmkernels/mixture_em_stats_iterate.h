@@ -25,8 +25,7 @@ Tensors8 em_iterate(Pass pass, MStep mstep, const at::Tensor& x, const at::Tenso
                     int64_t cov_kind, double reg_covar, double tol, int64_t max_iter, double n,
                     c10::DeviceType expect) {
   const bool full = cov_kind == 2;
-  TORCH_CHECK(cov_kind >= 0 && cov_kind <= 2, "mixture_em_iterate: argument 'cov_kind' must be 0 (diag), 1 (spherical) ",
-              "or 2 (full), got ", cov_kind);
+  check_cov_kind("mixture_em_iterate", cov_kind);
   check_inputs(x, means, prec, logc, full, expect);
   const int64_t B = means.size(0), K = means.size(1), D = means.size(2);
   TORCH_CHECK(max_iter >= 0, "mixture_em_iterate: argument 'max_iter' must be >= 0, got ", max_iter);
@@ -39,8 +38,7 @@ Tensors8 em_iterate(Pass pass, MStep mstep, const at::Tensor& x, const at::Tenso
                   logits.device() == x.device(),
               "mixture_em_iterate: argument 'logits' must be [B=", B, ", K=", K, "] of the dtype and device of 'x', got ",
               logits.sizes());
-  const std::vector<int64_t> want = full ? std::vector<int64_t>{B, K, D, D}
-                                         : cov_kind == 1 ? std::vector<int64_t>{B, K} : std::vector<int64_t>{B, K, D};
+  const std::vector<int64_t> want = scale_sizes(B, K, D, cov_kind);
   TORCH_CHECK(scale.sizes() == at::IntArrayRef(want) && scale.scalar_type() == x.scalar_type() &&
                   scale.device() == x.device(),
               "mixture_em_iterate: argument 'scale' must be ", at::IntArrayRef(want), " of the dtype and device of 'x', ",
