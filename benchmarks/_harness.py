@@ -692,6 +692,19 @@ def filter_cases(cases: list[Case], args) -> list[Case]:
     return out
 
 
+def print_markdown(title: str, columns: list, rows: list, lead: Callable, values: Callable, log=print):
+    """A markdown table of result rows under ``title``: ``lead(row)`` gives the cells that name a row (its leading
+    columns), ``values(row)`` the measured ones; a row that failed shows its error in place of them."""
+    log(f"\n{title}")
+    log("| " + " | ".join(columns) + " |")
+    log("|" + "---|" * len(columns))
+    for r in rows:
+        head = list(lead(r))
+        tail = ([f"error: {r['error'][:80]}"] + [""] * (len(columns) - len(head) - 1) if r["error"]
+                else list(values(r)))
+        log("| " + " | ".join(str(c) for c in head + tail) + " |")
+
+
 def print_table(rows: list, log=print):
     """Compact text summary of a run."""
     for r in rows:

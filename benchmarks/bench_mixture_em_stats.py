@@ -42,9 +42,9 @@ if __package__ in (None, ""):
 
 from benchmarks import _harness as H  # noqa: E402
 from gmmkernels import mixture_em_stats, mixture_stats, mixture_suffstats  # noqa: E402
-from gmmkernels.fit._common import covariances, scale_from_cov  # noqa: E402
+from gmmkernels.fit._data import Stats, kernel_params  # noqa: E402
+from gmmkernels.fit.em import m_step  # noqa: E402
 from gmmkernels.ops.mixture_em_stats import em_mstep_kernel  # noqa: E402
-from gmmkernels.ops.mixture_stats import _kernel_params  # noqa: E402
 from gmmkernels.reference.mixture_em_stats import mixture_em_mstep_ref, mixture_em_stats_ref  # noqa: E402
 
 OP = "mixture_em_stats"
@@ -220,12 +220,10 @@ MSTEP_CASES = [("mstep-diag", 32, 16, "diag"), ("mstep-full", 16, 8, "full"), ("
 
 
 def host_mstep(nk, sx, sxx, cov):
-    """The M-step as fit_em computed it with torch ops before mixture_em_mstep: (logits, means, scale, prec, logc)."""
-    n, mu, c = covariances(nk, sx, sxx, cov, 1e-6)
-    scale = scale_from_cov("bench", c, cov)
-    logits = (n / n.sum(-1, keepdim=True)).log()
-    prec, logc = _kernel_params(logits, scale, cov, mu.shape[-2], mu.shape[-1])
-    return logits, mu, scale, prec, logc
+    """The M-step as fit_em computes it with torch ops where it does not take mixture_em_mstep (its host path),
+    with the next pass's kernel parameters: (logits, means, scale, prec, logc)."""
+    logits, mu, scale, _ = m_step("bench", Stats(None, None, nk, sx, sxx), cov, 1e-6, None)
+    return (logits, mu, scale, *kernel_params(logits, mu, scale, cov))
 
 
 def mstep_stats(K, D, cov, dtype, device, seed=0):
@@ -352,30 +350,22 @@ def main(argv=None) -> int:
             del x, logits, means, scale, fns
             H.cleanup(dev, full=True)
     mrows = run_mstep(dev, args.dtypes.split(","), args.min_run_time, args.quick) if args.cases in ("mstep", "all") else []
-    print(f"\nmixture_em_stats on {H.device_name(dev)} ({cores} threads)")
-    print("| case | N | K | D | cov | dtype | provider | p50 ms | GFLOP/s | vs eager | x bound | max rel err |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        p = r["params"]
-        head = f"| {r['case']} | {p['N']} | {p['K']} | {p['D']} | {p['cov']} | {r['dtype']} | {r['provider']} |"
-        if r["error"]:
-            print(f"{head} error: {r['error'][:80]} | | | | |")
-            continue
+    def pass_values(r):
         xb = r.get("fma_bound", {}).get("x_bound") or (1 / r["roofline"]["fraction"] if r.get("roofline") else None)
-        print(f"{head} {r['ms']['p50']:.3f} | {r['gflops']:.1f} | {r.get('speedup_vs_eager', float('nan')):.2f}x | "
-              f"{'' if xb is None else f'{xb:.2f}'} | {max(r['errors_vs_fp64'].values()):.1e} |")
+        return [f"{r['ms']['p50']:.3f}", f"{r['gflops']:.1f}", f"{r.get('speedup_vs_eager', float('nan')):.2f}x",
+                "" if xb is None else f"{xb:.2f}", f"{max(r['errors_vs_fp64'].values()):.1e}"]
+
+    H.print_markdown(f"mixture_em_stats on {H.device_name(dev)} ({cores} threads)",
+                     ["case", "N", "K", "D", "cov", "dtype", "provider", "p50 ms", "GFLOP/s", "vs eager", "x bound",
+                      "max rel err"], rows,
+                     lambda r: [r["case"], *(r["params"][k] for k in ("N", "K", "D", "cov")), r["dtype"], r["provider"]],
+                     pass_values)
     if mrows:
-        print(f"\nmixture_em_mstep (B = 1) on {H.device_name(dev)}")
-        print("| case | K | D | cov | dtype | provider | p50 us | vs host path | max rel err |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for r in mrows:
-            p = r["params"]
-            head = f"| {r['case']} | {p['K']} | {p['D']} | {p['cov']} | {r['dtype']} | {r['provider']} |"
-            if r["error"]:
-                print(f"{head} error: {r['error'][:80]} | | |")
-                continue
-            print(f"{head} {1e3 * r['ms']['p50']:.1f} | {r.get('speedup_vs_host_path', float('nan')):.2f}x | "
-                  f"{max(r['errors_vs_fp64'].values()):.1e} |")
+        H.print_markdown(f"mixture_em_mstep (B = 1) on {H.device_name(dev)}",
+                         ["case", "K", "D", "cov", "dtype", "provider", "p50 us", "vs host path", "max rel err"], mrows,
+                         lambda r: [r["case"], *(r["params"][k] for k in ("K", "D", "cov")), r["dtype"], r["provider"]],
+                         lambda r: [f"{1e3 * r['ms']['p50']:.1f}", f"{r.get('speedup_vs_host_path', float('nan')):.2f}x",
+                                    f"{max(r['errors_vs_fp64'].values()):.1e}"])
     rows += mrows
     if not args.no_write:
         path = H.write_results(args.out, OP, dev, rows, H.collect_meta(dev, argv, extra={"fma_peak": peak}))

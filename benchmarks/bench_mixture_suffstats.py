@@ -89,17 +89,13 @@ def main(argv=None) -> int:
                 if rr["ms"] and base:
                     rr["speedup_vs_eager"] = base / rr["ms"]["p50"]
             H.cleanup(dev, full=True)
-    print(f"\nmixture_suffstats on {H.device_name(dev)} ({torch.get_num_threads()} threads)")
-    print("| N | K | D | cov | dtype | provider | p50 ms | GFLOP/s | GB/s | vs eager | max rel err |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        p = r["params"]
-        head = f"| {p['N']} | {p['K']} | {p['D']} | {p['cov']} | {r['dtype']} | {r['provider']} |"
-        if r["error"]:
-            print(f"{head} error: {r['error'][:80]} | | | | |")
-        else:
-            print(f"{head} {r['ms']['p50']:.3f} | {r['gflops']:.1f} | {r['gbps']:.1f} | "
-                  f"{r.get('speedup_vs_eager', float('nan')):.2f}x | {r['errors_vs_fp64']['max_rel']:.1e} |")
+    H.print_markdown(f"mixture_suffstats on {H.device_name(dev)} ({torch.get_num_threads()} threads)",
+                     ["N", "K", "D", "cov", "dtype", "provider", "p50 ms", "GFLOP/s", "GB/s", "vs eager",
+                      "max rel err"], rows,
+                     lambda r: [*(r["params"][k] for k in ("N", "K", "D", "cov")), r["dtype"], r["provider"]],
+                     lambda r: [f"{r['ms']['p50']:.3f}", f"{r['gflops']:.1f}", f"{r['gbps']:.1f}",
+                                f"{r.get('speedup_vs_eager', float('nan')):.2f}x",
+                                f"{r['errors_vs_fp64']['max_rel']:.1e}"])
     if not args.no_write:
         path = H.write_results(args.out, OP, dev, rows, H.collect_meta(dev, argv))
         print(f"wrote {path}")

@@ -41,6 +41,10 @@ EMStats = _ref.EMStats
 EMParams = _ref.EMParams
 COV_KINDS = {"diag": 0, "spherical": 1, "full": 2}  # cov_kind of the native op
 
+# The fitting loops call the native ops below the autograd layer: their statistics and parameters carry no gradient,
+# and the Python autograd kernels of torch.library (which only refuse gradients here) cost more than the M-step.
+_below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nullcontext)
+
 
 def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, cov_type: str = "diag", *,
                      with_resp: bool = False, backend: str = "auto") -> EMStats:
@@ -144,10 +148,6 @@ def em_iterate_kernel(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, 
     kept, why = counts.tolist()
     return lg, mu, sc, (W, lc), lo, conv, kept, why
 
-
-# The fitting loops call the native ops below the autograd layer: their statistics and parameters carry no gradient,
-# and the Python autograd kernels of torch.library (which only refuse gradients here) cost more than the M-step.
-_below_autograd = getattr(torch._C, "_AutoDispatchBelowAutograd", contextlib.nullcontext)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ from .mixture_suffstats import em_step_ref, mixture_suffstats_ref
 from .rng import philox_normal_ref, philox_uniform_ref
 
 __all__ = [
-    "Dispatch", "EMParams", "EMStats", "MixtureStats", "adan_fit_ref", "closed_fit_ref", "dispatch_vjp", "em_covariances", "em_moments", "em_step_ref", "fit_ref",
-    "gibbs_sweep_ref", "gms_step_ref", "hypernet_adapter_ref", "kmeans_ref", "lowrank_adapter_backward_ref",
-    "lowrank_adapter_factored", "lowrank_adapter_ref", "mgdm_bridge_ref", "mgdm_vi_step_ref", "mixture_dispatch_ref",
-    "mixture_em_mstep_ref", "mixture_em_stats_kernel_ref", "mixture_em_stats_ref", "mixture_log_prob_ref", "mixture_stats_backward_ref",
+    "Dispatch", "EMParams", "EMStats", "MixtureStats", "adan_fit_ref", "closed_fit_ref", "dispatch_vjp",
+    "em_covariances", "em_moments", "em_step_ref", "fit_ref", "gibbs_sweep_ref", "gms_step_ref",
+    "hypernet_adapter_ref", "kmeans_ref", "lowrank_adapter_backward_ref", "lowrank_adapter_factored",
+    "lowrank_adapter_ref", "mgdm_bridge_ref", "mgdm_vi_step_ref", "mixture_dispatch_ref", "mixture_em_mstep_ref",
+    "mixture_em_stats_kernel_ref", "mixture_em_stats_ref", "mixture_log_prob_ref", "mixture_stats_backward_ref",
     "mixture_stats_kernel_ref", "mixture_stats_ref", "mixture_suffstats_ref", "nearest_center_ref",
     "philox_normal_ref", "philox_uniform_ref", "step_moments_ref",
 ]
