@@ -130,3 +130,28 @@ def test_fit_em_ab_mode_pairs_three_ways_and_restores_fit_em(tmp_path):
         assert len(r["per_iter_ms_rounds"]) == 2
         if r["provider"] == "native-loop":
             assert r["ratio_to_native_loop"] == {"min": 1.0, "median": 1.0, "max": 1.0}
+
+
+def test_ab_checkouts_pairs_two_workers(tmp_path):
+    """benchmarks/ab_checkouts.py with this checkout as both arms: one row per case, one timing per round and arm,
+    the per-round ratios summarised; bad arguments stop with a message, not a traceback."""
+    ab = pytest.importorskip("benchmarks.ab_checkouts")
+    repo = Path(__file__).resolve().parent.parent
+    argv = [str(repo), str(repo), "--cases", "diag:float64:300,full:float32:200", "--rounds", "3", "--out",
+            str(tmp_path)]
+    assert ab.main(argv) == 0
+    (f,) = tmp_path.glob("mixture_em_stats_ab__cpu-1t__*.json")
+    doc = json.loads(f.read_text())
+    assert [r["case"] for r in doc["results"]] == ["diag:float64:300", "full:float32:200"]
+    for r in doc["results"]:
+        a, b = r["ns_per_row"]["A"], r["ns_per_row"]["B"]
+        assert len(a) == len(b) == 3 and min(a) > 0 and min(b) > 0
+        ratios = sorted(y / x for x, y in zip(a, b))
+        assert r["ratio_b_over_a"]["median"] == pytest.approx(ratios[1])
+    assert doc["meta"]["a"]["commit"] == doc["meta"]["b"]["commit"]
+    with pytest.raises(SystemExit, match="cov:dtype:N"):
+        ab.main([str(repo), str(repo), "--cases", "diag:float64"])
+    with pytest.raises(SystemExit, match="bad case"):
+        ab.main([str(repo), str(repo), "--cases", "diagonal:float64:10"])
+    with pytest.raises(SystemExit):
+        ab.main([str(repo), str(tmp_path)])  # not a checkout

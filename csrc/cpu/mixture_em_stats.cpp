@@ -208,7 +208,7 @@ inline void softmax_rows(typename VecOf<T>::V* __restrict l, int64_t KV, typenam
   for (int r = 0; r < RB; ++r) {
     sv[r] = hsum_all(sv[r]);
     tv[r] = hsum_all(tv[r]);
-    inv[r] = T(1) / sv[r];
+    inv[r] = splat<V>(T(1) / sv[r][0]);  // every lane of the butterfly sum is the same: one scalar division
   }
   for (int64_t kv = 0; kv < KV; ++kv)
     for (int r = 0; r < RB; ++r) {

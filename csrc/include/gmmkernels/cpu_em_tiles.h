@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "gmmkernels/cpu_vec.h"
@@ -70,37 +71,50 @@ void tile_columns(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F)
     for (int64_t d = n < nb ? db : 0; d < D; ++d) F[d * TS + n] = x[n * D + d];
 }
 
-// Features of rows [0, nr) of a tile, stored by feature: F[p][n] (column stride kTileRows) with F[0 .. D) = x
-// transposed (tile_columns), then x_i^2 (diag) or x_i x_j for j <= i (full, in vech order), each computed as whole
-// vectors over the rows (rows >= nr of a short tile hold stale values that the statistics never read; rows [P, Pp)
-// stay zero from the allocation).
+// Features of rows [0, nr) of a tile. Diag: stored by row, F[n][p] (row stride Pp) = [x_n, x_n^2], each row computed
+// from the row of x as it is stored (no transpose). Full: stored by feature, F[p][n] (column stride kTileRows) with
+// F[0 .. D) = x transposed (tile_columns), then x_i x_j for j <= i in vech order, each computed as whole vectors over the
+// rows. Rows >= nr of a short tile hold stale values that the statistics never read; the padding features [P, Pp)
+// stay zero from the allocation. feature_strides gives (feature stride, row stride) of the layout.
+template <bool FULL>
+constexpr std::pair<int64_t, int64_t> feature_strides(int64_t Pp) {
+  return FULL ? std::pair<int64_t, int64_t>{kTileRows, 1} : std::pair<int64_t, int64_t>{1, Pp};
+}
+
 template <typename T, bool FULL>
-void tile_features(const T* __restrict x, int64_t nr, int64_t D, T* __restrict F) {
+void tile_features(const T* __restrict x, int64_t nr, int64_t D, int64_t Pp, T* __restrict F) {
   typedef typename VecOf<T>::V V;
   constexpr int64_t L = sizeof(V) / sizeof(T);
   constexpr int64_t TS = kTileRows;
+  if (!FULL) {
+    for (int64_t n = 0; n < nr; ++n) {
+      const T* xn = x + n * D;
+      T* f = F + n * Pp;
+      for (int64_t d = 0; d < D; ++d) {
+        f[d] = xn[d];
+        f[D + d] = xn[d] * xn[d];
+      }
+    }
+    return;
+  }
   tile_columns<T>(x, nr, D, F);
   const int64_t nv = (nr + L - 1) / L;
   T* q = F + D * TS;
   for (int64_t i = 0; i < D; ++i) {
     const T* xi = F + i * TS;
-    if (!FULL) {
-      for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xi + v * L));
-      q += TS;
-    } else {
-      for (int64_t j = 0; j <= i; ++j, q += TS) {
-        const T* xj = F + j * TS;
-        for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xj + v * L));
-      }
+    for (int64_t j = 0; j <= i; ++j, q += TS) {
+      const T* xj = F + j * TS;
+      for (int64_t v = 0; v < nv; ++v) vstore(q + v * L, vload<V>(xi + v * L) * vload<V>(xj + v * L));
     }
   }
 }
 
 // S[p][kv] += sum_n F[p][n] r[n][kv] for feature columns p0 .. p0 + PB - 1 and component vectors kv0 .. kv0 + KVB - 1,
 // summed in registers over the nr rows of the tile, then added to the chunk accumulator (widened to double for float).
+// F[p][n] is read at F + p sp + n sn (feature_strides).
 template <typename T, int PB, int KVB>
-inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __restrict R, int64_t KV,
-                        int64_t nr, int64_t p0, int64_t kv0, typename VecOf<T>::W* __restrict S) {
+inline void stats_block(const T* __restrict F, int64_t sp, int64_t sn, const typename VecOf<T>::V* __restrict R,
+                        int64_t KV, int64_t nr, int64_t p0, int64_t kv0, typename VecOf<T>::W* __restrict S) {
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
   V acc[PB][KVB];
@@ -109,9 +123,9 @@ inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __res
   for (int64_t n = 0; n < nr; ++n) {
     V r[KVB];
     for (int j = 0; j < KVB; ++j) r[j] = R[n * KV + kv0 + j];
-    const T* f = F + p0 * kTileRows + n;
+    const T* f = F + p0 * sp + n * sn;
     for (int i = 0; i < PB; ++i) {
-      const V fv = splat<V>(f[i * kTileRows]);
+      const V fv = splat<V>(f[i * sp]);
       for (int j = 0; j < KVB; ++j) acc[i][j] += fv * r[j];
     }
   }
@@ -119,13 +133,14 @@ inline void stats_block(const T* __restrict F, const typename VecOf<T>::V* __res
     for (int j = 0; j < KVB; ++j) S[(p0 + i) * KV + kv0 + j] += __builtin_convertvector(acc[i][j], Wd);
 }
 
-template <typename T>
+template <typename T, bool FULL>
 void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
                 typename VecOf<T>::W* S) {
+  const auto [sp, sn] = feature_strides<FULL>(Pp);
   for (int64_t p0 = 0; p0 < Pp; p0 += kPB) {
     int64_t kv = 0;
-    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, R, KV, nr, p0, kv, S);
-    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, R, KV, nr, p0, kv, S);
+    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, sp, sn, R, KV, nr, p0, kv, S);
+    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, sp, sn, R, KV, nr, p0, kv, S);
   }
 }
 
@@ -164,8 +179,8 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
         std::fill(nkv.begin(), nkv.end(), V{});
         tile_resp(b, n0, nr, xt, Lr.data(), nkv.data(), sc);
         for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
-        tile_features<T, FULL>(xt, nr, D, F);
-        tile_stats<T>(F, Lr.data(), KV, nr, Pp, S.data());
+        tile_features<T, FULL>(xt, nr, D, Pp, F);
+        tile_stats<T, FULL>(F, Lr.data(), KV, nr, Pp, S.data());
       }
       const double logs = std::log(sc.prod) + static_cast<double>(sc.expo) * 0.69314718055994530942;
       double* out = partial + task * psize;
