@@ -43,9 +43,13 @@ def parse_case(case: str) -> tuple:
 
 
 def worker(cases: list, threads: int) -> int:
-    """Runs in a checkout: builds every case's data, prints 'ready', then times one pass per line of stdin."""
+    """Runs in a checkout (the working directory): builds every case's data, prints 'ready' and the gmmkernels it
+    imported, then times one pass per line of stdin."""
+    here = os.getcwd()
+    sys.path[:] = [here] + [p for p in sys.path if p != str(Path(__file__).resolve().parent.parent)]
     import torch
 
+    import gmmkernels
     from gmmkernels import mixture_em_stats
 
     torch.set_num_threads(threads)
@@ -66,7 +70,7 @@ def worker(cases: list, threads: int) -> int:
               mixture_em_stats(x, logits, means, scale, cov))
         fn()
         fns[case] = (fn, N)
-    print("ready", flush=True)
+    print("ready", Path(gmmkernels.__file__).resolve().parent.parent, flush=True)
     for line in sys.stdin:
         fn, N = fns[line.strip()]
         t0 = time.process_time()
@@ -114,8 +118,11 @@ def main(argv=None) -> int:
                                   "--threads", str(args.threads)], cwd=d, env=env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
             procs.append(p)
-            if p.stdout.readline().strip() != "ready":
+            hello = p.stdout.readline().split()
+            if not hello or hello[0] != "ready":
                 raise SystemExit(f"ab_checkouts: the worker in {d} did not start (is the extension built there?)")
+            if Path(hello[1]) != d:  # an installed gmmkernels (e.g. an editable install) shadowed the checkout
+                raise SystemExit(f"ab_checkouts: the worker in {d} imported the gmmkernels of {hello[1]}")
 
         def ask(i, case):
             procs[i].stdin.write(case + "\n")
