@@ -118,8 +118,8 @@ def main(argv=None) -> int:
                                   "--threads", str(args.threads)], cwd=d, env=env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
             procs.append(p)
-            hello = p.stdout.readline().split()
-            if not hello or hello[0] != "ready":
+            hello = p.stdout.readline().rstrip("\n").split(" ", 1)  # "ready <path>"; the path may hold spaces
+            if len(hello) != 2 or hello[0] != "ready":
                 raise SystemExit(f"ab_checkouts: the worker in {d} did not start (is the extension built there?)")
             if Path(hello[1]) != d:  # an installed gmmkernels (e.g. an editable install) shadowed the checkout
                 raise SystemExit(f"ab_checkouts: the worker in {d} imported the gmmkernels of {hello[1]}")
