@@ -208,7 +208,7 @@ inline void softmax_rows(typename VecOf<T>::V* __restrict l, int64_t KV, typenam
   for (int r = 0; r < RB; ++r) {
     sv[r] = hsum_all(sv[r]);
     tv[r] = hsum_all(tv[r]);
-    inv[r] = splat<V>(T(1) / sv[r][0]);  // every lane of the butterfly sum is the same: one scalar division
+    inv[r] = splat<V>(T(1) / sv[r][0]);  // every lane of the butterfly sum is the same: one scalar division per row
   }
   for (int64_t kv = 0; kv < KV; ++kv)
     for (int r = 0; r < RB; ++r) {
@@ -218,7 +218,7 @@ inline void softmax_rows(typename VecOf<T>::V* __restrict l, int64_t KV, typenam
     }
   for (int r = 0; r < RB; ++r) {
     lp += static_cast<double>(ms[r][0]);
-    rl += static_cast<double>(tv[r][0]) / static_cast<double>(sv[r][0]);
+    rl += static_cast<double>(tv[r][0]) * static_cast<double>(inv[r][0]);  // t / s through the same division
     prod *= static_cast<double>(sv[r][0]);
     if (((row0 + r) & 15) == 15) {
       int e;
@@ -416,7 +416,7 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
   }
   const Wd sd = __builtin_convertvector(sv, Wd);
   sc.lp += __builtin_convertvector(m, Wd);
-  sc.rl += __builtin_convertvector(tv, Wd) / sd;
+  sc.rl += __builtin_convertvector(tv, Wd) * __builtin_convertvector(inv, Wd);  // t / s through the same division
   sc.prod *= sd;
   if ((++sc.groups & 15) == 0)
     for (int64_t j = 0; j < L; ++j) {

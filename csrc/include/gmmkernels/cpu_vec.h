@@ -67,7 +67,8 @@ inline __m512 permute16_ps(__m512i idx, __m512 tab) {
 // are one two-register permute (float: one register), exp(r) - 1 a short polynomial (Taylor degree 7 in double,
 // truncation below 2e-18 relative; degree 3 in float, below 1e-8), 2^m one scalef (which floors its exponent
 // argument, so it takes n/16 as it is). About 10 fewer vector operations per exp than the portable version, and a
-// dependency chain half as long; the clamps are single max / min instructions.
+// dependency chain half as long; the upper clamp is one min instruction, and the lower one costs nothing: the final
+// scalef is masked to zero wherever x < lo (or x = -inf), so those lanes need no clamped argument.
 
 // 2^(j/16), j = 0..15, correctly rounded to double (the float table rounds these; each is then the float nearest
 // 2^(j/16)).
@@ -79,8 +80,8 @@ inline constexpr double kExp2Sixteenths[16] = {
 template <bool NonPositive = false>
 inline VecOf<double>::V vexp(VecOf<double>::V x) {
   const __m512d lo = _mm512_set1_pd(-708.0), shifter = _mm512_set1_pd(6755399441055744.0);  // 1.5 * 2^52
-  __m512d xc = max_pd(lo, x);  // x < lo ? lo : x (NaN stays NaN)
-  if (!NonPositive) xc = min_pd(_mm512_set1_pd(709.0), xc);
+  // no lower clamp: lanes below lo are zeroed by the final mask, whatever the reduction made of them
+  const __m512d xc = NonPositive ? x : min_pd(_mm512_set1_pd(709.0), x);
   // n = round(16 x / ln2), held in the low bits of t (2^51 + n: the low 4 bits are j = n mod 16)
   const __m512d t = _mm512_fmadd_pd(xc, _mm512_set1_pd(23.083120654223414), shifter);
   const __m512d n = _mm512_sub_pd(t, shifter);
@@ -112,8 +113,7 @@ inline constexpr float kExp2SixteenthsF[16] = {
 template <bool NonPositive = false>
 inline VecOf<float>::V vexp(VecOf<float>::V x) {
   const __m512 lo = _mm512_set1_ps(-87.0f), shifter = _mm512_set1_ps(12582912.0f);  // 1.5 * 2^23
-  __m512 xc = max_ps(lo, x);
-  if (!NonPositive) xc = min_ps(_mm512_set1_ps(88.0f), xc);
+  const __m512 xc = NonPositive ? x : min_ps(_mm512_set1_ps(88.0f), x);
   const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(23.0831206542234f), shifter);
   const __m512 n = _mm512_sub_ps(t, shifter);
   // ln2/16 = hi - lo' with hi = 0.693359375 / 16 (9 significant bits, |n| < 2^11: n * hi exact)
