@@ -1,7 +1,7 @@
 """EM fits: gmmkernels.fit_em vs scikit-learn's GaussianMixture from the same start, and the time per iteration
 against the FMA bound.
 
-    python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3]
+    python benchmarks/bench_fit_em.py [--quick] [--device cpu|cuda] [--out DIR] [--iters 20] [--reps 3] [--rounds 1]
         [--cases headline,1e6,small,flash] [--no-sklearn] [--threads N] [--clock wall|process]
     python benchmarks/bench_fit_em.py --plot RESULT.json [RESULT.json ...] [--out DIR]
     python benchmarks/bench_fit_em.py --ab ROUNDS [--cases ...] [--threads N]
@@ -15,7 +15,12 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
   1e-9 relative, float32 to 1e-4 -- scikit-learn computes float32 data in float32 too);
 * gmmkernels' time per iteration, (T(iters + 1) - T(1)) / iters from two fits (initialisation excluded), against
   the FMA bound of one iteration (benchmarks/bench_mixture_em_stats.py: useful FMAs / measured FMA peak of the
-  threads used) and the pass alone (``mixture_em_stats`` under fixed parameters);
+  threads used) and the pass alone (``mixture_em_stats`` under fixed parameters). With ``--rounds R`` that timing
+  runs in R rounds after the fits of every case: each round measures the FMA probe again and then times every case
+  in turn; a case reports the median over the rounds and the range, and its ratio to the bound is the median of the
+  per-round ratios (iteration time over the bound from that round's probe). On a shared virtual machine whose speed
+  drifts over minutes, a single run of each case in sequence compares cases and the probe taken in different phases;
+  the rounds spread every case over the run;
 * the memory the fit needs above its input (resident high-water mark on CPU, max allocated on CUDA; see
   ``benchmarks/_harness.measure_peak_memory``) beside the sizes of the data (N x D) and of the N x K
   responsibilities that a materialising iteration would hold.
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -121,8 +127,6 @@ def plot(paths, out_dir) -> Path:
 
 def run_ab(shapes, dtypes, rounds: int, iters: int, reps: int, dev: str, clock: str) -> list:
     """Paired per-iteration times of fit_em: native loop, Python loop, host M-step (see ``--ab``)."""
-    import statistics
-
     import gmmkernels.fit.em as em
 
     ways = {"native-loop": {}, "python-loop": {"em_iterate_kernel": lambda *a: (None,) * 6 + (0, 0)},
@@ -171,6 +175,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="rounds of the per-iteration timing (each re-measures the FMA probe and times every case in "
+                         "turn); reported: the median over rounds and its range")
     ap.add_argument("--cases", default="headline,1e6")
     ap.add_argument("--dtypes", default="float64,float32")
     ap.add_argument("--no-sklearn", action="store_true")
@@ -190,6 +197,8 @@ def main(argv=None) -> int:
     dev = args.device
     if args.clock == "process" and dev != "cpu":
         raise SystemExit("--clock process: CPU only")
+    if args.rounds < 1 or args.reps < 1:
+        raise SystemExit("--rounds and --reps: at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     load0 = list(os.getloadavg())
@@ -225,7 +234,7 @@ def main(argv=None) -> int:
     if use_sk:
         from sklearn.mixture import GaussianMixture as SK
         from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-    rows = []
+    rows, timed = [], []
     for name, cov, N, K, D in shapes:
         x64, m0 = make_data(N, K, D)
         w0 = torch.full((K,), 1.0 / K, dtype=torch.float64)
@@ -236,30 +245,24 @@ def main(argv=None) -> int:
             kw = dict(tol=0.0, reg_covar=1e-6, init="random", weights_init=w0.to(dev), means_init=m0.to(dev),
                       precisions_init=p0.to(dev), generator=torch.Generator(device=dev).manual_seed(0))
 
-            def ours(n_iter):
+            def ours(n_iter, x=x, K=K, cov=cov, kw=kw):
                 return fit_em(x, K, cov, max_iter=n_iter, **kw)
 
             ours(2)  # warm-up (threads, allocator)
             t_fit, r = best(lambda: ours(args.iters), args.reps, dev, args.clock)
-            t_one, _ = best(lambda: ours(1), args.reps, dev, args.clock)
-            t_more, _ = best(lambda: ours(args.iters + 1), args.reps, dev, args.clock)
-            per_iter = (t_more - t_one) / args.iters * 1e3
             mix = r.mixture
             # the pass alone, under the fitted parameters
             xc = x - x.mean(0)
             t_pass, _ = best(lambda: mixture_em_stats(xc, mix.logits, mix.means - x.mean(0), mix.scale, cov), 5, dev,
                              args.clock)
+            del xc
             mem, how = H.measure_peak_memory(lambda: ours(args.iters), dev)
             row = {"op": OP, "case": name, "provider": f"gmmkernels-{dev}", "mode": "fit", "dtype": dts, "device": dev,
                    "params": {"N": N, "K": K, "D": D, "cov": cov, "iters": args.iters}, "error": None,
-                   "fit_s": t_fit, "ms": {"p50": per_iter}, "per_iter_ms": per_iter, "pass_ms": t_pass * 1e3,
+                   "fit_s": t_fit, "pass_ms": t_pass * 1e3,
                    "lower_bound": float(r.lower_bound), "n_iter": int(r.n_iter),
                    "peak_mem_mb": mem, "peak_mem_method": how,
                    "data_mb": x.element_size() * N * D / 2**20, "resp_mb": x.element_size() * N * K / 2**20}
-            if peak:
-                t_min = cpu_bound_ms(N, K, D, cov, dts, peak)
-                row["fma_bound"] = {"fmas_per_iter": fmas(N, K, D, cov), "t_min_ms": t_min,
-                                    "x_bound_iter": per_iter / t_min, "x_bound_pass": t_pass * 1e3 / t_min}
             if use_sk:
                 X = x64.numpy().astype("float32" if dt == torch.float32 else "float64")
                 sk = SK(K, covariance_type=cov, max_iter=args.iters, tol=0.0, reg_covar=1e-6, init_params="random",
@@ -274,15 +277,43 @@ def main(argv=None) -> int:
                 row["lower_bound_rel_diff"] = rel
                 row["ok"] = rel < (1e-9 if dt == torch.float64 else 1e-4) and int(skm.n_iter_) == int(r.n_iter)
             rows.append(row)
-            sk_txt = (f"sklearn {row['sklearn']['fit_s']:.3f} s ({row['speedup_vs_sklearn']:.1f}x), lb diff "
-                      f"{row['lower_bound_rel_diff']:.1e}" if use_sk else "")
-            fb = row.get("fma_bound")
-            print(f"{name} {cov} {dts} N={N} K={K} D={D}: fit {t_fit:.3f} s, {per_iter:.2f} ms/iter, pass "
-                  f"{t_pass * 1e3:.2f} ms, extra memory {mem if mem is None else round(mem)} MB (data "
-                  f"{row['data_mb']:.0f} MB, N x K {row['resp_mb']:.0f} MB)" + (f", bound {fb['t_min_ms']:.2f} ms ({fb['x_bound_iter']:.2f}x per iter, "
-                                               f"{fb['x_bound_pass']:.2f}x pass)" if fb else "") + f"; {sk_txt}",
-                  flush=True)
-            del x
+            timed.append((row, ours))
+    # time per iteration, in rounds: each round re-measures the FMA probe, then times every case in turn, so that each
+    # case meets the phases of a shared machine that the others meet, and each round's ratio to the bound pairs the
+    # iteration with a probe run minutes (not tens of minutes) away from it
+    per_round = {id(row): [] for row, _ in timed}
+    for rnd in range(args.rounds):
+        peak_r = peak if (rnd == 0 or not peak) else fma_peak(cores)
+        for row, ours in timed:
+            t_one, _ = best(lambda: ours(1), args.reps, dev, args.clock)
+            t_more, _ = best(lambda: ours(args.iters + 1), args.reps, dev, args.clock)
+            per_round[id(row)].append(((t_more - t_one) / args.iters * 1e3, peak_r))
+    for row, _ in timed:
+        p, cov, dts = row["params"], row["params"]["cov"], row["dtype"]
+        its = [t for t, _ in per_round[id(row)]]
+        per_iter = statistics.median(its)
+        row.update({"ms": {"p50": per_iter, "min": min(its), "max": max(its)}, "per_iter_ms": per_iter,
+                    "per_iter_ms_rounds": its, "rounds": args.rounds})
+        if peak:
+            bounds = [cpu_bound_ms(p["N"], p["K"], p["D"], cov, dts, pk) for _, pk in per_round[id(row)]]
+            ratios = [t / b for t, b in zip(its, bounds)]
+            t_min = statistics.median(bounds)
+            row["fma_bound"] = {"fmas_per_iter": fmas(p["N"], p["K"], p["D"], cov), "t_min_ms": t_min,
+                                "t_min_ms_rounds": bounds, "x_bound_iter": statistics.median(ratios),
+                                "x_bound_iter_rounds": ratios, "x_bound_pass": row["pass_ms"] / t_min}
+        sk_txt = (f"sklearn {row['sklearn']['fit_s']:.3f} s ({row['speedup_vs_sklearn']:.1f}x), lb diff "
+                  f"{row['lower_bound_rel_diff']:.1e}" if use_sk else "")
+        fb = row.get("fma_bound")
+        rng = f" (rounds {min(its):.2f}-{max(its):.2f})" if args.rounds > 1 else ""
+        xr = (f", rounds {min(fb['x_bound_iter_rounds']):.2f}-{max(fb['x_bound_iter_rounds']):.2f}x"
+              if fb and args.rounds > 1 else "")
+        print(f"{row['case']} {cov} {dts} N={p['N']} K={p['K']} D={p['D']}: fit {row['fit_s']:.3f} s, "
+              f"{per_iter:.2f} ms/iter{rng}, pass {row['pass_ms']:.2f} ms, extra memory "
+              f"{row['peak_mem_mb'] if row['peak_mem_mb'] is None else round(row['peak_mem_mb'])} MB (data "
+              f"{row['data_mb']:.0f} MB, N x K {row['resp_mb']:.0f} MB)"
+              + (f", bound {fb['t_min_ms']:.2f} ms ({fb['x_bound_iter']:.2f}x per iter{xr}, "
+                 f"{fb['x_bound_pass']:.2f}x pass)" if fb else "") + f"; {sk_txt}", flush=True)
+    del timed
     meta = H.collect_meta(dev, ["bench_fit_em.py"] + list(argv if argv is not None else sys.argv[1:]),
                           extra={"fma_peak": peak, "loadavg_before": load0, "loadavg_after": list(os.getloadavg()),
                                  "clock": args.clock, "threads": cores})

@@ -94,17 +94,27 @@ def test_run_all_only_names_and_unknown_names(tmp_path, capsys):
 
 
 def test_fit_em_benchmark_end_to_end(tmp_path):
-    """bench_fit_em on a tiny case: the JSON row (lower bounds equal to scikit-learn's when it is installed, the
-    FMA bound from the probe), then the figure from that file."""
+    """bench_fit_em on a tiny case in two timing rounds: the JSON row (lower bounds equal to scikit-learn's when it
+    is installed, the FMA bound from each round's probe, the medians over the rounds), then the figure from that
+    file."""
+    import statistics
+
     fe = pytest.importorskip("benchmarks.bench_fit_em")
     argv = ["--quick", "--device", "cpu", "--cases", "headline", "--dtypes", "float64", "--iters", "3", "--reps", "1",
-            "--threads", "1", "--out", str(tmp_path)]
+            "--rounds", "2", "--threads", "1", "--out", str(tmp_path)]
     assert fe.main(argv) == 0
     (f,) = tmp_path.glob("fit_em__cpu*__*.json")
     rows = json.loads(f.read_text())["results"]
     assert rows and all(r["ok"] is not False for r in rows)
     for r in rows:
-        assert r["fma_bound"]["t_min_ms"] > 0 and r["per_iter_ms"] > 0
+        fb = r["fma_bound"]
+        assert fb["t_min_ms"] > 0 and r["per_iter_ms"] > 0
+        assert len(r["per_iter_ms_rounds"]) == len(fb["t_min_ms_rounds"]) == len(fb["x_bound_iter_rounds"]) == 2
+        assert r["per_iter_ms"] == statistics.median(r["per_iter_ms_rounds"])
+        assert fb["x_bound_iter"] == pytest.approx(statistics.median(
+            [t / b for t, b in zip(r["per_iter_ms_rounds"], fb["t_min_ms_rounds"])]))
+    with pytest.raises(SystemExit, match="at least 1"):
+        fe.main(["--device", "cpu", "--rounds", "0", "--no-write"])
         if r.get("sklearn"):
             assert r["lower_bound_rel_diff"] < 1e-9
     pytest.importorskip("matplotlib")

@@ -133,15 +133,23 @@ inline void stats_block(const T* __restrict F, int64_t sp, int64_t sn, const typ
     for (int j = 0; j < KVB; ++j) S[(p0 + i) * KV + kv0 + j] += __builtin_convertvector(acc[i][j], Wd);
 }
 
+template <typename T, int PB>
+inline void stats_columns(const T* F, int64_t sp, int64_t sn, const typename VecOf<T>::V* R, int64_t KV, int64_t nr,
+                          int64_t p0, typename VecOf<T>::W* S) {
+  int64_t kv = 0;
+  for (; kv + 2 <= KV; kv += 2) stats_block<T, PB, 2>(F, sp, sn, R, KV, nr, p0, kv, S);
+  for (; kv < KV; ++kv) stats_block<T, PB, 1>(F, sp, sn, R, KV, nr, p0, kv, S);
+}
+
+// Feature columns [0, P) in blocks of kPB; a last block of 1 to kPB / 2 columns takes a half-width block (the columns
+// past P that a block reads are the zero padding of F, and their sums go to rows of S that are never read).
 template <typename T, bool FULL>
-void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t Pp,
+void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t nr, int64_t P, int64_t Pp,
                 typename VecOf<T>::W* S) {
   const auto [sp, sn] = feature_strides<FULL>(Pp);
-  for (int64_t p0 = 0; p0 < Pp; p0 += kPB) {
-    int64_t kv = 0;
-    for (; kv + 2 <= KV; kv += 2) stats_block<T, kPB, 2>(F, sp, sn, R, KV, nr, p0, kv, S);
-    for (; kv < KV; ++kv) stats_block<T, kPB, 1>(F, sp, sn, R, KV, nr, p0, kv, S);
-  }
+  int64_t p0 = 0;
+  for (; p0 + kPB / 2 < P; p0 += kPB) stats_columns<T, kPB>(F, sp, sn, R, KV, nr, p0, S);
+  if (p0 < P) stats_columns<T, kPB / 2>(F, sp, sn, R, KV, nr, p0, S);
 }
 
 // Running scalars of a chunk: sum log p, sum r log r and the product of the row sums s (with its binary exponent);
@@ -180,7 +188,7 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
         tile_resp(b, n0, nr, xt, Lr.data(), nkv.data(), sc);
         for (int64_t kv = 0; kv < KV; ++kv) nks[kv] += __builtin_convertvector(nkv[kv], Wd);
         tile_features<T, FULL>(xt, nr, D, Pp, F);
-        tile_stats<T, FULL>(F, Lr.data(), KV, nr, Pp, S.data());
+        tile_stats<T, FULL>(F, Lr.data(), KV, nr, P, Pp, S.data());
       }
       const double logs = std::log(sc.prod) + static_cast<double>(sc.expo) * 0.69314718055994530942;
       double* out = partial + task * psize;
