@@ -2,12 +2,13 @@
 is smaller than the drift of the machine.
 
     python benchmarks/ab_checkouts.py DIR_A DIR_B [--cases diag:float64:100000,full:float32:50000] [--rounds 40]
-        [--threads 1] [--out benchmarks/results] [--no-write]
+        [--threads 1] [--clock process|wall] [--out benchmarks/results] [--no-write]
 
 Each checkout must be built in place (``python setup.py build_ext --inplace``). One worker process per checkout
 imports that checkout's ``gmmkernels`` (PYTHONPATH = the checkout), builds the same data from the same seed and waits;
 then each round asks both workers, one after the other (the order alternating between rounds), for one timed pass
-of a case (CPU time of the process, so time spent descheduled does not count). A slow phase of a shared machine
+of a case (by default CPU time of the process, so time spent descheduled does not count; ``--clock wall`` for several
+threads, where time a thread waits for another is part of what is measured). A slow phase of a shared machine
 therefore hits both arms of a round. A case is ``cov:dtype:N`` with K = 32, D = 16 (diag, spherical) or K = 16, D = 8
 (full), the shapes of bench_fit_em.py's headline cases, unit scales and zero logits.
 
@@ -42,7 +43,7 @@ def parse_case(case: str) -> tuple:
     return cov, dtype, N
 
 
-def worker(cases: list, threads: int) -> int:
+def worker(cases: list, threads: int, clock: str = "process") -> int:
     """Runs in a checkout (the working directory): builds every case's data, prints 'ready' and the gmmkernels it
     imported, then times one pass per line of stdin."""
     here = os.getcwd()
@@ -73,9 +74,10 @@ def worker(cases: list, threads: int) -> int:
     print("ready", Path(gmmkernels.__file__).resolve().parent.parent, flush=True)
     for line in sys.stdin:
         fn, N = fns[line.strip()]
-        t0 = time.process_time()
+        now = time.process_time if clock == "process" else time.perf_counter
+        t0 = now()
         fn()
-        print(f"{(time.process_time() - t0) / N * 1e9:.4f}", flush=True)
+        print(f"{(now() - t0) / N * 1e9:.4f}", flush=True)
     return 0
 
 
@@ -93,6 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="diag:float64:100000,diag:float32:100000,full:float64:50000,full:float32:50000")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", default="process", choices=["process", "wall"],
+                    help="process: CPU time of the worker (one thread; time descheduled does not count); wall: elapsed "
+                         "time (several threads, where a thread that waits for another is the effect measured)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
     for c in cases:
         parse_case(c)
     if args.worker:
-        return worker(cases, args.threads)
+        return worker(cases, args.threads, args.clock)
     if args.a is None or args.b is None:
         ap.error("two checkouts are needed: DIR_A DIR_B")
     if args.rounds < 2 or args.threads < 1:
@@ -115,7 +120,7 @@ def main(argv=None) -> int:
         for d in dirs:
             env = dict(os.environ, PYTHONPATH=str(d), OMP_NUM_THREADS=str(args.threads))
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--cases", args.cases,
-                                  "--threads", str(args.threads)], cwd=d, env=env, stdin=subprocess.PIPE,
+                                  "--threads", str(args.threads), "--clock", args.clock], cwd=d, env=env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
             procs.append(p)
             hello = p.stdout.readline().rstrip("\n").split(" ", 1)  # "ready <path>"; the path may hold spaces
@@ -141,7 +146,7 @@ def main(argv=None) -> int:
             K, D = SHAPES[cov]
             rows.append({"op": OP, "case": case, "provider": "B/A", "mode": "ab", "dtype": dts, "device": "cpu",
                          "params": {"N": N, "K": K, "D": D, "cov": cov, "rounds": args.rounds,
-                                    "threads": args.threads},
+                                    "threads": args.threads, "clock": args.clock},
                          "error": None, "ns_per_row": {"A": t[0], "B": t[1]},
                          "ratio_b_over_a": {"median": statistics.median(ratio), "q1": q1, "q3": q3,
                                             "min": min(ratio), "max": max(ratio)}})

@@ -159,6 +159,12 @@ def test_ab_checkouts_pairs_two_workers(tmp_path):
         ratios = sorted(y / x for x, y in zip(a, b))
         assert r["ratio_b_over_a"]["median"] == pytest.approx(ratios[1])
     assert doc["meta"]["a"]["commit"] == doc["meta"]["b"]["commit"]
+    assert all(r["params"]["clock"] == "process" for r in doc["results"])
+    # elapsed time instead of CPU time (several threads): the same rows, the clock recorded
+    assert ab.main(argv[:-1] + [str(tmp_path / "wall"), "--clock", "wall"]) == 0
+    (f,) = (tmp_path / "wall").glob("mixture_em_stats_ab__cpu-1t__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert len(rows) == 2 and all(r["params"]["clock"] == "wall" and min(r["ns_per_row"]["B"]) > 0 for r in rows)
     with pytest.raises(SystemExit, match="cov:dtype:N"):
         ab.main([str(repo), str(repo), "--cases", "diag:float64"])
     with pytest.raises(SystemExit, match="bad case"):

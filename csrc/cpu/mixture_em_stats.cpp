@@ -559,7 +559,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   // the lane selectors of tile_features_rows, used for full covariances whose rows fit one vector
   const std::vector<typename VecOf<T>::U> sel = FULL && D <= L ? full_feature_selectors<T>(D, P, PV)
                                                                : std::vector<typename VecOf<T>::U>();
-  at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(s.B * s.nch, [&](auto next_task) {
     // logits: with padding components (K not a multiple of L), computed with the rows in the lanes, components K.. Kp
     // left out (tile_logits_down, from the tile's x transposed, Xtv [D][TS]); else with the components in the lanes
     // and transposed (tile_logits, tile_to_rows: as fast in float32, faster in float64)
@@ -580,7 +580,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
         NK[k] = V{};
       }
     };
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task; (task = next_task()) >= 0;) {
       const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
       const T* xb = x + b * x_bstride;
       const T* xend = xb + N * D;

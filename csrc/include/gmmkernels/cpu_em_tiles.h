@@ -1,13 +1,14 @@
 // The tiled one-pass E-step + statistics machinery of the CPU kernels mixture_em_stats and mixture_suffstats
 // (host only; torch's ATen/Parallel.h for the threads): the shape bookkeeping, the features of a tile, the statistics
-// product S[p][k] += sum_n F[p][n] r[n][k] in registers, the chunk driver and the ordered reduction of the chunk
-// partial sums. The two ops differ only in where a tile's responsibilities come from (computed from the mixture, or
-// read from the input): the callback of run_tiles.
+// product S[p][k] += sum_n F[p][n] r[n][k] in registers, the chunk driver (chunks handed out to the threads one at a
+// time) and the ordered reduction of the chunk partial sums. The two ops differ only in where a tile's
+// responsibilities come from (computed from the mixture, or read from the input): the callback of run_tiles.
 #pragma once
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -152,6 +153,22 @@ void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t n
   if (p0 < P) stats_columns<T, kPB / 2>(F, sp, sn, R, KV, nr, p0, S);
 }
 
+// Runs f(next) once on each of up to at::get_num_threads() intra-op threads; next() hands out the tasks [0, ntasks) one
+// at a time from a shared counter and returns -1 when none is left. Against at::parallel_for's equal static ranges, a
+// thread slowed by something else on the machine takes fewer tasks instead of holding up the pass. f allocates its
+// thread's scratch once; each task writes only its own outputs, so the result does not depend on which thread ran it.
+template <typename F>
+void parallel_tasks(int64_t ntasks, F&& f) {
+  std::atomic<int64_t> counter{0};
+  const int64_t slots = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), ntasks));
+  at::parallel_for(0, slots, 1, [&](int64_t, int64_t) {
+    f([&]() -> int64_t {
+      const int64_t t = counter.fetch_add(1, std::memory_order_relaxed);
+      return t < ntasks ? t : -1;
+    });
+  });
+}
+
 // Running scalars of a chunk: sum log p, sum r log r and the product of the row sums s (with its binary exponent);
 // mixture_suffstats leaves them at their start values.
 struct TileScalars {
@@ -170,12 +187,12 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
   constexpr int64_t L = Shape<T>::L;
   const int64_t N = s.N, D = s.D, KV = s.KV, P = s.P, Pp = s.Pp;
   const int64_t psize = s.partial_size();
-  at::parallel_for(0, s.B * s.nch, 1, [&](int64_t begin, int64_t end) {
+  parallel_tasks(s.B * s.nch, [&](auto next_task) {
     std::vector<V> Lr(kTileRows * KV), nkv(KV);
     std::vector<V> Fv(Pp * kTileRows / L, V{});  // vectors: 64-byte aligned feature rows
     T* const F = reinterpret_cast<T*>(Fv.data());
     std::vector<Wd> S(Pp * KV), nks(KV);
-    for (int64_t task = begin; task < end; ++task) {
+    for (int64_t task; (task = next_task()) >= 0;) {
       const int64_t b = task / s.nch, c0 = (task % s.nch) * s.CH, c1 = std::min(N, c0 + s.CH);
       const T* xb = x + b * x_bstride;
       std::fill(S.begin(), S.end(), Wd{});
