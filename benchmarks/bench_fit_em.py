@@ -292,6 +292,9 @@ def main(argv=None) -> int:
         p, cov, dts = row["params"], row["params"]["cov"], row["dtype"]
         its = [t for t, _ in per_round[id(row)]]
         per_iter = statistics.median(its)
+        if min(its) <= 0:
+            print(f"warning: {row['case']} {cov} {dts}: a round's T({args.iters + 1}) - T(1) came out <= 0 (the fit is "
+                  f"too short to time this way here); raise --iters or --reps", flush=True)
         row.update({"ms": {"p50": per_iter, "min": min(its), "max": max(its)}, "per_iter_ms": per_iter,
                     "per_iter_ms_rounds": its, "rounds": args.rounds})
         if peak:

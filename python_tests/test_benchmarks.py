@@ -1,5 +1,6 @@
 """Smoke test of the benchmark harness: one tiny CPU case end to end (check, time, JSON, table, plot)."""
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -108,7 +109,9 @@ def test_fit_em_benchmark_end_to_end(tmp_path):
     assert rows and all(r["ok"] is not False for r in rows)
     for r in rows:
         fb = r["fma_bound"]
-        assert fb["t_min_ms"] > 0 and r["per_iter_ms"] > 0
+        # a difference of two single timings of a tiny fit: finite, but under load it may come out <= 0 (the
+        # benchmark says so); the real cases time 20 iterations of at least 10^5 points
+        assert fb["t_min_ms"] > 0 and all(math.isfinite(t) for t in r["per_iter_ms_rounds"])
         assert len(r["per_iter_ms_rounds"]) == len(fb["t_min_ms_rounds"]) == len(fb["x_bound_iter_rounds"]) == 2
         assert r["per_iter_ms"] == statistics.median(r["per_iter_ms_rounds"])
         assert fb["x_bound_iter"] == pytest.approx(statistics.median(
