@@ -72,9 +72,9 @@ def worker(cases: list, threads: int, clock: str = "process") -> int:
         fn()
         fns[case] = (fn, N)
     print("ready", Path(gmmkernels.__file__).resolve().parent.parent, flush=True)
+    now = time.process_time if clock == "process" else time.perf_counter
     for line in sys.stdin:
         fn, N = fns[line.strip()]
-        now = time.process_time if clock == "process" else time.perf_counter
         t0 = now()
         fn()
         print(f"{(now() - t0) / N * 1e9:.4f}", flush=True)
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
         for d in dirs:
             env = dict(os.environ, PYTHONPATH=str(d), OMP_NUM_THREADS=str(args.threads))
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--cases", args.cases,
-                                  "--threads", str(args.threads), "--clock", args.clock], cwd=d, env=env, stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
+                                  "--threads", str(args.threads), "--clock", args.clock],
+                                 cwd=d, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             procs.append(p)
             hello = p.stdout.readline().rstrip("\n").split(" ", 1)  # "ready <path>"; the path may hold spaces
             if len(hello) != 2 or hello[0] != "ready":
