@@ -280,6 +280,8 @@ bool rows_path(const Shape<T>& s) {
 }
 
 constexpr int kFlushTiles = 16;  // tiles summed in T before the chunk sums in double
+constexpr int kSoftVecs = 4;     // row vectors whose softmax runs interleaved (softmax_down)
+static_assert(kTileRows / 16 % kSoftVecs == 0, "a tile holds whole groups of row vectors, float32 and float64");
 
 // Lr [TR][KV] (rows nr and beyond: any finite value) -> Lg [Kp][NV], an L x L transpose per (row vector, component
 // vector).
@@ -371,59 +373,71 @@ struct RowScalars {
   int64_t expo = 0, groups = 0;
 };
 
-// Softmax down the K components of row vector v of a tile (not the padding components past them, whose r is 0), in
-// place (Lg becomes r, as softmax_rows computes it); lanes of rows >= nr give r = 0 and add nothing to the sums. r is
-// added to NK [K] (per lane).
-template <typename T>
-inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v, int64_t nr,
+// Softmax down the K components of the RV row vectors v0 .. v0 + RV - 1 of a tile (not the padding components past
+// them, whose r is 0), in place (Lg becomes r, as softmax_rows computes it); lanes of rows >= nr give r = 0 and add
+// nothing to the sums. r is added to NK [K] (per lane). The RV row vectors go through each stage together: each has
+// chains of K dependent maxima and sums, which one row vector alone leaves latency-bound.
+template <typename T, int RV>
+inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v0, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
   constexpr int64_t L = Shape<T>::L, NV = kTileRows / L;
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   const V lowest = splat<V>(std::numeric_limits<T>::lowest());
-  V* l = Lg + v;
-  V m = splat<V>(ninf);
-  for (int64_t k = 0; k < K; ++k) m = vmax(m, l[k * NV]);
-  m = m == splat<V>(ninf) ? V{} : m;  // every logit -inf: log p = -inf, r = NaN
-  V sv{}, tv{};
-  for (int64_t k = 0; k < K; ++k) {
-    const V lm = l[k * NV] - m;
-    const V e = vexp<true>(lm);
-    l[k * NV] = e;
-    sv += e;
-    tv += e * vmax(lm, lowest);
+  V* l = Lg + v0;
+  V m[RV], sv[RV], tv[RV], inv[RV];
+  for (int i = 0; i < RV; ++i) m[i] = splat<V>(ninf);
+  for (int64_t k = 0; k < K; ++k)
+    for (int i = 0; i < RV; ++i) m[i] = vmax(m[i], l[k * NV + i]);
+  for (int i = 0; i < RV; ++i) {
+    m[i] = m[i] == splat<V>(ninf) ? V{} : m[i];  // every logit -inf: log p = -inf, r = NaN
+    sv[i] = V{};
+    tv[i] = V{};
   }
-  const V inv = T(1) / sv;
-  if (v * L + L <= nr) {
-    for (int64_t k = 0; k < K; ++k) {
-      const V q = l[k * NV] * inv;
-      l[k * NV] = q;
-      NK[k] += q;
+  for (int64_t k = 0; k < K; ++k)
+    for (int i = 0; i < RV; ++i) {
+      const V lm = l[k * NV + i] - m[i];
+      const V e = vexp<true>(lm);
+      l[k * NV + i] = e;
+      sv[i] += e;
+      tv[i] += e * vmax(lm, lowest);
     }
+  for (int i = 0; i < RV; ++i) inv[i] = T(1) / sv[i];
+  if ((v0 + RV) * L <= nr) {
+    for (int64_t k = 0; k < K; ++k)
+      for (int i = 0; i < RV; ++i) {
+        const V q = l[k * NV + i] * inv[i];
+        l[k * NV + i] = q;
+        NK[k] += q;
+      }
   } else {  // the short last tile of a chunk
-    V lane;
-    for (int64_t j = 0; j < L; ++j) lane[j] = static_cast<T>(v * L + j);
-    const auto ok = lane < splat<V>(static_cast<T>(nr));
-    for (int64_t k = 0; k < K; ++k) {
-      const V q = ok ? l[k * NV] * inv : V{};
-      l[k * NV] = q;
-      NK[k] += q;
+    for (int i = 0; i < RV; ++i) {
+      V lane;
+      for (int64_t j = 0; j < L; ++j) lane[j] = static_cast<T>((v0 + i) * L + j);
+      const auto ok = lane < splat<V>(static_cast<T>(nr));
+      for (int64_t k = 0; k < K; ++k) {
+        const V q = ok ? l[k * NV + i] * inv[i] : V{};
+        l[k * NV + i] = q;
+        NK[k] += q;
+      }
+      m[i] = ok ? m[i] : V{};
+      tv[i] = ok ? tv[i] : V{};
+      sv[i] = ok ? sv[i] : splat<V>(T(1));
     }
-    m = ok ? m : V{};
-    tv = ok ? tv : V{};
-    sv = ok ? sv : splat<V>(T(1));
   }
-  const Wd sd = __builtin_convertvector(sv, Wd);
-  sc.lp += __builtin_convertvector(m, Wd);
-  sc.rl += __builtin_convertvector(tv, Wd) * __builtin_convertvector(inv, Wd);  // t / s through the same division
-  sc.prod *= sd;
-  if ((++sc.groups & 15) == 0)
-    for (int64_t j = 0; j < L; ++j) {
-      int e;
-      sc.prod[j] = std::frexp(sc.prod[j], &e);
-      sc.expo += e;
-    }
+  for (int i = 0; i < RV; ++i) {
+    const Wd sd = __builtin_convertvector(sv[i], Wd);
+    sc.lp += __builtin_convertvector(m[i], Wd);
+    sc.rl += __builtin_convertvector(tv[i], Wd) * __builtin_convertvector(inv[i], Wd);  // t / s, the same division
+    sc.prod *= sd;
+    if ((++sc.groups & 15) == 0)
+      for (int64_t j = 0; j < L; ++j) {
+        int e;
+        sc.prod[j] = std::frexp(sc.prod[j], &e);
+        sc.expo += e;
+      }
+  }
 }
 
 // Lane selectors of the full features when a row of x fits one vector (D <= L): feature vector pv is
@@ -607,7 +621,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
         }
         // the padding components (logit -inf, r = 0) are left out of the softmax and the statistics; their NK, ST
         // stay 0
-        for (int64_t v = 0; v < NV; ++v) softmax_down<T>(Lg.data(), K, v, nr, NK.data(), sc);
+        for (int64_t v = 0; v < NV; v += kSoftVecs) softmax_down<T, kSoftVecs>(Lg.data(), K, v, nr, NK.data(), sc);
         if (resp != nullptr) {
           const T* rs = reinterpret_cast<const T*>(Lg.data());
           for (int64_t i = 0; i < nr; ++i) {
