@@ -98,6 +98,35 @@ def test_kernel_zero_weight_components_and_far_means(device, full):
     torch.testing.assert_close(got[2].double().cpu(), want[2], rtol=0, atol=0.05)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("user_ftz", [False, True], ids=["user-keeps-subnormals", "user-flushes"])
+def test_cpu_kernel_flushes_subnormals_and_restores_the_thread(dtype, user_ftz):
+    """The CPU pass runs with flush-to-zero / denormals-are-zero (docs/kernels.md): a responsibility below the smallest
+    normal number comes out 0 (16 equal components and a 17th whose logit is 86.9 (float32) / 708 (float64) lower:
+    r = e^-gap / 16 is subnormal), the rest matches the reference; the calling thread's own setting is back
+    afterwards. K = 17 takes the rows-in-lanes path in float32 and the component-lanes path in float64."""
+    _native("cpu")
+    N, K, gap = 300, 17, (86.9 if dtype == torch.float32 else 708.0)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, N, 2, dtype=torch.float64, generator=g)
+    means, prec = torch.zeros(1, K, 2, dtype=torch.float64), torch.ones(1, K, 2, dtype=torch.float64)
+    logc = torch.zeros(1, K, dtype=torch.float64)
+    logc[0, 16] = -gap
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, False)
+    tiny = torch.finfo(dtype).tiny
+    assert 0 < float(want[5][..., 16].max()) < tiny  # the reference's r of the 17th component: subnormal in dtype
+    subnormal = torch.tensor([tiny / 4], dtype=dtype)
+    torch.set_flush_denormal(user_ftz)
+    try:
+        got = torch.ops.gmmkernels.mixture_em_stats(*(t.to(dtype) for t in (x, means, prec, logc)), False, True)
+        kept = float((subnormal * torch.ones(1, dtype=dtype))[0])  # a torch op on this thread after the pass
+    finally:
+        torch.set_flush_denormal(False)
+    assert kept == (0.0 if user_ftz else tiny / 4)
+    assert float(got[5][..., 16].abs().max()) == 0 and float(got[2][0, 16]) == 0
+    _check(got, want, dtype, N)
+
+
 @pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
 def test_kernel_deterministic_across_threads(full):
     _native("cpu")
