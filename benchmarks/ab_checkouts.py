@@ -2,7 +2,7 @@
 is smaller than the drift of the machine.
 
     python benchmarks/ab_checkouts.py DIR_A DIR_B [--cases diag:float64:100000,full:float32:50000] [--rounds 40]
-        [--threads 1] [--clock process|wall] [--out benchmarks/results] [--no-write]
+        [--threads 1] [--clock process|wall] [--mixture start|true] [--out benchmarks/results] [--no-write]
 
 Each checkout must be built in place (``python setup.py build_ext --inplace``). One worker process per checkout
 imports that checkout's ``gmmkernels`` (PYTHONPATH = the checkout), builds the same data from the same seed and waits;
@@ -10,7 +10,10 @@ then each round asks both workers, one after the other (the order alternating be
 of a case (by default CPU time of the process, so time spent descheduled does not count; ``--clock wall`` for several
 threads, where time a thread waits for another is part of what is measured). A slow phase of a shared machine
 therefore hits both arms of a round. A case is ``cov:dtype:N`` with K = 32, D = 16 (diag, spherical) or K = 16, D = 8
-(full), the shapes of bench_fit_em.py's headline cases, unit scales and zero logits.
+(full), the shapes of bench_fit_em.py's headline cases, unit scales and zero logits; its means are K points of the
+data (``--mixture start``, the state a fit starts from) or the centres the data were drawn around (``--mixture
+true``: the generating mixture, the state a fit converges to, where most responsibilities of a row are near 0 and
+tiny values below the smallest normal number arise: the case for changes to how those are handled).
 
 Reported per case: each arm's best and median ns per row, and the per-round ratio B / A (median and quartiles).
 Writes mixture_em_stats_ab__<device>__<UTC>.json with both checkouts' commits.
@@ -43,7 +46,7 @@ def parse_case(case: str) -> tuple:
     return cov, dtype, N
 
 
-def worker(cases: list, threads: int, clock: str = "process") -> int:
+def worker(cases: list, threads: int, clock: str = "process", mixture: str = "start") -> int:
     """Runs in a checkout (the working directory): builds every case's data, prints 'ready' and the gmmkernels it
     imported, then times one pass per line of stdin."""
     here = os.getcwd()
@@ -64,6 +67,8 @@ def worker(cases: list, threads: int, clock: str = "process") -> int:
         dt = getattr(torch, dts)
         x, means = x.to(dt), x[torch.randperm(N, generator=g)[: min(K, N)]].to(dt)
         means = means.repeat((K + means.shape[0] - 1) // means.shape[0], 1)[:K]
+        if mixture == "true":
+            means = centres.to(dt)
         logits = torch.zeros(K, dtype=dt)
         scale = {"diag": torch.ones(K, D, dtype=dt), "spherical": torch.ones(K, dtype=dt),
                  "full": torch.eye(D, dtype=dt).expand(K, D, D).contiguous()}[cov]
@@ -98,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clock", default="process", choices=["process", "wall"],
                     help="process: CPU time of the worker (one thread; time descheduled does not count); wall: elapsed "
                          "time (several threads, where a thread that waits for another is the effect measured)")
+    ap.add_argument("--mixture", default="start", choices=["start", "true"],
+                    help="start: means at K data points; true: the means the data were drawn around (a converged "
+                         "fit's state)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -106,7 +114,7 @@ def main(argv=None) -> int:
     for c in cases:
         parse_case(c)
     if args.worker:
-        return worker(cases, args.threads, args.clock)
+        return worker(cases, args.threads, args.clock, args.mixture)
     if args.a is None or args.b is None:
         ap.error("two checkouts are needed: DIR_A DIR_B")
     if args.rounds < 2 or args.threads < 1:
@@ -120,7 +128,7 @@ def main(argv=None) -> int:
         for d in dirs:
             env = dict(os.environ, PYTHONPATH=str(d), OMP_NUM_THREADS=str(args.threads))
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--cases", args.cases,
-                                  "--threads", str(args.threads), "--clock", args.clock],
+                                  "--threads", str(args.threads), "--clock", args.clock, "--mixture", args.mixture],
                                  cwd=d, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             procs.append(p)
             hello = p.stdout.readline().rstrip("\n").split(" ", 1)  # "ready <path>"; the path may hold spaces
@@ -146,7 +154,7 @@ def main(argv=None) -> int:
             K, D = SHAPES[cov]
             rows.append({"op": OP, "case": case, "provider": "B/A", "mode": "ab", "dtype": dts, "device": "cpu",
                          "params": {"N": N, "K": K, "D": D, "cov": cov, "rounds": args.rounds,
-                                    "threads": args.threads, "clock": args.clock},
+                                    "threads": args.threads, "clock": args.clock, "mixture": args.mixture},
                          "error": None, "ns_per_row": {"A": t[0], "B": t[1]},
                          "ratio_b_over_a": {"median": statistics.median(ratio), "q1": q1, "q3": q3,
                                             "min": min(ratio), "max": max(ratio)}})

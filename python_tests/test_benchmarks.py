@@ -168,6 +168,11 @@ def test_ab_checkouts_pairs_two_workers(tmp_path):
     (f,) = (tmp_path / "wall").glob("mixture_em_stats_ab__cpu-1t__*.json")
     rows = json.loads(f.read_text())["results"]
     assert len(rows) == 2 and all(r["params"]["clock"] == "wall" and min(r["ns_per_row"]["B"]) > 0 for r in rows)
+    # the generating mixture instead of the start: recorded, and its workers run
+    assert ab.main(argv[:-1] + [str(tmp_path / "true"), "--mixture", "true"]) == 0
+    (f,) = (tmp_path / "true").glob("mixture_em_stats_ab__cpu-1t__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert len(rows) == 2 and all(r["params"]["mixture"] == "true" and min(r["ns_per_row"]["A"]) > 0 for r in rows)
     with pytest.raises(SystemExit, match="cov:dtype:N"):
         ab.main([str(repo), str(repo), "--cases", "diag:float64"])
     with pytest.raises(SystemExit, match="bad case"):
