@@ -176,6 +176,18 @@ void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* 
 
 constexpr int kSoftRows = 4;  // rows whose softmax runs interleaved (independent latency chains)
 
+// One vector of a softmax: l (a logit) becomes e = exp(l - m), added to the sum s, and e (l - m) to the entropy sum t
+// (r_log_r(e, l - m) in two operations: e = 0 where l - m = -inf, and NaN stays NaN). lowest: the dtype's lowest value
+// in every lane.
+template <typename V>
+inline void exp_and_sums(V& l, const V& m, V& s, V& t, const V& lowest) {
+  const V lm = l - m;
+  const V e = vexp<true>(lm);
+  l = e;
+  s += e;
+  t += e * vmax(lm, lowest);
+}
+
 // Softmax of RB consecutive rows of logits l [RB][KV] in place (r = e / s), their responsibilities added to nkv, and
 // the row sums of log p and sum_k r log r: log p = m + log s and sum_k r log r = t / s - log s, where the logs of s
 // are taken once per 16 rows from their product (s lies in [1, K]), with the binary exponent kept apart. The RB rows
@@ -197,13 +209,7 @@ inline void softmax_rows(typename VecOf<T>::V* __restrict l, int64_t KV, typenam
     tv[r] = V{};
   }
   for (int64_t kv = 0; kv < KV; ++kv)
-    for (int r = 0; r < RB; ++r) {
-      const V lm = l[r * KV + kv] - ms[r];
-      const V e = vexp<true>(lm);
-      l[r * KV + kv] = e;
-      sv[r] += e;
-      tv[r] += e * vmax(lm, lowest);  // r_log_r(e, lm) in two operations: e = 0 where lm = -inf; NaN stays NaN
-    }
+    for (int r = 0; r < RB; ++r) exp_and_sums(l[r * KV + kv], ms[r], sv[r], tv[r], lowest);
   V inv[RB];
   for (int r = 0; r < RB; ++r) {
     sv[r] = hsum_all(sv[r]);
@@ -396,13 +402,7 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
     tv[i] = V{};
   }
   for (int64_t k = 0; k < K; ++k)
-    for (int i = 0; i < RV; ++i) {
-      const V lm = l[k * NV + i] - m[i];
-      const V e = vexp<true>(lm);
-      l[k * NV + i] = e;
-      sv[i] += e;
-      tv[i] += e * vmax(lm, lowest);
-    }
+    for (int i = 0; i < RV; ++i) exp_and_sums(l[k * NV + i], m[i], sv[i], tv[i], lowest);
   for (int i = 0; i < RV; ++i) inv[i] = T(1) / sv[i];
   if ((v0 + RV) * L <= nr) {
     for (int64_t k = 0; k < K; ++k)
