@@ -160,9 +160,10 @@ void tile_stats(const T* F, const typename VecOf<T>::V* R, int64_t KV, int64_t n
 // Flush-to-zero and denormals-are-zero on the calling thread for the guard's lifetime (x86: the FTZ and DAZ bits of
 // MXCSR, restored on exit; elsewhere nothing). In the pass, responsibilities below the smallest normal number and
 // their products with the features arise wherever a component is far from the rows of a tile (exp of the logit gap
-// down to about -87 in float32), and each vector instruction that meets one takes a microcode assist on x86 cores:
-// measured 11 % of the fitted diag float32 pass of the README's headline case (K = 32, D = 16). Flushed, such a value
-// becomes 0: a change below 1.2e-38 (float32; 2.3e-308 float64) in absolute value per term.
+// down to about -87 in float32), and each vector instruction that meets one takes a microcode assist on x86 cores
+// (the diag float32 pass of the README's headline case took 0.854 of its time with the flush, paired A/B in
+// docs/kernels.md). Flushed, such a value becomes 0: a change below 1.2e-38 (float32; 2.2e-308 float64) in absolute
+// value per term.
 class FlushDenormals {
  public:
 #if defined(__SSE2__)
