@@ -65,10 +65,12 @@ def worker(cases: list, threads: int, clock: str = "process", mixture: str = "st
         centres = 3.0 * torch.randn(K, D, generator=g, dtype=torch.float64)
         x = centres[torch.randint(K, (N,), generator=g)] + torch.randn(N, D, generator=g, dtype=torch.float64)
         dt = getattr(torch, dts)
-        x, means = x.to(dt), x[torch.randperm(N, generator=g)[: min(K, N)]].to(dt)
-        means = means.repeat((K + means.shape[0] - 1) // means.shape[0], 1)[:K]
         if mixture == "true":
             means = centres.to(dt)
+        else:
+            means = x[torch.randperm(N, generator=g)[: min(K, N)]].to(dt)
+            means = means.repeat((K + means.shape[0] - 1) // means.shape[0], 1)[:K]
+        x = x.to(dt)
         logits = torch.zeros(K, dtype=dt)
         scale = {"diag": torch.ones(K, D, dtype=dt), "spherical": torch.ones(K, dtype=dt),
                  "full": torch.eye(D, dtype=dt).expand(K, D, D).contiguous()}[cov]

@@ -17,8 +17,8 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
   the FMA bound of one iteration (benchmarks/bench_mixture_em_stats.py: useful FMAs / measured FMA peak of the
   threads used) and the pass alone (``mixture_em_stats`` under fixed parameters). With ``--rounds R`` that timing
   runs in R rounds after the fits of every case: each round after the first measures the FMA probe again (the first
-  uses the probe taken at the start of the run), then times every case in turn; a case reports the median over the rounds and the range, and its ratio to the bound is the median of the
-  per-round ratios (iteration time over the bound from that round's probe). On a shared virtual machine whose speed
+  uses the probe taken at the start of the run), then times every case in turn; a case reports the median over the
+  rounds and the range, and its ratio to the bound is the median of the per-round ratios (iteration time over the bound from that round's probe). On a shared virtual machine whose speed
   drifts over minutes, a single run of each case in sequence compares cases and the probe taken in different phases;
   the rounds spread every case over the run;
 * the memory the fit needs above its input (resident high-water mark on CPU, max allocated on CUDA; see
@@ -176,8 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="rounds of the per-iteration timing (each after the first re-measures the FMA probe; each times "
-                         "every case in turn); reported: the median over rounds and its range")
+                    help="rounds of the per-iteration timing (each after the first re-measures the FMA probe; each "
+                         "times every case in turn); reported: the median over rounds and its range")
     ap.add_argument("--cases", default="headline,1e6")
     ap.add_argument("--dtypes", default="float64,float32")
     ap.add_argument("--no-sklearn", action="store_true")

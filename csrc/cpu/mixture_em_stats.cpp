@@ -287,7 +287,6 @@ bool rows_path(const Shape<T>& s) {
 
 constexpr int kFlushTiles = 16;  // tiles summed in T before the chunk sums in double
 constexpr int kSoftVecs = 4;     // row vectors whose softmax runs interleaved (softmax_down)
-static_assert(kTileRows / 16 % kSoftVecs == 0, "a tile holds whole groups of row vectors, float32 and float64");
 
 // Lr [TR][KV] (rows nr and beyond: any finite value) -> Lg [Kp][NV], an L x L transpose per (row vector, component
 // vector).
@@ -566,6 +565,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   typedef typename VecOf<T>::V V;
   typedef typename VecOf<T>::W Wd;
   constexpr int64_t L = Shape<T>::L, TS = kTileRows, NV = TS / L;
+  static_assert(NV % kSoftVecs == 0, "a tile holds whole groups of row vectors for softmax_down");
   const int64_t N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Kp = KV * L;
   const int64_t PV = (P + L - 1) / L, RS = PV * L + L;  // feature vectors; row stride of Fr (with the slack)
   const int64_t npar = s.params_per_batch(), psize = s.partial_size();
