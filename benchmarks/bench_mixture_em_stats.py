@@ -6,7 +6,8 @@ the host path of torch ops it replaces in fit_em.
         [--cases cpu|flash|kscan|mstep|all] [--min-run-time S]
 
 Op: sum log p, sum r log r, N_k, sum r x, sum r x^2 (diag) or sum r x x^T (full) of x [N, D] under a K-component
-mixture. Providers: gmmkernels-{cpu,cuda} (``mixture_em_stats``), gmmkernels-two-step (``mixture_stats`` with the
+mixture. Providers: gmmkernels-{cpu,cuda} (``mixture_em_stats``), gmmkernels-triton (CUDA: the Triton one-pass
+kernel, ``backend="triton"``, diag float32 cases with K <= 64), gmmkernels-two-step (``mixture_stats`` with the
 N x K responsibilities written, then ``mixture_suffstats``: the iteration before the fused op), torch-eager (the
 GEMM-expansion E-step scikit-learn uses, log-softmax, then R^T [x, x^2] / einsum) and torch-compile (the same
 function compiled). Every provider is first checked against a float64 reference on the first 4096 rows.
@@ -42,6 +43,7 @@ if __package__ in (None, ""):
 
 from benchmarks import _harness as H  # noqa: E402
 from gmmkernels import mixture_em_stats, mixture_stats, mixture_suffstats  # noqa: E402
+from gmmkernels._dispatch import EM_STATS_TRITON_MAX_K  # noqa: E402
 from gmmkernels.fit._data import Stats, kernel_params  # noqa: E402
 from gmmkernels.fit.em import m_step  # noqa: E402
 from gmmkernels.ops.mixture_em_stats import em_mstep_kernel  # noqa: E402
@@ -302,6 +304,10 @@ def main(argv=None) -> int:
                                          enumerate(t.double().cpu() for t in (x, logits, means, scale))), cov)
             fused = lambda: tuple(mixture_em_stats(x, logits, means, scale, cov))[:5]  # noqa: E731
             fns = {f"gmmkernels-{dev}": fused}
+            # the Triton one-pass kernel (diag / spherical, K <= 64, float32): explicit backend, CUDA only
+            if dev == "cuda" and cov != "full" and K <= EM_STATS_TRITON_MAX_K and dt == torch.float32:
+                fns["gmmkernels-triton"] = lambda: tuple(mixture_em_stats(x, logits, means, scale, cov,
+                                                                          backend="triton"))[:5]
             if args.cases != "kscan":
                 fns["gmmkernels-two-step"] = lambda: two_step(x, logits, means, scale, cov)
             nkd = N * K * D * (D if cov == "full" else 1)
@@ -318,6 +324,8 @@ def main(argv=None) -> int:
                     small = (x[:M], logits, means, scale)
                     if prov == f"gmmkernels-{dev}":
                         out = tuple(mixture_em_stats(*small, cov))[:5]
+                    elif prov == "gmmkernels-triton":
+                        out = tuple(mixture_em_stats(*small, cov, backend="triton"))[:5]
                     elif prov == "gmmkernels-two-step":
                         out = two_step(*small, cov)
                     else:

@@ -84,7 +84,8 @@ def _native(name: str, **kw) -> Backend:
 
 def _triton(**kw) -> Backend:
     kw.setdefault("dtypes", _FP32_DTYPES)
-    return Backend("triton", "triton", auto_devices=("cuda",), **kw)
+    kw.setdefault("auto_devices", ("cuda",))
+    return Backend("triton", "triton", **kw)
 
 
 def _exact_precision(name: str, precision: str = "ieee", **_) -> Optional[Reason]:
@@ -121,6 +122,19 @@ def _em_stats_cuda_features(name: str, cov_type: str = "diag", D: int = 0, op: s
     if D > limit:
         return (ValueError, f"backend='cuda' fuses D <= {limit} dimensions for cov_type={cov_type!r}, got D={D}; use "
                             "mixture_stats with responsibilities and mixture_suffstats")
+    return None
+
+
+# Largest K of the Triton EM kernel (gmmkernels/triton/mixture_em_stats.py: all components in one register tile).
+EM_STATS_TRITON_MAX_K = 64
+
+
+def _em_stats_triton_features(name: str, cov_type: str = "diag", K: int = 0, **_) -> Optional[Reason]:
+    if cov_type == "full":
+        return (ValueError, "backend='triton' supports cov_type 'diag' and 'spherical'; use 'cuda' or 'cpu' for 'full'")
+    if K > EM_STATS_TRITON_MAX_K:
+        return (ValueError, f"backend='triton' holds K <= {EM_STATS_TRITON_MAX_K} components in one tile, got K={K}; "
+                            "use 'cuda' or 'cpu'")
     return None
 
 
@@ -167,6 +181,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     )),
     Family("mixture_em_stats", ("mixture_em_stats", "mixture_em_mstep"), (
         _native("cuda", check=_em_stats_cuda_features),
+        # not chosen by "auto" until it is measured on a GPU: explicit backend="triton" only
+        _triton(auto_devices=(), ops=("mixture_em_stats",), check=_em_stats_triton_features),
         _native("cpu"),
         Backend("reference", "reference"),
     )),

@@ -20,9 +20,11 @@ precision Cholesky factors) for a batch of mixtures, with the kernel parameters 
 torch ops). Its ``ok`` flags mark components whose covariance is not positive definite; their other outputs are
 unspecified, and the fitting loops redo such an iteration on the host path (which projects or raises).
 
-backend: "auto" | "reference" | "cpu" | "cuda" (gmmkernels/_dispatch.py). Dtypes: float32 and float64; float16 and
-bfloat16 are computed in float32 and cast back. Not differentiable (statistics of an iteration; use mixture_stats
-for gradients of log p).
+backend: "auto" | "reference" | "cpu" | "cuda" | "triton" (gmmkernels/_dispatch.py). "triton" (``mixture_em_stats``
+only; diag and spherical, K <= 64, computed in float32; gmmkernels/triton/mixture_em_stats.py) runs the same one-pass
+design as the CPU kernel on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "auto" does not choose it
+until it has been measured on a GPU. Dtypes: float32 and float64; float16 and bfloat16 are computed in float32 and
+cast back. Not differentiable (statistics of an iteration; use mixture_stats for gradients of log p).
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, co
     fn = "mixture_em_stats"
     batch, K, D = V.mixture(fn, logits, means, scale, cov_type, x=x)
     with_resp = V.flag(fn, "with_resp", with_resp)
-    b = _dispatch.select(fn, "mixture_em_stats", backend, x.device, x.dtype, cov_type=cov_type, D=D)
+    b = _dispatch.select(fn, "mixture_em_stats", backend, x.device, x.dtype, cov_type=cov_type, K=K, D=D)
     N = x.shape[-2]
     out_dtype = x.dtype
     if x.dtype in (torch.float16, torch.bfloat16):
@@ -67,7 +69,12 @@ def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, co
     m3 = means.expand(*batch, K, D).reshape(B, K, D)
     c2 = logc.expand(*batch, K).reshape(B, K)
     p3 = prec.expand(*batch, K, D, D).reshape(B, K, D, D) if full else prec.expand(*batch, K, D).reshape(B, K, D)
-    out = torch.ops.gmmkernels.mixture_em_stats(x3, m3, p3, c2, full, with_resp)
+    if b == "triton":
+        from ..triton.mixture_em_stats import mixture_em_stats_triton
+
+        out = mixture_em_stats_triton(x3, m3, p3, c2, with_resp)
+    else:
+        out = torch.ops.gmmkernels.mixture_em_stats(x3, m3, p3, c2, full, with_resp)
     tails = [(), (), (K,), (K, D), (K, D, D) if full else (K, D), (N, K)]
     vals = [t.reshape((*batch, *tail)).to(out_dtype) for t, tail in zip(out[:5], tails)]
     resp = out[5].reshape(*batch, N, K).to(out_dtype) if with_resp else None

@@ -241,6 +241,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="mixture_em_stats: argument 'scale' must be positive"):
         mixture_em_stats(x, logits, means, -scale)
     with pytest.raises(ValueError, match="mixture_em_stats: argument 'backend'"):
+        mixture_em_stats(x, logits, means, scale, backend="tritn")
+    with pytest.raises(TypeError, match="mixture_em_stats: backend='triton' computes in float32"):
         mixture_em_stats(x, logits, means, scale, backend="triton")
     if _backend.has_kernel("mixture_em_stats", "CPU"):
         op = torch.ops.gmmkernels.mixture_em_stats
@@ -434,6 +436,8 @@ def test_mstep_bad_inputs():
     with pytest.raises(ValueError, match="mixture_em_mstep: argument 'nk' contains NaN"):
         f(nk * float("nan"), sx, sxx)
     with pytest.raises(ValueError, match="mixture_em_mstep: argument 'backend'"):
+        f(nk, sx, sxx, backend="tritn")
+    with pytest.raises(ValueError, match="mixture_em_mstep: backend='triton' is not available for mixture_em_mstep"):
         f(nk, sx, sxx, backend="triton")
     if _backend.has_kernel("mixture_em_mstep", "CPU"):
         op = torch.ops.gmmkernels.mixture_em_mstep

@@ -4,14 +4,10 @@ On CPU-only machines the kernels run through the Triton interpreter (TRITON_INTE
 the CUDA class runs the compiled kernels at realistic shapes, under torch.compile and torch.library.opcheck.
 Every output and gradient is compared with the float64 reference ``mixture_stats_kernel_ref``.
 """
-import os
+from _triton_env import IDEV, INTERPRET, needs_kernels  # first: sets TRITON_INTERPRET before triton is imported
 
+import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
 
 pytest.importorskip("triton")
 
@@ -19,12 +15,6 @@ from gmmkernels.reference.mixture_stats import mixture_stats_kernel_ref  # noqa:
 from gmmkernels.triton import mixture_stats as ms  # noqa: E402
 
 pytestmark = pytest.mark.triton
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Where the interpreted kernels run: CPU tensors (the interpreter copies CUDA tensors around otherwise).
-IDEV = "cpu" if INTERPRET else "cuda"
-needs_kernels = pytest.mark.skipif(not INTERPRET and not torch.cuda.is_available(),
-                                   reason="needs CUDA or TRITON_INTERPRET=1")
 
 # (B, N, K, D): odd sizes, one/several component tiles, one/several D chunks (interpreter BLOCK_D cap is 32)
 CASES = [(1, 7, 1, 1), (2, 20, 5, 3), (1, 33, 16, 17), (2, 19, 5, 40), (1, 12, 16, 2)]

@@ -1,0 +1,248 @@
+"""Triton backend of mixture_em_stats: one EM / VB iteration's E-step and sufficient statistics in one pass over
+the data, diagonal covariances (spherical = diag with equal entries).
+
+Semantics are those of ``reference.mixture_em_stats_kernel_ref(x, means, prec, logc, full=False)``::
+
+    x [B or 1, N, D], means [B, K, D], prec = w [B, K, D] (inverse standard deviation per dimension), logc [B, K]
+    logit[n, k] = logc_k - 1/2 sum_d (w_kd x_nd - w_kd mu_kd)^2,   r = softmax_k logit
+    sum_log_prob = sum_n LSE_k logit,  sum_r_log_r = sum_n sum_k r log r,
+    nk = sum_n r,  sx = sum_n r x,  sxx = sum_n r x^2
+
+Algorithm (the one-pass design of the CPU kernel). The rows of each mixture are cut into S splits (grid (S, B)); a
+program walks its split in blocks of BLOCK_N rows and, per block, holds all K components in one tile (BLOCK_K =
+next power of two >= K, so K <= 64 here):
+
+  1. logits [BLOCK_N, BLOCK_K] by a loop over the D dimensions: y = w_d x_d - w_d mu_d, acc += y^2 (the direct
+     difference of the native kernels, elementwise fp32; no GEMM expansion, whose cancellation grows with
+     |x| |mu| / sigma^2: gmmkernels/triton/mixture_stats.py);
+  2. the softmax of each row in registers: m, e = exp(logit - m), s = sum e, log p = m + log s, r = e / s and
+     sum_k r log r = sum_k e (logit - m) / s - log s (e = 0 where logit = -inf);
+  3. the statistics of the block: nk += sum_n r, and for each chunk of BLOCK_D dimensions sx += r^T x and
+     sxx += r^T x^2 (``tl.dot`` with input_precision="ieee": fp32 products, no tensor cores).
+
+The responsibilities never leave the program unless asked for. When D <= BLOCK_D the statistics stay in registers
+over the whole split and are stored once; otherwise each chunk's sums are added to the program's own slab of the
+partial-sum buffer (read-modify-write of rows no other program touches). The host adds the S partial sums of each
+mixture in split order, in float64: no atomics, so results are reproducible run to run.
+
+Dtypes: float32 (the public op computes float16 / bfloat16 in float32). float64 is refused with a TypeError (the
+Triton path would compute it in float32). Not differentiable.
+
+The block sizes are chosen from ptxas's register report alone: this kernel has run under the Triton interpreter
+and been compiled for sm_90a, but not yet run or timed on a GPU.
+
+Entry point: ``mixture_em_stats_triton(x, means, prec, logc, with_resp)`` -> the six outputs of the native op
+``torch.ops.gmmkernels.mixture_em_stats`` (responsibilities [B, N, K] or an empty tensor); it calls
+``torch.ops.gmmkernels.mixture_em_stats_triton``, a ``torch.library.triton_op``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op
+
+from ._utils import INTERPRET as _INTERPRET
+from ._utils import check_device, launcher
+from .mixture_stats import _mm
+
+#: the largest K of this kernel (all components in one register tile)
+MAX_K = 64
+
+# Under the interpreter: small blocks (speed) and BLOCK_D 16, so that D > 16 exercises the multi-chunk path.
+_INTERPRET_CONFIG = dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=4, num_warps=1, num_stages=1)
+
+
+@triton.jit
+def _em_stats_kernel(
+    X, MU, W, LOGC, PART, RESP,
+    N, K, D, x_bstride, ROWS,
+    WITH_RESP: tl.constexpr, ONE_CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    nsplit = tl.num_programs(0)
+    X += b * x_bstride
+    MU += b * K * D
+    W += b * K * D
+    LOGC += b * K
+    RESP += b * N * K
+    # the program's slab of partial sums: [lp, rl, nk [K], sx [K, D], sxx [K, D]]
+    PART += (b * nsplit + pid) * (2 + K + 2 * K * D)
+    SX = PART + 2 + K
+    SXX = SX + K * D
+
+    ks = tl.arange(0, BLOCK_K)
+    kmask = ks < K
+    offs_d = tl.arange(0, BLOCK_D)
+    logc = tl.load(LOGC + ks, mask=kmask, other=0.0).to(tl.float32)
+    nk = tl.zeros([BLOCK_K], tl.float32)
+    lp_acc = tl.zeros([BLOCK_N], tl.float32)
+    rl_acc = tl.zeros([BLOCK_N], tl.float32)
+    if ONE_CHUNK:
+        sx = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
+        sxx = tl.zeros([BLOCK_K, BLOCK_D], tl.float32)
+
+    start = pid * ROWS
+    for n0 in range(start, start + ROWS, BLOCK_N):
+        rows = n0 + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        rows64 = rows.to(tl.int64)
+        # 1. logits, one dimension at a time
+        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+        for d in range(0, D):
+            xd = tl.load(X + rows64 * D + d, mask=rmask, other=0.0).to(tl.float32)
+            wd = tl.load(W + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
+            md = tl.load(MU + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
+            y = xd[:, None] * wd[None, :] - (wd * md)[None, :]
+            acc += y * y
+        logit = tl.where(kmask[None, :], logc[None, :] - 0.5 * acc, float("-inf"))
+        # 2. softmax of the rows
+        m = tl.max(logit, axis=1)
+        m_safe = tl.where(m == float("-inf"), 0.0, m)  # every logit -inf: log p = -inf, r = NaN
+        lm = logit - m_safe[:, None]
+        e = tl.exp(lm)
+        s = tl.sum(e, axis=1)
+        t = tl.sum(e * tl.maximum(lm, -3.4028234663852886e38), axis=1)  # e = 0 where lm = -inf; NaN stays NaN
+        log_s = tl.log(s)
+        inv_s = 1.0 / s
+        r = tl.where(rmask[:, None], e * inv_s[:, None], 0.0)
+        lp_acc += tl.where(rmask, m_safe + log_s, 0.0)
+        rl_acc += tl.where(rmask, t * inv_s - log_s, 0.0)
+        if WITH_RESP:
+            tl.store(RESP + rows64[:, None] * K + ks[None, :], r, mask=rmask[:, None] & kmask[None, :])
+        # 3. statistics of the block
+        nk += tl.sum(r, axis=0)
+        rt = tl.trans(r)
+        if ONE_CHUNK:
+            x = tl.load(X + rows64[:, None] * D + offs_d[None, :], mask=rmask[:, None] & (offs_d < D)[None, :],
+                        other=0.0).to(tl.float32)
+            sx += _mm(rt, x, 0)
+            sxx += _mm(rt, x * x, 0)
+        else:
+            for d0 in range(0, D, BLOCK_D):
+                ds = d0 + offs_d
+                dmask = ds < D
+                x = tl.load(X + rows64[:, None] * D + ds[None, :], mask=rmask[:, None] & dmask[None, :],
+                            other=0.0).to(tl.float32)
+                kd = ks[:, None] * D + ds[None, :]
+                kd_mask = kmask[:, None] & dmask[None, :]
+                tl.store(SX + kd, tl.load(SX + kd, mask=kd_mask, other=0.0) + _mm(rt, x, 0), mask=kd_mask)
+                tl.store(SXX + kd, tl.load(SXX + kd, mask=kd_mask, other=0.0) + _mm(rt, x * x, 0), mask=kd_mask)
+            tl.debug_barrier()  # the next block reads these sums back, possibly from other threads
+
+    tl.store(PART, tl.sum(lp_acc, axis=0))
+    tl.store(PART + 1, tl.sum(rl_acc, axis=0))
+    tl.store(PART + 2 + ks, nk, mask=kmask)
+    if ONE_CHUNK:
+        kd = ks[:, None] * D + offs_d[None, :]
+        kd_mask = kmask[:, None] & (offs_d < D)[None, :]
+        tl.store(SX + kd, sx, mask=kd_mask)
+        tl.store(SXX + kd, sxx, mask=kd_mask)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def cuda_blocks(K: int, D: int) -> dict:
+    """Block sizes on CUDA: 8 warps, 32 rows per block while BLOCK_K x BLOCK_D <= 512, else 16, at most 32
+    dimensions per chunk. These are the choices for which ptxas reports no spills for sm_90a with triton 3.6 (80-238
+    registers per thread; benchmarks/triton_ptxas.py, checked by the tests). tl.dot needs every dimension >= 16."""
+    bk, bd = max(16, _next_pow2(K)), max(16, min(_next_pow2(D), 32))
+    return dict(BLOCK_N=32 if bk * bd <= 512 else 16, BLOCK_K=bk, BLOCK_D=bd, num_warps=8, num_stages=2)
+
+
+def _config(N: int, K: int, D: int, B: int, device: torch.device, override: Optional[dict] = None) -> dict:
+    """Block sizes and the number of splits per mixture (on CUDA about four programs per SM over all mixtures)."""
+    if device.type != "cuda" or _INTERPRET:
+        cfg = dict(_INTERPRET_CONFIG)
+        cfg["BLOCK_K"] = max(16, _next_pow2(K))
+        cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
+    else:
+        cfg = cuda_blocks(K, D)
+        cfg["SPLITS"] = max(1, 4 * torch.cuda.get_device_properties(device).multi_processor_count // max(B, 1))
+    if override:
+        cfg.update(override)
+        if "BLOCK_D_MAX" in cfg:
+            cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
+    cfg["ONE_CHUNK"] = D <= cfg["BLOCK_D"]
+    blocks = triton.cdiv(max(N, 1), cfg["BLOCK_N"])
+    splits = max(1, min(cfg.pop("SPLITS"), blocks))
+    cfg["ROWS"] = triton.cdiv(blocks, splits) * cfg["BLOCK_N"]
+    cfg["splits"] = triton.cdiv(max(N, 1), cfg["ROWS"])
+    return cfg
+
+
+def _check(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, fn: str) -> None:
+    if x.dim() != 3 or means.dim() != 3 or prec.dim() != 3 or logc.dim() != 2:
+        raise ValueError(
+            f"{fn}: expected x [B or 1, N, D], means [B, K, D], prec [B, K, D] (diagonal), logc [B, K]; got "
+            f"{tuple(x.shape)}, {tuple(means.shape)}, {tuple(prec.shape)}, {tuple(logc.shape)}")
+    B, K, D = means.shape
+    if x.shape[0] not in (1, B) or x.shape[2] != D or prec.shape != (B, K, D) or logc.shape != (B, K):
+        raise ValueError(
+            f"{fn}: shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, prec {tuple(prec.shape)}, "
+            f"logc {tuple(logc.shape)}")
+    if K > MAX_K:
+        raise ValueError(f"{fn}: the Triton kernel holds K <= {MAX_K} components in one tile, got K={K}")
+    for name, t in (("x", x), ("means", means), ("prec", prec), ("logc", logc)):
+        if t.dtype != torch.float32:
+            raise TypeError(f"{fn}: '{name}' must be float32 (Triton computes in fp32), got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{fn}: all tensors must be on one device; '{name}' is on {t.device}, x on {x.device}")
+    check_device(fn, x)
+
+
+def _mixture_em_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, with_resp: bool = False, *,
+                          config: Optional[dict] = None):
+    """Plain launcher. Returns (sum_log_prob [B], sum_r_log_r [B], nk [B, K], sx [B, K, D], sxx [B, K, D],
+    resp [B, N, K] or [0])."""
+    _check(x, means, prec, logc, "mixture_em_stats_triton")
+    B, K, D = means.shape
+    N = x.shape[1]
+    dev = x.device
+    cfg = _config(N, K, D, B, dev, config)
+    splits, one_chunk = cfg.pop("splits"), cfg.pop("ONE_CHUNK")
+    psize = 2 + K + 2 * K * D
+    # the multi-chunk path adds to its slab: it starts from zero
+    part = (torch.empty if one_chunk else torch.zeros)((B, splits, psize), device=dev, dtype=torch.float32)
+    resp = torch.empty((B, N, K) if with_resp else (0,), device=dev, dtype=torch.float32)
+    if B > 0 and N > 0 and K > 0:
+        xc = x.contiguous()
+        x_bstride = 0 if xc.shape[0] == 1 else N * D
+        launcher(_em_stats_kernel, x)[(splits, B)](
+            xc, means.contiguous(), prec.contiguous(), logc.contiguous(), part, resp if with_resp else part,
+            N, K, D, x_bstride, cfg.pop("ROWS"), WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **cfg)
+    else:
+        part.zero_()
+    tot = part.double().sum(1)  # [B, psize], the splits added in order
+    lp, rl = tot[:, 0], tot[:, 1]
+    nk = tot[:, 2:2 + K]
+    sx = tot[:, 2 + K:2 + K + K * D].reshape(B, K, D)
+    sxx = tot[:, 2 + K + K * D:].reshape(B, K, D)
+    f32 = torch.float32
+    return lp.to(f32), rl.to(f32), nk.to(f32), sx.to(f32), sxx.to(f32), resp
+
+
+@triton_op("gmmkernels::mixture_em_stats_triton", mutates_args=())
+def _mixture_em_stats_triton_op(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor,
+                                with_resp: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return _mixture_em_stats_fwd(x, means, prec, logc, with_resp)
+
+
+def _no_backward(ctx, *grads):
+    raise RuntimeError("gmmkernels.mixture_em_stats has no derivative: its outputs are the statistics of an EM / VB "
+                       "iteration (use mixture_stats for gradients of log p, or backend='reference')")
+
+
+_mixture_em_stats_triton_op.register_autograd(_no_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+def mixture_em_stats_triton(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, with_resp: bool = False):
+    """The six outputs of the native op ``mixture_em_stats`` (diag), computed by the Triton kernel."""
+    return torch.ops.gmmkernels.mixture_em_stats_triton.default(x, means, prec, logc, bool(with_resp))
