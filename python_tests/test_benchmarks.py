@@ -179,3 +179,30 @@ def test_ab_checkouts_pairs_two_workers(tmp_path):
         ab.main([str(repo), str(repo), "--cases", "diagonal:float64:10"])
     with pytest.raises(SystemExit):
         ab.main([str(repo), str(tmp_path)])  # not a checkout
+
+
+def test_ptxas_report_parses_entries_their_properties_and_skips_device_functions():
+    """benchmarks/ptxas_report.py: each entry function gets its own properties line (named by the "Function properties
+    for" line before it) and the register line after it; device functions' properties are not reported."""
+    from benchmarks.ptxas_report import parse_ptxas
+
+    log = "\n".join([
+        "ptxas info    : 0 bytes gmem",
+        "ptxas info    : Function properties for helper_fn",
+        "    8 bytes stack frame, 8 bytes spill stores, 8 bytes spill loads",
+        "ptxas info    : Compiling entry function 'kern_a' for 'sm_90'",
+        "ptxas info    : Function properties for kern_a",
+        "    72 bytes stack frame, 36 bytes spill stores, 40 bytes spill loads",
+        "ptxas info    : Used 64 registers, used 1 barriers, 72 bytes cumulative stack size, 1024 bytes smem",
+        "ptxas info    : Compile time = 9.5 ms",
+        "ptxas info    : Compiling entry function 'kern_b' for 'sm_90'",
+        "ptxas info    : Function properties for kern_b",
+        "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads",
+        "ptxas info    : Used 255 registers, used 0 barriers",
+    ])
+    rows = {r["kernel"]: r for r in parse_ptxas(log)}
+    assert set(rows) == {"kern_a", "kern_b"}
+    assert rows["kern_a"] == dict(kernel="kern_a", registers=64, smem_bytes=1024, stack_bytes=72, spill_store_bytes=36,
+                                  spill_load_bytes=40)
+    assert rows["kern_b"]["registers"] == 255 and rows["kern_b"]["spill_store_bytes"] == 0
+    assert rows["kern_b"]["smem_bytes"] == 0

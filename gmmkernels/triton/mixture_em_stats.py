@@ -152,7 +152,8 @@ def _next_pow2(n: int) -> int:
 def cuda_blocks(K: int, D: int) -> dict:
     """Block sizes on CUDA: 8 warps, 32 rows per block while BLOCK_K x BLOCK_D <= 512, else 16, at most 32
     dimensions per chunk. These are the choices for which ptxas reports no spills for sm_90a with triton 3.6 (80-238
-    registers per thread; benchmarks/triton_ptxas.py, checked by the tests). tl.dot needs every dimension >= 16."""
+    registers per thread; benchmarks/ptxas_report.py triton, checked by
+    the tests). tl.dot needs every dimension >= 16."""
     bk, bd = max(16, _next_pow2(K)), max(16, min(_next_pow2(D), 32))
     return dict(BLOCK_N=32 if bk * bd <= 512 else 16, BLOCK_K=bk, BLOCK_D=bd, num_warps=8, num_stages=2)
 

@@ -168,7 +168,7 @@ def test_native_gradient_refused_message():
 _PTXAS_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from benchmarks.triton_ptxas import resources
+from benchmarks.ptxas_report import resources
 from triton.backends.nvidia.compiler import get_ptxas
 from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, cuda_blocks
 out = []
