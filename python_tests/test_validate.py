@@ -73,3 +73,47 @@ def test_meta_tensors_skip_value_checks():
     m = torch.zeros(3, 2, device="meta")
     gm = gmmkernels.GaussianMixture(torch.zeros(3, device="meta"), m, torch.ones(3, 2, device="meta"))
     assert gm.K == 3 and gm.D == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16],
+                         ids=["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("cov", ["diag", "spherical", "full"])
+def test_mixture_value_fast_path_agrees_with_the_checks_one_by_one(dtype, cov):
+    """The one-read test of a valid mixture (_mixture_values_ok) passes exactly the mixtures that the separate checks
+    pass: every special value in a logit, a whole row of logits, a scale, and a full factor's lower, upper and
+    diagonal entries; and a refused mixture still gets the separate checks' message."""
+    specials = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, -1.0, 1e-45, 1e38]
+    places = ["logit", "logit_row", "scale"] + (["lower", "upper", "diagonal"] if cov == "full" else [])
+    g = torch.Generator().manual_seed(0)
+    for where in places:
+        for v in specials:
+            B, K, D = 2, 3, 4
+            logits = torch.randn(B, K, generator=g).to(dtype)
+            if cov == "full":
+                scale = torch.eye(D).expand(B, K, D, D) + torch.tril(0.1 * torch.ones(D, D), -1)
+            else:
+                scale = torch.rand((B, K, D) if cov == "diag" else (B, K), generator=g) + 0.5
+            scale = scale.to(dtype).clone()
+            if where == "logit":
+                logits[1, 2] = v
+            elif where == "logit_row":
+                logits[1, :] = v
+            elif where == "scale":
+                scale.view(-1)[5] = v
+            else:
+                i, j = {"lower": (3, 1), "upper": (1, 3), "diagonal": (2, 2)}[where]
+                scale[1, 2, i, j] = v
+            try:
+                V.log_weights("f", "logits", logits)
+                if cov == "full":
+                    diag = torch.diagonal(scale, dim1=-2, dim2=-1)
+                    one_by_one = not bool(torch.triu(scale, 1).ne(0).any()) and bool(
+                        ((diag > 0) & torch.isfinite(diag)).all()) and bool(torch.isfinite(scale).all())
+                else:
+                    one_by_one = bool(((scale > 0) & torch.isfinite(scale)).all())
+            except ValueError:
+                one_by_one = False
+            assert V._mixture_values_ok(logits, scale, cov) == one_by_one, (where, v)
+            if not one_by_one:
+                with pytest.raises(ValueError, match="f: argument '(logits|scale)'"):
+                    V.mixture_values("f", logits, scale, cov)
