@@ -18,9 +18,10 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
   threads used) and the pass alone (``mixture_em_stats`` under fixed parameters). With ``--rounds R`` that timing
   runs in R rounds after the fits of every case: each round after the first measures the FMA probe again (the first
   uses the probe taken at the start of the run), then times every case in turn; a case reports the median over the
-  rounds and the range, and its ratio to the bound is the median of the per-round ratios (iteration time over the bound from that round's probe). On a shared virtual machine whose speed
-  drifts over minutes, a single run of each case in sequence compares cases and the probe taken in different phases;
-  the rounds spread every case over the run;
+  rounds and the range, and its ratio to the bound is the median of the per-round ratios (iteration time over the
+  bound from that round's probe). On a shared virtual machine whose speed drifts over minutes, a single run of each
+  case in sequence compares cases and the probe taken in different phases; the rounds spread every case over the
+  run;
 * the memory the fit needs above its input (resident high-water mark on CPU, max allocated on CUDA; see
   ``benchmarks/_harness.measure_peak_memory``) beside the sizes of the data (N x D) and of the N x K
   responsibilities that a materialising iteration would hold.

@@ -130,8 +130,9 @@ EM_STATS_TRITON_MAX_K = 64
 
 
 def _em_stats_triton_features(name: str, cov_type: str = "diag", K: int = 0, **_) -> Optional[Reason]:
-    if cov_type == "full":
-        return (ValueError, "backend='triton' supports cov_type 'diag' and 'spherical'; use 'cuda' or 'cpu' for 'full'")
+    reason = _triton_mixture_features(name, cov_type)
+    if reason is not None:
+        return reason
     if K > EM_STATS_TRITON_MAX_K:
         return (ValueError, f"backend='triton' holds K <= {EM_STATS_TRITON_MAX_K} components in one tile, got K={K}; "
                             "use 'cuda' or 'cpu'")

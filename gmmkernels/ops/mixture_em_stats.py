@@ -161,6 +161,11 @@ def em_iterate_kernel(x3: Tensor, logits: Tensor, means: Tensor, scale: Tensor, 
 # fake kernels of the native ops, and their refusal of gradients
 
 
+#: why mixture_em_stats (native or Triton) has no derivative
+NO_DERIVATIVE_WHY = ("its outputs are the statistics of an EM / VB iteration (use mixture_stats for gradients of log p, "
+                     "or backend='reference')")
+
+
 def _no_derivative(op: str, why: str) -> None:
     """An autograd kernel for ``gmmkernels::<op>`` that raises on backward, saying ``why``."""
 
@@ -181,8 +186,7 @@ if _backend.has_schema("mixture_em_stats"):
         resp = x.new_empty((B, N, K)) if with_resp else x.new_empty((0,))
         return x.new_empty((B,)), x.new_empty((B,)), x.new_empty((B, K)), x.new_empty((B, K, D)), sxx, resp
 
-    _no_derivative("mixture_em_stats", "its outputs are the statistics of an EM / VB iteration (use mixture_stats for "
-                   "gradients of log p, or backend='reference')")
+    _no_derivative("mixture_em_stats", NO_DERIVATIVE_WHY)
 
 
 if _backend.has_schema("mixture_em_mstep"):

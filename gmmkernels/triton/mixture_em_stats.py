@@ -45,12 +45,11 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op
 
+from .._dispatch import EM_STATS_TRITON_MAX_K as MAX_K  # the largest K: all components in one register tile
+from ..ops.mixture_em_stats import NO_DERIVATIVE_WHY, _no_derivative
 from ._utils import INTERPRET as _INTERPRET
 from ._utils import check_device, launcher
-from .mixture_stats import _mm
-
-#: the largest K of this kernel (all components in one register tile)
-MAX_K = 64
+from .mixture_stats import _mm, _next_pow2
 
 # Under the interpreter: small blocks (speed) and BLOCK_D 16, so that D > 16 exercises the multi-chunk path.
 _INTERPRET_CONFIG = dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=4, num_warps=1, num_stages=1)
@@ -145,10 +144,6 @@ def _em_stats_kernel(
         tl.store(SXX + kd, sxx, mask=kd_mask)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
 def cuda_blocks(K: int, D: int) -> dict:
     """Block sizes on CUDA: 8 warps, 32 rows per block while BLOCK_K x BLOCK_D <= 512, else 16, at most 32
     dimensions per chunk. These are the choices for which ptxas reports no spills for sm_90a with triton 3.6 (80-238
@@ -161,16 +156,13 @@ def cuda_blocks(K: int, D: int) -> dict:
 def _config(N: int, K: int, D: int, B: int, device: torch.device, override: Optional[dict] = None) -> dict:
     """Block sizes and the number of splits per mixture (on CUDA about four programs per SM over all mixtures)."""
     if device.type != "cuda" or _INTERPRET:
-        cfg = dict(_INTERPRET_CONFIG)
-        cfg["BLOCK_K"] = max(16, _next_pow2(K))
-        cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
+        cfg = dict(_INTERPRET_CONFIG, BLOCK_K=max(16, _next_pow2(K)))
     else:
         cfg = cuda_blocks(K, D)
         cfg["SPLITS"] = max(1, 4 * torch.cuda.get_device_properties(device).multi_processor_count // max(B, 1))
-    if override:
-        cfg.update(override)
-        if "BLOCK_D_MAX" in cfg:
-            cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
+    cfg.update(override or {})
+    if "BLOCK_D_MAX" in cfg:  # the interpreter's configuration, or an override: a cap on the chunk
+        cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
     cfg["ONE_CHUNK"] = D <= cfg["BLOCK_D"]
     blocks = triton.cdiv(max(N, 1), cfg["BLOCK_N"])
     splits = max(1, min(cfg.pop("SPLITS"), blocks))
@@ -236,12 +228,7 @@ def _mixture_em_stats_triton_op(x: Tensor, means: Tensor, prec: Tensor, logc: Te
     return _mixture_em_stats_fwd(x, means, prec, logc, with_resp)
 
 
-def _no_backward(ctx, *grads):
-    raise RuntimeError("gmmkernels.mixture_em_stats has no derivative: its outputs are the statistics of an EM / VB "
-                       "iteration (use mixture_stats for gradients of log p, or backend='reference')")
-
-
-_mixture_em_stats_triton_op.register_autograd(_no_backward, setup_context=lambda ctx, inputs, output: None)
+_no_derivative("mixture_em_stats_triton", NO_DERIVATIVE_WHY)
 
 
 def mixture_em_stats_triton(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, with_resp: bool = False):
