@@ -7,7 +7,7 @@ the host path of torch ops it replaces in fit_em.
 
 Op: sum log p, sum r log r, N_k, sum r x, sum r x^2 (diag) or sum r x x^T (full) of x [N, D] under a K-component
 mixture. Providers: gmmkernels-{cpu,cuda} (``mixture_em_stats``), gmmkernels-triton (CUDA: the Triton one-pass
-kernel, ``backend="triton"``, diag float32 cases with K <= 64), gmmkernels-two-step (``mixture_stats`` with the
+kernel, ``backend="triton"``, diag float32 cases; K above 64 in tiles), gmmkernels-two-step (``mixture_stats`` with the
 N x K responsibilities written, then ``mixture_suffstats``: the iteration before the fused op), torch-eager (the
 GEMM-expansion E-step scikit-learn uses, log-softmax, then R^T [x, x^2] / einsum) and torch-compile (the same
 function compiled). Every provider is first checked against a float64 reference on the first 4096 rows.
@@ -15,7 +15,8 @@ function compiled). Every provider is first checked against a float64 reference 
 Work model (useful fused multiply-adds per point and component): diag 4 D (E-step 2 D, statistics 2 D), full
 D (D + 1) + 2 D. CPU bound = FMAs / (cores x FMA ports x lanes x clock), with the clock and ports taken from a
 measured FMA-throughput probe (see ``fma_peak``); GPU: the H100/H200 peaks of benchmarks/_harness.py (FP32 SIMT,
-HBM, SFU exponentials; the fused CUDA kernel evaluates each logit twice, which the roofline does not count).
+HBM, SFU exponentials; the fused CUDA kernel, and the Triton kernel when K > 64, evaluate each logit twice, which
+the roofline does not count).
 Shapes: the fit_em headline cases (N = 1e5, K = 32, D = 16 diag; N = 5e4, K = 16, D = 8 full; N = 1e6) and on
 CUDA Flash-GMM's E-step shape (N = 1e6, K = 1024, D = 128 diag); ``--cases kscan``: the fused pass alone at
 N = 5e4, D = 16, K = 8 .. 256 (diag), which separates the cost per row from the cost per component.
@@ -43,7 +44,6 @@ if __package__ in (None, ""):
 
 from benchmarks import _harness as H  # noqa: E402
 from gmmkernels import mixture_em_stats, mixture_stats, mixture_suffstats  # noqa: E402
-from gmmkernels._dispatch import EM_STATS_TRITON_MAX_K  # noqa: E402
 from gmmkernels.fit._data import Stats, kernel_params  # noqa: E402
 from gmmkernels.fit.em import m_step  # noqa: E402
 from gmmkernels.ops.mixture_em_stats import em_mstep_kernel  # noqa: E402
@@ -304,8 +304,8 @@ def main(argv=None) -> int:
                                          enumerate(t.double().cpu() for t in (x, logits, means, scale))), cov)
             fused = lambda: tuple(mixture_em_stats(x, logits, means, scale, cov))[:5]  # noqa: E731
             fns = {f"gmmkernels-{dev}": fused}
-            # the Triton one-pass kernel (diag / spherical, K <= 64, float32): explicit backend, CUDA only
-            if dev == "cuda" and cov != "full" and K <= EM_STATS_TRITON_MAX_K and dt == torch.float32:
+            # the Triton one-pass kernel (diag / spherical, float32): explicit backend, CUDA only
+            if dev == "cuda" and cov != "full" and dt == torch.float32:
                 fns["gmmkernels-triton"] = lambda: tuple(mixture_em_stats(x, logits, means, scale, cov,
                                                                           backend="triton"))[:5]
             if args.cases != "kscan":

@@ -7,10 +7,11 @@ cuda: compiles each csrc/cuda/*_kernels.cu on its own (they include no torch hea
 build's -O3 and ``-Xptxas -v`` for sm_<arch>, and lists every kernel instantiation (about 10 s per file). The nvcc of
 $CUDA_HOME/bin is used when CUDA_HOME is set (on the development machines the nvcc on PATH is a wrapper).
 
-triton: compiles ``gmmkernels.triton.mixture_em_stats._em_stats_kernel`` for sm_<arch>a with Triton's own compiler
-and the ptxas it ships, for each (BLOCK_K, BLOCK_D, one chunk or several) x (BLOCK_N, num_warps): registers per
-thread / bytes of spill stores (about 2 minutes). The kernel's CUDA block sizes (``cuda_blocks``) were chosen from
-this table. Must run without TRITON_INTERPRET=1 (the interpreter replaces the compiler).
+triton: compiles the two kernels of ``gmmkernels.triton.mixture_em_stats`` (``_em_stats_kernel``, one component
+tile, and ``_em_stats_ktiles_kernel``, K in tiles) for sm_<arch>a with Triton's own compiler and the ptxas it ships,
+for each (kernel, BLOCK_K, BLOCK_D, one chunk or several) x (BLOCK_N, num_warps): registers per thread / bytes of
+spill stores (about 3 minutes). The CUDA block sizes (``cuda_blocks``) were chosen from this table. Must run
+without TRITON_INTERPRET=1 (the interpreter replaces the compiler).
 
 Spills and register counts are static facts of the compiled code, not timings: a kernel that spills may still be
 fast, and one that does not may be slow.
@@ -38,7 +39,8 @@ def resources(kernel, arch: int, consts: dict, num_warps: int, ptxas: str) -> tu
     import triton
     from triton.backends.compiler import GPUTarget
 
-    src = triton.compiler.ASTSource(fn=kernel, signature=SIGNATURE, constexprs=consts)
+    sig = {name: SIGNATURE[name] for name in kernel.arg_names}
+    src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=consts)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     ptx = compiled.asm["ptx"]
     target = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
@@ -125,22 +127,28 @@ def triton_report(arch: int) -> list[dict]:
     import triton
     from triton.backends.nvidia.compiler import get_ptxas
 
-    from gmmkernels.triton.mixture_em_stats import _em_stats_kernel
+    from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, _em_stats_ktiles_kernel
 
     ptxas = get_ptxas(arch).path
     rows = []
-    for bk, bd in [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]:
-        for one in (True, False):
+    # (kernel, its label, ONE_CHUNK or None for the K-tiles kernel, (BLOCK_K, BLOCK_D) classes)
+    one_tile = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
+    variants = [(_em_stats_kernel, "one tile, one chunk", True, one_tile),
+                (_em_stats_kernel, "one tile, chunked  ", False, one_tile),
+                (_em_stats_ktiles_kernel, "K tiles            ", None, [(32, 16), (32, 32), (64, 16), (64, 32)])]
+    for kernel, label, one, classes in variants:
+        for bk, bd in classes:
             cells = []
             for bn in (16, 32, 64):
                 for nw in (4, 8):
-                    regs, spill = resources(_em_stats_kernel, arch, dict(WITH_RESP=False, ONE_CHUNK=one, BLOCK_N=bn,
-                                                                           BLOCK_K=bk, BLOCK_D=bd), nw, ptxas)
-                    rows.append(dict(BLOCK_K=bk, BLOCK_D=bd, one_chunk=one, BLOCK_N=bn, num_warps=nw, registers=regs,
-                                     spill_store_bytes=spill))
+                    consts = dict(WITH_RESP=False, BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd)
+                    if one is not None:
+                        consts["ONE_CHUNK"] = one
+                    regs, spill = resources(kernel, arch, consts, nw, ptxas)
+                    rows.append(dict(kernel=kernel.__name__, BLOCK_K=bk, BLOCK_D=bd, one_chunk=one, BLOCK_N=bn,
+                                     num_warps=nw, registers=regs, spill_store_bytes=spill))
                     cells.append(f"N{bn}/w{nw} {regs}/{spill}")
-            print(f"BLOCK_K={bk:2d} BLOCK_D={bd:2d} {'one chunk ' if one else 'chunked   '}| " + "  ".join(cells),
-                  flush=True)
+            print(f"{label} BLOCK_K={bk:2d} BLOCK_D={bd:2d} | " + "  ".join(cells), flush=True)
     where = ptxas.split("site-packages" + os.sep)[-1]  # the ptxas the triton package ships
     return [dict(r, triton=triton.__version__, ptxas=where) for r in rows]
 

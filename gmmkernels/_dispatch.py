@@ -125,20 +125,6 @@ def _em_stats_cuda_features(name: str, cov_type: str = "diag", D: int = 0, op: s
     return None
 
 
-# Largest K of the Triton EM kernel (gmmkernels/triton/mixture_em_stats.py: all components in one register tile).
-EM_STATS_TRITON_MAX_K = 64
-
-
-def _em_stats_triton_features(name: str, cov_type: str = "diag", K: int = 0, **_) -> Optional[Reason]:
-    reason = _triton_mixture_features(name, cov_type)
-    if reason is not None:
-        return reason
-    if K > EM_STATS_TRITON_MAX_K:
-        return (ValueError, f"backend='triton' holds K <= {EM_STATS_TRITON_MAX_K} components in one tile, got K={K}; "
-                            "use 'cuda' or 'cpu'")
-    return None
-
-
 FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("mixture_stats", ("mixture_stats",), (
         _native("cuda", check=_exact_precision),
@@ -183,7 +169,7 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("mixture_em_stats", ("mixture_em_stats", "mixture_em_mstep"), (
         _native("cuda", check=_em_stats_cuda_features),
         # not chosen by "auto" until it is measured on a GPU: explicit backend="triton" only
-        _triton(auto_devices=(), ops=("mixture_em_stats",), check=_em_stats_triton_features),
+        _triton(auto_devices=(), ops=("mixture_em_stats",), check=_triton_mixture_features),
         _native("cpu"),
         Backend("reference", "reference"),
     )),

@@ -21,10 +21,11 @@ torch ops). Its ``ok`` flags mark components whose covariance is not positive de
 unspecified, and the fitting loops redo such an iteration on the host path (which projects or raises).
 
 backend: "auto" | "reference" | "cpu" | "cuda" | "triton" (gmmkernels/_dispatch.py). "triton" (``mixture_em_stats``
-only; diag and spherical, K <= 64, computed in float32; gmmkernels/triton/mixture_em_stats.py) runs the same one-pass
-design as the CPU kernel on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "auto" does not choose it
-until it has been measured on a GPU. Dtypes: float32 and float64; float16 and bfloat16 are computed in float32 and
-cast back. Not differentiable (statistics of an iteration; use mixture_stats for gradients of log p).
+only; diag and spherical, any K (above 64 in tiles), computed in float32; gmmkernels/triton/mixture_em_stats.py)
+runs the same one-pass design as the CPU kernel on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "auto"
+does not choose it until it has been measured on a GPU. Dtypes: float32 and float64; float16 and bfloat16 are
+computed in float32 and cast back. Not differentiable (statistics of an iteration; use mixture_stats for gradients
+of log p).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, co
     fn = "mixture_em_stats"
     batch, K, D = V.mixture(fn, logits, means, scale, cov_type, x=x)
     with_resp = V.flag(fn, "with_resp", with_resp)
-    b = _dispatch.select(fn, "mixture_em_stats", backend, x.device, x.dtype, cov_type=cov_type, K=K, D=D)
+    b = _dispatch.select(fn, "mixture_em_stats", backend, x.device, x.dtype, cov_type=cov_type, D=D)
     N = x.shape[-2]
     out_dtype = x.dtype
     if x.dtype in (torch.float16, torch.bfloat16):

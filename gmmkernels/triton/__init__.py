@@ -6,7 +6,7 @@ Submodules import ``triton`` at import time; the op modules import them lazily, 
 
   gmmkernels.triton.mixture_stats    fused diagonal-covariance mixture statistics (log p, score, responsibilities)
                                      and their backward
-  gmmkernels.triton.mixture_em_stats one EM / VB pass: E-step and sufficient statistics in one pass (diag, K <= 64)
+  gmmkernels.triton.mixture_em_stats one EM / VB pass: E-step and sufficient statistics in one pass (diag, any K)
   gmmkernels.triton.gms_fit          GMS per-element moment fit (closed form / Adan)
   gmmkernels.triton.mixture_dispatch mixDDPM dispatcher: nearest center + centred forward noising
   gmmkernels.triton.lowrank_adapter  SMD low-rank-plus-diagonal adapter, forward and backward

@@ -9,8 +9,8 @@ Semantics are those of ``reference.mixture_em_stats_kernel_ref(x, means, prec, l
     nk = sum_n r,  sx = sum_n r x,  sxx = sum_n r x^2
 
 Algorithm (the one-pass design of the CPU kernel). The rows of each mixture are cut into S splits (grid (S, B)); a
-program walks its split in blocks of BLOCK_N rows and, per block, holds all K components in one tile (BLOCK_K =
-next power of two >= K, so K <= 64 here):
+program walks its split in blocks of BLOCK_N rows. With K <= TILE_K (``_em_stats_kernel``) a block holds all K
+components in one tile (BLOCK_K = next power of two >= K):
 
   1. logits [BLOCK_N, BLOCK_K] by a loop over the D dimensions: y = w_d x_d - w_d mu_d, acc += y^2 (the direct
      difference of the native kernels, elementwise fp32; no GEMM expansion, whose cancellation grows with
@@ -22,8 +22,16 @@ next power of two >= K, so K <= 64 here):
 
 The responsibilities never leave the program unless asked for. When D <= BLOCK_D the statistics stay in registers
 over the whole split and are stored once; otherwise each chunk's sums are added to the program's own slab of the
-partial-sum buffer (read-modify-write of rows no other program touches). The host adds the S partial sums of each
-mixture in split order, in float64: no atomics, so results are reproducible run to run.
+partial-sum buffer (read-modify-write of rows no other program touches).
+
+With K > TILE_K (``_em_stats_ktiles_kernel``) the components of a block run in tiles of TILE_K, in two sweeps: the
+first computes each tile's logits and keeps the row maximum and the row sum of exp(logit - max) online (the sum
+rescaled when the maximum grows), the second computes the logits again, then r = exp(logit - m) / s and the tile's
+statistics, which go to the slab. The data are still read once from memory per block (the block's rows are reread
+from cache by each tile) and N x K is never written; the logits cost twice their FMAs (6 NKD in all against 4 NKD),
+the price of any K (the three-pass CUDA kernel pays the same).
+
+The host adds the S partial sums of each mixture in float64: no atomics, so results are reproducible run to run.
 
 Dtypes: float32 (the public op computes float16 / bfloat16 in float32). float64 is refused with a TypeError (the
 Triton path would compute it in float32). Not differentiable.
@@ -45,14 +53,48 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op
 
-from .._dispatch import EM_STATS_TRITON_MAX_K as MAX_K  # the largest K: all components in one register tile
 from ..ops.mixture_em_stats import NO_DERIVATIVE_WHY, _no_derivative
 from ._utils import INTERPRET as _INTERPRET
 from ._utils import check_device, launcher
 from .mixture_stats import _mm, _next_pow2
 
+# Components per register tile: K up to this takes _em_stats_kernel (one sweep), larger K _em_stats_ktiles_kernel.
+TILE_K = 64
+# The partial-sum buffer (splits x mixtures x slab) is kept under this size by taking fewer splits.
+PART_BYTES_MAX = 1 << 30
 # Under the interpreter: small blocks (speed) and BLOCK_D 16, so that D > 16 exercises the multi-chunk path.
 _INTERPRET_CONFIG = dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=4, num_warps=1, num_stages=1)
+
+
+@triton.jit
+def _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Logits [BLOCK_N, BLOCK_K] of the rows rows64 for the components ks, one dimension at a time: y = w_d x_d -
+    w_d mu_d, acc += y^2; -inf in the columns past K."""
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for d in range(0, D):
+        xd = tl.load(X + rows64 * D + d, mask=rmask, other=0.0).to(tl.float32)
+        wd = tl.load(W + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
+        md = tl.load(MU + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
+        y = xd[:, None] * wd[None, :] - (wd * md)[None, :]
+        acc += y * y
+    logc = tl.load(LOGC + ks, mask=kmask, other=0.0).to(tl.float32)
+    return tl.where(kmask[None, :], logc[None, :] - 0.5 * acc, float("-inf"))
+
+
+@triton.jit
+def _slab_stats(SX, SXX, X, rows64, rmask, rt, ks, kmask, D, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Adds r^T x and r^T x^2 of one block of rows (rt = r^T [BLOCK_K, BLOCK_N], components ks) to the program's
+    slab, a chunk of BLOCK_D dimensions at a time (read-modify-write of sums no other program touches)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, D, BLOCK_D):
+        ds = d0 + offs_d
+        dmask = ds < D
+        x = tl.load(X + rows64[:, None] * D + ds[None, :], mask=rmask[:, None] & dmask[None, :],
+                    other=0.0).to(tl.float32)
+        kd = ks[:, None] * D + ds[None, :]
+        kd_mask = kmask[:, None] & dmask[None, :]
+        tl.store(SX + kd, tl.load(SX + kd, mask=kd_mask, other=0.0) + _mm(rt, x, 0), mask=kd_mask)
+        tl.store(SXX + kd, tl.load(SXX + kd, mask=kd_mask, other=0.0) + _mm(rt, x * x, 0), mask=kd_mask)
 
 
 @triton.jit
@@ -62,6 +104,7 @@ def _em_stats_kernel(
     WITH_RESP: tl.constexpr, ONE_CHUNK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    """K <= BLOCK_K: all components of a row in one register tile."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     nsplit = tl.num_programs(0)
@@ -78,7 +121,6 @@ def _em_stats_kernel(
     ks = tl.arange(0, BLOCK_K)
     kmask = ks < K
     offs_d = tl.arange(0, BLOCK_D)
-    logc = tl.load(LOGC + ks, mask=kmask, other=0.0).to(tl.float32)
     nk = tl.zeros([BLOCK_K], tl.float32)
     lp_acc = tl.zeros([BLOCK_N], tl.float32)
     rl_acc = tl.zeros([BLOCK_N], tl.float32)
@@ -91,15 +133,8 @@ def _em_stats_kernel(
         rows = n0 + tl.arange(0, BLOCK_N)
         rmask = rows < N
         rows64 = rows.to(tl.int64)
-        # 1. logits, one dimension at a time
-        acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-        for d in range(0, D):
-            xd = tl.load(X + rows64 * D + d, mask=rmask, other=0.0).to(tl.float32)
-            wd = tl.load(W + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
-            md = tl.load(MU + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
-            y = xd[:, None] * wd[None, :] - (wd * md)[None, :]
-            acc += y * y
-        logit = tl.where(kmask[None, :], logc[None, :] - 0.5 * acc, float("-inf"))
+        # 1. logits
+        logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N, BLOCK_K)
         # 2. softmax of the rows
         m = tl.max(logit, axis=1)
         m_safe = tl.where(m == float("-inf"), 0.0, m)  # every logit -inf: log p = -inf, r = NaN
@@ -123,15 +158,7 @@ def _em_stats_kernel(
             sx += _mm(rt, x, 0)
             sxx += _mm(rt, x * x, 0)
         else:
-            for d0 in range(0, D, BLOCK_D):
-                ds = d0 + offs_d
-                dmask = ds < D
-                x = tl.load(X + rows64[:, None] * D + ds[None, :], mask=rmask[:, None] & dmask[None, :],
-                            other=0.0).to(tl.float32)
-                kd = ks[:, None] * D + ds[None, :]
-                kd_mask = kmask[:, None] & dmask[None, :]
-                tl.store(SX + kd, tl.load(SX + kd, mask=kd_mask, other=0.0) + _mm(rt, x, 0), mask=kd_mask)
-                tl.store(SXX + kd, tl.load(SXX + kd, mask=kd_mask, other=0.0) + _mm(rt, x * x, 0), mask=kd_mask)
+            _slab_stats(SX, SXX, X, rows64, rmask, rt, ks, kmask, D, BLOCK_N, BLOCK_D)
             tl.debug_barrier()  # the next block reads these sums back, possibly from other threads
 
     tl.store(PART, tl.sum(lp_acc, axis=0))
@@ -144,28 +171,102 @@ def _em_stats_kernel(
         tl.store(SXX + kd, sxx, mask=kd_mask)
 
 
+@triton.jit
+def _em_stats_ktiles_kernel(
+    X, MU, W, LOGC, PART, RESP,
+    N, K, D, x_bstride, ROWS,
+    WITH_RESP: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """K > BLOCK_K: the components of a row in tiles of BLOCK_K, two sweeps per block of rows (the logits of each
+    tile evaluated twice): sweep 1 the row maximum m and the row sum s = sum_k exp(logit - m) online (s rescaled by
+    exp(m_old - m_new) when the maximum grows), sweep 2 r = exp(logit - m) / s and its statistics, added to the
+    program's slab (nk, sx, sxx; the slab starts at zero)."""
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    nsplit = tl.num_programs(0)
+    X += b * x_bstride
+    MU += b * K * D
+    W += b * K * D
+    LOGC += b * K
+    RESP += b * N * K
+    PART += (b * nsplit + pid) * (2 + K + 2 * K * D)
+    NK = PART + 2
+    SX = NK + K
+    SXX = SX + K * D
+
+    offs_k = tl.arange(0, BLOCK_K)
+    lp_acc = tl.zeros([BLOCK_N], tl.float32)
+    rl_acc = tl.zeros([BLOCK_N], tl.float32)
+    start = pid * ROWS
+    for n0 in range(start, start + ROWS, BLOCK_N):
+        rows = n0 + tl.arange(0, BLOCK_N)
+        rmask = rows < N
+        rows64 = rows.to(tl.int64)
+        # sweep 1: row maximum and row sum, online over the tiles
+        m = tl.full([BLOCK_N], float("-inf"), tl.float32)
+        s = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + offs_k
+            kmask = ks < K
+            logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N, BLOCK_K)
+            m_new = tl.maximum(m, tl.max(logit, axis=1))
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # no finite logit yet: s stays 0
+            s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(logit - m_ref[:, None]), axis=1)
+            m = m_new
+        m_safe = tl.where(m == float("-inf"), 0.0, m)  # every logit -inf: log p = -inf, r = NaN
+        log_s = tl.log(s)
+        inv_s = 1.0 / s
+        # sweep 2: responsibilities and statistics, tile by tile
+        t = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            ks = k0 + offs_k
+            kmask = ks < K
+            logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N, BLOCK_K)
+            lm = logit - m_safe[:, None]
+            e = tl.exp(lm)
+            t += tl.sum(e * tl.maximum(lm, -3.4028234663852886e38), axis=1)
+            r = tl.where(rmask[:, None], e * inv_s[:, None], 0.0)
+            if WITH_RESP:
+                tl.store(RESP + rows64[:, None] * K + ks[None, :], r, mask=rmask[:, None] & kmask[None, :])
+            tl.store(NK + ks, tl.load(NK + ks, mask=kmask, other=0.0) + tl.sum(r, axis=0), mask=kmask)
+            _slab_stats(SX, SXX, X, rows64, rmask, tl.trans(r), ks, kmask, D, BLOCK_N, BLOCK_D)
+        lp_acc += tl.where(rmask, m_safe + log_s, 0.0)
+        rl_acc += tl.where(rmask, t * inv_s - log_s, 0.0)
+        tl.debug_barrier()  # the next block reads the slab back, possibly from other threads
+
+    tl.store(PART, tl.sum(lp_acc, axis=0))
+    tl.store(PART + 1, tl.sum(rl_acc, axis=0))
+
+
 def cuda_blocks(K: int, D: int) -> dict:
-    """Block sizes on CUDA: 8 warps, 32 rows per block while BLOCK_K x BLOCK_D <= 512, else 16, at most 32
-    dimensions per chunk. These are the choices for which ptxas reports no spills for sm_90a with triton 3.6 (80-238
-    registers per thread; benchmarks/ptxas_report.py triton, checked by
-    the tests). tl.dot needs every dimension >= 16."""
-    bk, bd = max(16, _next_pow2(K)), max(16, min(_next_pow2(D), 32))
+    """Block sizes on CUDA: 8 warps, at most TILE_K components per tile and 32 dimensions per chunk, 32 rows per
+    block while BLOCK_K x BLOCK_D <= 512, else 16. These are the choices for which ptxas reports no spills for
+    sm_90a with triton 3.6 (both kernels; benchmarks/ptxas_report.py triton, checked by the tests). tl.dot needs every
+    dimension >= 16."""
+    bk, bd = max(16, min(_next_pow2(K), TILE_K)), max(16, min(_next_pow2(D), 32))
     return dict(BLOCK_N=32 if bk * bd <= 512 else 16, BLOCK_K=bk, BLOCK_D=bd, num_warps=8, num_stages=2)
 
 
 def _config(N: int, K: int, D: int, B: int, device: torch.device, override: Optional[dict] = None) -> dict:
-    """Block sizes and the number of splits per mixture (on CUDA about four programs per SM over all mixtures)."""
+    """Block sizes and the number of splits per mixture (on CUDA about four programs per SM over all mixtures, fewer
+    where the partial sums would pass PART_BYTES_MAX). An override may set BLOCK_K_MAX / BLOCK_D_MAX (caps on the
+    component tile and the dimension chunk) besides the keys of cuda_blocks and SPLITS."""
     if device.type != "cuda" or _INTERPRET:
-        cfg = dict(_INTERPRET_CONFIG, BLOCK_K=max(16, _next_pow2(K)))
+        cfg = dict(_INTERPRET_CONFIG, BLOCK_K=max(16, min(_next_pow2(K), TILE_K)))
     else:
         cfg = cuda_blocks(K, D)
         cfg["SPLITS"] = max(1, 4 * torch.cuda.get_device_properties(device).multi_processor_count // max(B, 1))
     cfg.update(override or {})
+    if "BLOCK_K_MAX" in cfg:
+        cfg["BLOCK_K"] = max(16, min(_next_pow2(K), cfg.pop("BLOCK_K_MAX")))
     if "BLOCK_D_MAX" in cfg:  # the interpreter's configuration, or an override: a cap on the chunk
         cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
+    cfg["KTILES"] = K > cfg["BLOCK_K"]
     cfg["ONE_CHUNK"] = D <= cfg["BLOCK_D"]
     blocks = triton.cdiv(max(N, 1), cfg["BLOCK_N"])
-    splits = max(1, min(cfg.pop("SPLITS"), blocks))
+    slab_bytes = 4 * (2 + K + 2 * K * D) * max(B, 1)
+    splits = max(1, min(cfg.pop("SPLITS"), blocks, PART_BYTES_MAX // slab_bytes))
     cfg["ROWS"] = triton.cdiv(blocks, splits) * cfg["BLOCK_N"]
     cfg["splits"] = triton.cdiv(max(N, 1), cfg["ROWS"])
     return cfg
@@ -181,8 +282,6 @@ def _check(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, fn: str) -> Non
         raise ValueError(
             f"{fn}: shape mismatch: x {tuple(x.shape)}, means {tuple(means.shape)}, prec {tuple(prec.shape)}, "
             f"logc {tuple(logc.shape)}")
-    if K > MAX_K:
-        raise ValueError(f"{fn}: the Triton kernel holds K <= {MAX_K} components in one tile, got K={K}")
     for name, t in (("x", x), ("means", means), ("prec", prec), ("logc", logc)):
         if t.dtype != torch.float32:
             raise TypeError(f"{fn}: '{name}' must be float32 (Triton computes in fp32), got {t.dtype}")
@@ -200,20 +299,24 @@ def _mixture_em_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, 
     N = x.shape[1]
     dev = x.device
     cfg = _config(N, K, D, B, dev, config)
-    splits, one_chunk = cfg.pop("splits"), cfg.pop("ONE_CHUNK")
+    splits, one_chunk, ktiles = cfg.pop("splits"), cfg.pop("ONE_CHUNK"), cfg.pop("KTILES")
     psize = 2 + K + 2 * K * D
-    # the multi-chunk path adds to its slab: it starts from zero
-    part = (torch.empty if one_chunk else torch.zeros)((B, splits, psize), device=dev, dtype=torch.float32)
+    # the slab paths add to their partial sums: they start from zero
+    part = (torch.zeros if ktiles or not one_chunk else torch.empty)((B, splits, psize), device=dev,
+                                                                     dtype=torch.float32)
     resp = torch.empty((B, N, K) if with_resp else (0,), device=dev, dtype=torch.float32)
     if B > 0 and N > 0 and K > 0:
         xc = x.contiguous()
         x_bstride = 0 if xc.shape[0] == 1 else N * D
-        launcher(_em_stats_kernel, x)[(splits, B)](
-            xc, means.contiguous(), prec.contiguous(), logc.contiguous(), part, resp if with_resp else part,
-            N, K, D, x_bstride, cfg.pop("ROWS"), WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **cfg)
+        args = (xc, means.contiguous(), prec.contiguous(), logc.contiguous(), part, resp if with_resp else part,
+                N, K, D, x_bstride, cfg.pop("ROWS"))
+        if ktiles:
+            launcher(_em_stats_ktiles_kernel, x)[(splits, B)](*args, WITH_RESP=bool(with_resp), **cfg)
+        else:
+            launcher(_em_stats_kernel, x)[(splits, B)](*args, WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **cfg)
     else:
         part.zero_()
-    tot = part.double().sum(1)  # [B, psize], the splits added in order
+    tot = part.sum(1, dtype=torch.float64)  # [B, psize], the splits added in float64
     lp, rl = tot[:, 0], tot[:, 1]
     nk = tot[:, 2:2 + K]
     sx = tot[:, 2 + K:2 + K + K * D].reshape(B, K, D)

@@ -25,10 +25,14 @@ from gmmkernels.triton import mixture_em_stats as tem  # noqa: E402
 pytestmark = pytest.mark.triton
 NAMES = ("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx", "resp")
 
-# (B, N, K, D, shared x): one point; odd sizes; shared data; several splits; K = 64 (the limit) and K = 16; D above
-# the interpreter's BLOCK_D of 16 (the multi-chunk path); no rows
+# (B, N, K, D, shared x): one point; odd sizes; shared data; several splits; K = 64 (one full tile) and K = 16; D
+# above the interpreter's BLOCK_D of 16 (the multi-chunk path); no rows; K above the tile of 64 (the K-tiles kernel:
+# two tiles, the second partial; with shared data and several chunks)
 CASES = [(1, 1, 1, 1, False), (2, 37, 5, 3, True), (1, 70, 17, 4, False), (3, 130, 33, 9, False),
-         (1, 90, 64, 5, False), (2, 150, 7, 16, False), (1, 60, 16, 40, True), (2, 0, 3, 2, False)]
+         (1, 90, 64, 5, False), (2, 150, 7, 16, False), (1, 60, 16, 40, True), (2, 0, 3, 2, False),
+         (1, 90, 100, 5, False), (2, 40, 70, 20, True)]
+# the K-tiles kernel at small K: tiles of 16 components
+KTILES16 = dict(BLOCK_N=16, BLOCK_K_MAX=16, SPLITS=2)
 
 
 def _inputs(B, N, K, D, shared=False, seed=0, device="cpu"):
@@ -70,47 +74,56 @@ def test_kernel_matches_reference(case, with_resp):
 
 @needs_kernels
 @pytest.mark.parametrize("config", [dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=1), dict(BLOCK_N=32, BLOCK_D_MAX=64,
-                                                                                       SPLITS=3)],
-                         ids=["one-split-multichunk", "three-splits-one-chunk"])
+                                                                                       SPLITS=3),
+                                    dict(KTILES16, BLOCK_D_MAX=64), dict(KTILES16, BLOCK_D_MAX=16, SPLITS=1)],
+                         ids=["one-split-multichunk", "three-splits-one-chunk", "ktiles-one-chunk",
+                              "ktiles-one-split-multichunk"])
 def test_kernel_block_configurations(config):
-    """Other block sizes and split counts (one program per mixture; D in one chunk) give the same sums."""
-    B, N, K, D = 2, 101, 9, 20
+    """Other block sizes and split counts (one program per mixture; D in one chunk; K in three tiles of 16, the last
+    partial) give the same sums."""
+    B, N, K, D = 2, 101, 37, 20
     args = _inputs(B, N, K, D, seed=4, device=IDEV)
     want = ref.mixture_em_stats_kernel_ref(*args, False)
     _assert_close(tem._mixture_em_stats_fwd(*(t.float() for t in args), True, config=config), want, N)
 
 
 @needs_kernels
-def test_kernel_is_deterministic():
+@pytest.mark.parametrize("K, config", [(12, None), (40, KTILES16)], ids=["one-tile", "ktiles"])
+def test_kernel_is_deterministic(K, config):
     """No atomics: two runs give the same bits."""
-    args = [t.float() for t in _inputs(2, 200, 12, 6, seed=2, device=IDEV)]
-    a = tem.mixture_em_stats_triton(*args, True)
-    b = tem.mixture_em_stats_triton(*args, True)
+    args = [t.float() for t in _inputs(2, 200, K, 6, seed=2, device=IDEV)]
+    a = tem._mixture_em_stats_fwd(*args, True, config=config)
+    b = tem._mixture_em_stats_fwd(*args, True, config=config)
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
 @needs_kernels
-def test_minus_inf_weight_and_far_points():
-    """A component of weight 0 (logc = -inf) gets r = 0 and no NaN; points far from every component keep finite
-    responsibilities (the softmax is shifted by the row maximum)."""
-    B, N, K, D = 1, 40, 4, 3
+@pytest.mark.parametrize("K, zero, config", [(4, [1], None), (40, list(range(16)) + [35], KTILES16)],
+                         ids=["one-tile", "ktiles-first-tile"])
+def test_minus_inf_weight_and_far_points(K, zero, config):
+    """Components of weight 0 (logc = -inf; in the K-tiles kernel the whole first tile, so that the running maximum
+    starts at -inf after it) get r = 0 and no NaN; points far from every component keep finite responsibilities (the
+    softmax is shifted by the row maximum, in the K-tiles kernel found over the tiles)."""
+    B, N, D = 1, 40, 3
     x, means, prec, logc = _inputs(B, N, K, D, seed=6)
-    logc[0, 1] = float("-inf")
+    logc[0, zero] = float("-inf")
     x[0, :5] += 300.0
     args = [t.to(IDEV) for t in (x, means, prec, logc)]
-    got = tem.mixture_em_stats_triton(*(t.float() for t in args), True)
+    got = tem._mixture_em_stats_fwd(*(t.float() for t in args), True, config=config)
     want = ref.mixture_em_stats_kernel_ref(*args, False)
     assert all(bool(torch.isfinite(t).all()) for t in got)
-    assert float(got[5][0, :, 1].abs().max()) == 0.0 and float(got[2][0, 1]) == 0.0
+    assert float(got[5][0, :, zero].abs().max()) == 0.0 and float(got[2][0, zero].abs().max()) == 0.0
     _assert_close(got, want, N)
 
 
 @needs_kernels
 @pytest.mark.parametrize("cov", ["diag", "spherical"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
-def test_public_op_backend_triton(cov, dtype):
-    """gmmkernels.mixture_em_stats(..., backend="triton") against the reference backend, batch dimensions kept."""
-    B, N, K, D = 2, 50, 6, 4
+@pytest.mark.parametrize("K", [6, 70])
+def test_public_op_backend_triton(cov, dtype, K):
+    """gmmkernels.mixture_em_stats(..., backend="triton") against the reference backend, batch dimensions kept; K = 70
+    takes the K-tiles kernel."""
+    B, N, D = 2, 50, 4
     g = torch.Generator().manual_seed(7)
     x = torch.randn(B, N, D, generator=g, dtype=torch.float64)
     logits = torch.randn(B, K, generator=g, dtype=torch.float64)
@@ -131,12 +144,13 @@ def test_public_op_backend_triton(cov, dtype):
 
 
 def test_dispatch_refuses_what_the_kernel_does_not_run():
-    """Clear errors: full covariances, K above the tile, float64, the M-step; "auto" never picks the Triton kernel."""
+    """Clear errors: full covariances, float64, the M-step; any K is taken; "auto" never picks the Triton kernel."""
     dev = torch.device(IDEV)
     with pytest.raises(ValueError, match="supports cov_type 'diag' and 'spherical'"):
         _dispatch.select("f", "mixture_em_stats", "triton", dev, torch.float32, cov_type="full", K=4, D=3)
-    with pytest.raises(ValueError, match="K <= 64"):
-        _dispatch.select("f", "mixture_em_stats", "triton", dev, torch.float32, cov_type="diag", K=65, D=3)
+    if INTERPRET or dev.type == "cuda":
+        assert _dispatch.select("f", "mixture_em_stats", "triton", dev, torch.float32, cov_type="spherical",
+                                D=3) == "triton"
     with pytest.raises(TypeError, match="float32"):
         _dispatch.select("f", "mixture_em_stats", "triton", dev, torch.float64, cov_type="diag", K=4, D=3)
     with pytest.raises(ValueError, match="not available for mixture_em_mstep"):
@@ -151,8 +165,6 @@ def test_launcher_argument_errors():
     x, means, prec, logc = (t.float() for t in _inputs(1, 10, 3, 2, device=IDEV))
     with pytest.raises(TypeError, match="float32"):
         tem.mixture_em_stats_triton(x.double(), means, prec, logc)
-    with pytest.raises(ValueError, match="K <= 64"):
-        tem.mixture_em_stats_triton(x, *(t.float() for t in _inputs(1, 10, 65, 2, device=IDEV)[1:]))
     with pytest.raises(ValueError, match="shape mismatch"):
         tem.mixture_em_stats_triton(x[..., :1], means, prec, logc)
     with pytest.raises(ValueError, match=r"expected x \[B or 1, N, D\]"):
@@ -173,22 +185,27 @@ import json, sys
 sys.path.insert(0, {root!r})
 from benchmarks.ptxas_report import resources
 from triton.backends.nvidia.compiler import get_ptxas
-from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, cuda_blocks
+from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, _em_stats_ktiles_kernel, cuda_blocks
 out = []
 for K, D in {cases!r}:
     c = cuda_blocks(K, D)
-    consts = dict(WITH_RESP=True, ONE_CHUNK=D <= c["BLOCK_D"], BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
-                  BLOCK_D=c["BLOCK_D"])
-    out.append([K, D, *resources(_em_stats_kernel, 90, consts, c["num_warps"], get_ptxas(90).path)])
+    consts = dict(WITH_RESP=True, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], BLOCK_D=c["BLOCK_D"])
+    if K <= c["BLOCK_K"]:
+        kernel = _em_stats_kernel
+        consts["ONE_CHUNK"] = D <= c["BLOCK_D"]
+    else:
+        kernel = _em_stats_ktiles_kernel
+    out.append([K, D, *resources(kernel, 90, consts, c["num_warps"], get_ptxas(90).path)])
 print(json.dumps(out))
 """
 
 
 def test_gpu_block_sizes_compile_for_sm90_without_spills():
     """The CUDA configuration of every K and D class compiles for sm_90a (Triton's compiler and its bundled ptxas, no
-    GPU needed) and ptxas reports no register spills."""
+    GPU needed) and ptxas reports no register spills; K above 64 takes the K-tiles kernel (K = 1024, D = 128: the
+    Flash-GMM benchmark shape)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cases = [(5, 3), (16, 32), (32, 16), (20, 100), (64, 16), (64, 100)]
+    cases = [(5, 3), (16, 32), (32, 16), (20, 100), (64, 16), (64, 100), (100, 3), (1024, 128)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     try:
         from triton.backends.nvidia.compiler import get_ptxas
@@ -207,7 +224,8 @@ def test_gpu_block_sizes_compile_for_sm90_without_spills():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available() or INTERPRET, reason="compiled Triton needs a CUDA device")
 class TestCuda:
-    @pytest.mark.parametrize("shape", [(1, 100_000, 32, 16), (4, 20_000, 64, 100)], ids=["headline", "batched-bigD"])
+    @pytest.mark.parametrize("shape", [(1, 100_000, 32, 16), (4, 20_000, 64, 100), (2, 10_000, 300, 48)],
+                             ids=["headline", "batched-bigD", "ktiles"])
     def test_realistic_shapes(self, shape):
         B, N, K, D = shape
         args = _inputs(B, N, K, D, seed=11, device="cuda")
