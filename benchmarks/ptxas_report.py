@@ -7,10 +7,10 @@ cuda: compiles each csrc/cuda/*_kernels.cu on its own (they include no torch hea
 build's -O3 and ``-Xptxas -v`` for sm_<arch>, and lists every kernel instantiation (about 10 s per file). The nvcc of
 $CUDA_HOME/bin is used when CUDA_HOME is set (on the development machines the nvcc on PATH is a wrapper).
 
-triton: compiles the two kernels of ``gmmkernels.triton.mixture_em_stats`` (``_em_stats_kernel``, one component
-tile, and ``_em_stats_ktiles_kernel``, K in tiles) for sm_<arch>a with Triton's own compiler and the ptxas it ships,
-for each (kernel, BLOCK_K, BLOCK_D, one chunk or several) x (BLOCK_N, num_warps): registers per thread / bytes of
-spill stores (about 3 minutes). The CUDA block sizes (``cuda_blocks``) were chosen from this table. Must run
+triton: compiles the kernels of ``gmmkernels.triton.mixture_em_stats`` (``_em_stats_kernel``, one component tile;
+``_em_logp_kernel`` and ``_em_tile_stats_kernel``, K in tiles) for sm_<arch>a with Triton's own compiler and the ptxas
+it ships, for each (kernel, BLOCK_K, BLOCK_D, one chunk or several) x (BLOCK_N, num_warps): registers per thread /
+bytes of spill stores (about 3 minutes). The CUDA block sizes (``cuda_blocks``) were chosen from this table. Must run
 without TRITON_INTERPRET=1 (the interpreter replaces the compiler).
 
 Spills and register counts are static facts of the compiled code, not timings: a kernel that spills may still be
@@ -30,6 +30,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SIGNATURE = {"X": "*fp32", "MU": "*fp32", "W": "*fp32", "LOGC": "*fp32", "PART": "*fp32", "RESP": "*fp32",
+             "LOGP": "*fp32", "RL": "*fp32",
              "N": "i32", "K": "i32", "D": "i32", "x_bstride": "i32", "ROWS": "i32", "WITH_RESP": "constexpr",
              "ONE_CHUNK": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "BLOCK_D": "constexpr"}
 
@@ -127,28 +128,30 @@ def triton_report(arch: int) -> list[dict]:
     import triton
     from triton.backends.nvidia.compiler import get_ptxas
 
-    from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, _em_stats_ktiles_kernel
+    from gmmkernels.triton.mixture_em_stats import _em_logp_kernel, _em_stats_kernel, _em_tile_stats_kernel
 
     ptxas = get_ptxas(arch).path
     rows = []
-    # (kernel, its label, ONE_CHUNK or None for the K-tiles kernel, (BLOCK_K, BLOCK_D) classes)
+    # (kernel, label, ONE_CHUNK (None: no such parameter), (BLOCK_K, BLOCK_D) classes (BLOCK_D None: none), BLOCK_Ns)
     one_tile = [(16, 16), (16, 32), (32, 16), (32, 32), (64, 16), (64, 32)]
-    variants = [(_em_stats_kernel, "one tile, one chunk", True, one_tile),
-                (_em_stats_kernel, "one tile, chunked  ", False, one_tile),
-                (_em_stats_ktiles_kernel, "K tiles            ", None, [(32, 16), (32, 32), (64, 16), (64, 32)])]
-    for kernel, label, one, classes in variants:
+    variants = [(_em_stats_kernel, "one tile, one chunk ", True, one_tile, (16, 32, 64)),
+                (_em_stats_kernel, "one tile, chunked   ", False, one_tile, (16, 32, 64)),
+                (_em_logp_kernel, "K tiles: log p      ", None, [(32, None), (64, None)], (32, 64, 128)),
+                (_em_tile_stats_kernel, "K tiles: statistics ", True, [(32, 32), (32, 64), (32, 128)], (16, 32, 64)),
+                (_em_tile_stats_kernel, "K tiles: stats, chunked", False, [(32, 32), (32, 64)], (16, 32, 64))]
+    for kernel, label, one, classes, bns in variants:
         for bk, bd in classes:
             cells = []
-            for bn in (16, 32, 64):
+            for bn in bns:
                 for nw in (4, 8):
-                    consts = dict(WITH_RESP=False, BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd)
-                    if one is not None:
-                        consts["ONE_CHUNK"] = one
+                    consts = dict(BLOCK_N=bn, BLOCK_K=bk)
+                    if bd is not None:
+                        consts.update(WITH_RESP=False, ONE_CHUNK=one, BLOCK_D=bd)
                     regs, spill = resources(kernel, arch, consts, nw, ptxas)
                     rows.append(dict(kernel=kernel.__name__, BLOCK_K=bk, BLOCK_D=bd, one_chunk=one, BLOCK_N=bn,
                                      num_warps=nw, registers=regs, spill_store_bytes=spill))
                     cells.append(f"N{bn}/w{nw} {regs}/{spill}")
-            print(f"{label} BLOCK_K={bk:2d} BLOCK_D={bd:2d} | " + "  ".join(cells), flush=True)
+            print(f"{label} BLOCK_K={bk:2d} BLOCK_D={bd or '-'!s:>3s} | " + "  ".join(cells), flush=True)
     where = ptxas.split("site-packages" + os.sep)[-1]  # the ptxas the triton package ships
     return [dict(r, triton=triton.__version__, ptxas=where) for r in rows]
 

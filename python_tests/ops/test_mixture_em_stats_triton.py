@@ -185,27 +185,30 @@ import json, sys
 sys.path.insert(0, {root!r})
 from benchmarks.ptxas_report import resources
 from triton.backends.nvidia.compiler import get_ptxas
-from gmmkernels.triton.mixture_em_stats import _em_stats_kernel, _em_stats_ktiles_kernel, cuda_blocks
+from gmmkernels.triton.mixture_em_stats import _em_logp_kernel, _em_stats_kernel, _em_tile_stats_kernel, cuda_blocks
 out = []
+ptxas = get_ptxas(90).path
 for K, D in {cases!r}:
     c = cuda_blocks(K, D)
-    consts = dict(WITH_RESP=True, BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"], BLOCK_D=c["BLOCK_D"])
+    consts = dict(WITH_RESP=True, ONE_CHUNK=D <= c["BLOCK_D"], BLOCK_N=c["BLOCK_N"], BLOCK_K=c["BLOCK_K"],
+                  BLOCK_D=c["BLOCK_D"])
     if K <= c["BLOCK_K"]:
-        kernel = _em_stats_kernel
-        consts["ONE_CHUNK"] = D <= c["BLOCK_D"]
+        out.append([K, D, "one tile", *resources(_em_stats_kernel, 90, consts, c["num_warps"], ptxas)])
     else:
-        kernel = _em_stats_ktiles_kernel
-    out.append([K, D, *resources(kernel, 90, consts, c["num_warps"], get_ptxas(90).path)])
+        out.append([K, D, "log p", *resources(_em_logp_kernel, 90, dict(BLOCK_N=c["LOGP_BLOCK_N"],
+                                                                          BLOCK_K=c["BLOCK_K"]), c["LOGP_WARPS"], ptxas)])
+        out.append([K, D, "statistics", *resources(_em_tile_stats_kernel, 90, consts, c["num_warps"], ptxas)])
 print(json.dumps(out))
 """
 
 
 def test_gpu_block_sizes_compile_for_sm90_without_spills():
     """The CUDA configuration of every K and D class compiles for sm_90a (Triton's compiler and its bundled ptxas, no
-    GPU needed) and ptxas reports no register spills; K above 64 takes the K-tiles kernel (K = 1024, D = 128: the
-    Flash-GMM benchmark shape)."""
+    GPU needed) and ptxas reports no register spills; K above 64 takes the two K-tiles kernels (D in one chunk up to
+    128, then chunks; K = 1024, D = 128: the Flash-GMM benchmark shape)."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    cases = [(5, 3), (16, 32), (32, 16), (20, 100), (64, 16), (64, 100), (100, 3), (1024, 128)]
+    cases = [(5, 3), (16, 32), (32, 16), (20, 100), (64, 16), (64, 100), (100, 3), (200, 40), (1024, 128),
+             (300, 200)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     try:
         from triton.backends.nvidia.compiler import get_ptxas
@@ -217,8 +220,8 @@ def test_gpu_block_sizes_compile_for_sm90_without_spills():
     res = subprocess.run([sys.executable, "-c", _PTXAS_SCRIPT.format(root=root, cases=cases)], env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    for K, D, regs, spill in json.loads(res.stdout.strip().splitlines()[-1]):
-        assert 0 < regs <= 255 and spill == 0, (K, D, regs, spill)
+    for K, D, kernel, regs, spill in json.loads(res.stdout.strip().splitlines()[-1]):
+        assert 0 < regs <= 255 and spill == 0, (K, D, kernel, regs, spill)
 
 
 @pytest.mark.cuda
