@@ -38,11 +38,9 @@ class Stats(NamedTuple):
 
 
 def pass_backend(fn: str, backend: str, device: torch.device, dtype: torch.dtype, cov_type: str, D: int) -> str:
-    """The backend of the pass: a backend of ``mixture_em_stats``, or "two-step:<E-step backend>" for what the fused
-    kernel does not cover: ``backend="triton"`` (a Triton E-step with responsibilities) and, on CUDA, dimensions past
-    the fused kernel's limit; the statistics then come from the native ``mixture_suffstats``."""
-    if backend == "triton":
-        return "two-step:triton"
+    """The backend of the pass: a backend of ``mixture_em_stats`` (``backend="triton"``: its Triton kernel, diag and
+    spherical float32, or the error that names what it lacks), or "two-step:<E-step backend>" for what the fused CUDA
+    kernel does not cover, dimensions past its limit; the statistics then come from the native ``mixture_suffstats``."""
     if device.type == "cuda" and backend in ("auto", "cuda") and D > _dispatch.EM_STATS_CUDA_MAX_D[cov_type]:
         return f"two-step:{backend}"
     return _dispatch.select(fn, "mixture_em_stats", backend, device, dtype, cov_type=cov_type, D=D)

@@ -69,7 +69,8 @@ def fit_em(
     diag [..., K, D], spherical [..., K], full [..., K, D, D] precision matrices) override the initial M-step, as in
     scikit-learn. Convergence per mixture: |lower_bound - previous| < tol; converged mixtures stop updating.
     ``backend`` selects the kernel of the iteration (``mixture_em_stats``: E-step and sufficient statistics in one
-    pass) and of the initialisation; "triton" runs a Triton E-step followed by the native statistics kernel.
+    pass; "triton": its Triton kernel, diag and spherical, float32, with the device's native M-step) and of the
+    initialisation (with "triton", a Triton E-step and the native statistics kernel).
     """
     fn = "fit_em"
     K = n_components

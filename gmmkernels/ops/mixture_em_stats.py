@@ -85,11 +85,15 @@ def mixture_em_stats(x: Tensor, logits: Tensor, means: Tensor, scale: Tensor, co
 def em_stats_kernel(x3: Tensor, means: Tensor, prec: Tensor, logc: Tensor, full: bool, with_resp: bool, backend: str):
     """The kernel-level call of the fitting loops (gmmkernels/fit/): x3 [B or 1, N, D], means [B, K, D], prec = W
     (diag [B, K, D], full lower-triangular [B, K, D, D]), logc [B, K], all of one dtype and device; no value checks.
-    ``backend`` is a name :func:`gmmkernels._dispatch.select` already accepted ("reference" or native). Returns the
-    tuple of the native op, which runs below the autograd layer (no gradient; not for torch.compile)."""
+    ``backend`` is a name :func:`gmmkernels._dispatch.select` already accepted ("reference", "triton" or native).
+    Returns the tuple of the native op, which runs below the autograd layer (no gradient; not for torch.compile)."""
     if backend == "reference":
         lp, rl, nk, sx, sxx, r = _ref.mixture_em_stats_kernel_ref(x3, means, prec, logc, full)
         return lp, rl, nk, sx, sxx, (r if with_resp else r.new_empty((0,)))
+    if backend == "triton":
+        from ..triton.mixture_em_stats import _mixture_em_stats_fwd
+
+        return _mixture_em_stats_fwd(x3, means, prec, logc, with_resp)
     with _below_autograd():
         return torch.ops.gmmkernels.mixture_em_stats.default(x3, means, prec, logc, full, with_resp)
 
