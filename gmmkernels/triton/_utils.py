@@ -54,6 +54,16 @@ def launcher(kernel, like: Tensor):
     return wrap_triton(kernel)
 
 
+# CUDA's limit on the second and third dimensions of a grid: kernels that put the mixtures of a batch there launch
+# once per range of batch_ranges.
+GRID_YZ_MAX = 65535
+
+
+def batch_ranges(B: int) -> list:
+    """[b0, b1) ranges of at most GRID_YZ_MAX mixtures covering [0, B)."""
+    return [(b0, min(B, b0 + GRID_YZ_MAX)) for b0 in range(0, B, GRID_YZ_MAX)]
+
+
 def check_device(fn: str, t: Tensor) -> None:
     """Triton kernels run on CUDA tensors, and on CPU tensors only when the interpreter is on."""
     if t.device.type != "cuda" and not INTERPRET:

@@ -59,7 +59,7 @@ from torch.library import triton_op
 
 from ..ops.mixture_em_stats import NO_DERIVATIVE_WHY, _no_derivative
 from ._utils import INTERPRET as _INTERPRET
-from ._utils import check_device, launcher
+from ._utils import batch_ranges, check_device, launcher
 from .mixture_stats import _mm, _next_pow2
 
 # K up to TILE_K: _em_stats_kernel, all components of a row in one register tile. Larger K: _em_logp_kernel, then
@@ -347,19 +347,23 @@ def _mixture_em_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, 
     rl_part = torch.zeros((B, splits, tiles) if ktiles else (0,), device=dev, dtype=torch.float32)
     resp = torch.empty((B, N, K) if with_resp else (0,), device=dev, dtype=torch.float32)
     if B > 0 and N > 0 and K > 0:
-        xc = x.contiguous()
+        xc, mc, pc, lc = x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous()
         x_bstride = 0 if xc.shape[0] == 1 else N * D
-        ins = (xc, means.contiguous(), prec.contiguous(), logc.contiguous())
-        rows, resp_arg = cfg.pop("ROWS"), resp if with_resp else part
-        if ktiles:
-            launcher(_em_logp_kernel, x)[(triton.cdiv(N, logp_cfg["BLOCK_N"]), B)](
-                *ins, logp, N, K, D, x_bstride, BLOCK_K=cfg["BLOCK_K"], num_stages=cfg["num_stages"], **logp_cfg)
-            launcher(_em_tile_stats_kernel, x)[(tiles, splits, B)](
-                *ins, logp, part, rl_part, resp_arg, N, K, D, x_bstride, rows, WITH_RESP=bool(with_resp),
-                ONE_CHUNK=one_chunk, **cfg)
-        else:
-            launcher(_em_stats_kernel, x)[(splits, B)](
-                *ins, part, resp_arg, N, K, D, x_bstride, rows, WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **cfg)
+        rows = cfg.pop("ROWS")
+        for b0, b1 in batch_ranges(B):  # the mixtures lie in the grid's last dimension
+            ins = (xc if xc.shape[0] == 1 else xc[b0:b1], mc[b0:b1], pc[b0:b1], lc[b0:b1])
+            resp_arg = resp[b0:b1] if with_resp else part
+            if ktiles:
+                launcher(_em_logp_kernel, x)[(triton.cdiv(N, logp_cfg["BLOCK_N"]), b1 - b0)](
+                    *ins, logp[b0:b1], N, K, D, x_bstride, BLOCK_K=cfg["BLOCK_K"], num_stages=cfg["num_stages"],
+                    **logp_cfg)
+                launcher(_em_tile_stats_kernel, x)[(tiles, splits, b1 - b0)](
+                    *ins, logp[b0:b1], part[b0:b1], rl_part[b0:b1], resp_arg, N, K, D, x_bstride, rows,
+                    WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **cfg)
+            else:
+                launcher(_em_stats_kernel, x)[(splits, b1 - b0)](
+                    *ins, part[b0:b1], resp_arg, N, K, D, x_bstride, rows, WITH_RESP=bool(with_resp),
+                    ONE_CHUNK=one_chunk, **cfg)
     else:
         part.zero_()
     tot = part.sum(1, dtype=torch.float64)  # [B, head + K + 2KD], the splits added in float64

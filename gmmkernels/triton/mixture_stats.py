@@ -107,7 +107,7 @@ from torch.library import triton_op
 from .. import _autograd
 from ..reference.mixture_stats import mixture_stats_backward_ref
 from ._utils import INTERPRET as _INTERPRET
-from ._utils import check_device, launcher
+from ._utils import batch_ranges, check_device, launcher
 
 # precision -> operand precision code of the GEMM-form helpers; "ieee" runs the direct-difference helpers instead
 _PRECISIONS = {"ieee": 0, "fp32-gemm": 0, "tf32": 1, "bf16": 2}
@@ -578,12 +578,13 @@ def _mixture_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, wit
                 score.zero_()
         else:
             xc, mc, pc, lc = x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous()
-            grid = (triton.cdiv(N, cfg["BLOCK_N"]), B)
-            launcher(_mixture_stats_fwd_kernel, x)[grid](
-                xc, mc, pc, lc, logp, score if with_score else logp, resp if with_resp else logp,
-                N, K, D,
-                WITH_SCORE=bool(with_score), WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk, **_modes(precision),
-                **cfg)
+            for b0, b1 in batch_ranges(B):  # the mixtures lie in the grid's second dimension
+                lpb = logp[b0:b1]
+                launcher(_mixture_stats_fwd_kernel, x)[(triton.cdiv(N, cfg["BLOCK_N"]), b1 - b0)](
+                    xc[b0:b1], mc[b0:b1], pc[b0:b1], lc[b0:b1], lpb, score[b0:b1] if with_score else lpb,
+                    resp[b0:b1] if with_resp else lpb, N, K, D,
+                    WITH_SCORE=bool(with_score), WITH_RESP=bool(with_resp), ONE_CHUNK=one_chunk,
+                    **_modes(precision), **cfg)
     if dt != f32:
         logp, score, resp = logp.to(dt), score.to(dt), resp.to(dt)
     return logp, score, resp
@@ -616,11 +617,12 @@ def _mixture_stats_bwd(grad_logp: Optional[Tensor], grad_score: Optional[Tensor]
     if B * N > 0 and K > 0:
         gsc = grad_score.contiguous() if has_g else gl
         grc = grad_resp.contiguous() if has_h else gl
-        launcher(_mixture_stats_bwd_kernel, x)[(nb, B)](
-            x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous(), logp.contiguous(), gl,
-            gsc, grc, grad_x, ws, sa,
-            N, K, D, nb,
-            NQ=nq, HAS_G=has_g, HAS_H=has_h, ONE_CHUNK=one_chunk, **_modes(precision), **cfg)
+        ins = (x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous(), logp.contiguous(), gl, gsc,
+               grc, grad_x, ws, sa)
+        for b0, b1 in batch_ranges(B):  # the mixtures lie in the grid's second dimension
+            launcher(_mixture_stats_bwd_kernel, x)[(nb, b1 - b0)](
+                *(t[b0:b1] for t in ins), N, K, D, nb,
+                NQ=nq, HAS_G=has_g, HAS_H=has_h, ONE_CHUNK=one_chunk, **_modes(precision), **cfg)
     elif K == 0 or N == 0:
         grad_x.zero_()
     mu = means.to(f32)

@@ -88,6 +88,20 @@ def test_kernel_block_configurations(config):
 
 
 @needs_kernels
+@pytest.mark.parametrize("K, config, shared", [(5, None, False), (40, KTILES16, True)], ids=["one-tile", "ktiles"])
+def test_batches_past_the_grid_limit_launch_in_ranges(K, config, shared, monkeypatch):
+    """More mixtures than CUDA allows in a grid's second / third dimension (65535; here lowered to 2) are launched in
+    ranges of mixtures, each with its own slice of every input and output."""
+    from gmmkernels.triton import _utils
+
+    monkeypatch.setattr(_utils, "GRID_YZ_MAX", 2)
+    B, N, D = 5, 30, 3
+    args = _inputs(B, N, K, D, shared, seed=9, device=IDEV)
+    want = ref.mixture_em_stats_kernel_ref(*args, False)
+    _assert_close(tem._mixture_em_stats_fwd(*(t.float() for t in args), True, config=config), want, N)
+
+
+@needs_kernels
 @pytest.mark.parametrize("K, config", [(12, None), (40, KTILES16)], ids=["one-tile", "ktiles"])
 def test_kernel_is_deterministic(K, config):
     """No atomics: two runs give the same bits."""

@@ -112,6 +112,26 @@ def test_backward_launcher_output_subsets(use):
 
 
 @needs_kernels
+@pytest.mark.parametrize("use", [(True, True, True), (True, False, False)], ids=["all-outputs", "logp-only"])
+def test_batches_past_the_grid_limit_launch_in_ranges(use, monkeypatch):
+    """More mixtures than CUDA allows in a grid's second dimension (65535; here lowered to 2): the forward and the
+    VJP launch once per range of mixtures, with the slices of every input, output and cotangent."""
+    from gmmkernels.triton import _utils
+
+    monkeypatch.setattr(_utils, "GRID_YZ_MAX", 2)
+    B, N, K, D = 5, 9, 3, 4
+    inputs = _make(B, N, K, D, IDEV, seed=5)
+    g, G, H = _cotangents(B, N, K, D, IDEV)
+    out = ms._mixture_stats_fwd(*inputs, use[1], use[2], "ieee")
+    gt = ms._mixture_stats_bwd(g, G if use[1] else None, H if use[2] else None, *inputs, out[0], "ieee")
+    ref_out, gr = _ref(inputs, [g, G, H], use)
+    for o, r, u in zip(out, ref_out, use):
+        assert o.numel() == 0 if not u else _err(o, r) < 1e-5
+    for name, a, b in zip(("x", "means", "prec", "logc"), gt, gr):
+        assert _err(a, b) < 5e-5, name
+
+
+@needs_kernels
 def test_multi_chunk_path_forced():
     """A small BLOCK_D cap forces the large-D path (score read-modify-write, D loops) at a tiny D."""
     B, N, K, D = 1, 21, 6, 37
