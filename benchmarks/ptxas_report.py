@@ -29,7 +29,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SIGNATURE = {"X": "*fp32", "MU": "*fp32", "W": "*fp32", "LOGC": "*fp32", "PART": "*fp32", "RESP": "*fp32",
+SIGNATURE = {"X": "*fp32", "WM": "*fp32", "W": "*fp32", "LOGC": "*fp32", "PART": "*fp32", "RESP": "*fp32",
              "LOGP": "*fp32", "RL": "*fp32",
              "N": "i32", "K": "i32", "D": "i32", "x_bstride": "i32", "ROWS": "i32", "WITH_RESP": "constexpr",
              "ONE_CHUNK": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr", "BLOCK_D": "constexpr"}

@@ -73,21 +73,22 @@ _INTERPRET_CONFIG = dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=4, num_warps=1, num_
 
 
 @triton.jit
-def _mixture_pointers(X, MU, W, LOGC, b, K, D, x_bstride):
-    """X, MU, W, LOGC advanced to mixture b (int64)."""
-    return X + b * x_bstride, MU + b * K * D, W + b * K * D, LOGC + b * K
+def _mixture_pointers(X, WM, W, LOGC, b, K, D, x_bstride):
+    """X, WM, W, LOGC advanced to mixture b (int64)."""
+    return X + b * x_bstride, WM + b * K * D, W + b * K * D, LOGC + b * K
 
 
 @triton.jit
-def _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, kmask, K, D, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """Logits [BLOCK_N, BLOCK_K] of the rows rows64 for the components ks, one dimension at a time: y = w_d x_d -
-    w_d mu_d, acc += y^2; -inf in the columns past K."""
+    (w mu)_d, acc += y^2 (W and WM laid out [D, K]: the components of one dimension are contiguous); -inf in the
+    columns past K."""
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     for d in range(0, D):
         xd = tl.load(X + rows64 * D + d, mask=rmask, other=0.0).to(tl.float32)
-        wd = tl.load(W + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
-        md = tl.load(MU + ks * D + d, mask=kmask, other=0.0).to(tl.float32)
-        y = xd[:, None] * wd[None, :] - (wd * md)[None, :]
+        wd = tl.load(W + d * K + ks, mask=kmask, other=0.0)
+        wmd = tl.load(WM + d * K + ks, mask=kmask, other=0.0)
+        y = xd[:, None] * wd[None, :] - wmd[None, :]
         acc += y * y
     logc = tl.load(LOGC + ks, mask=kmask, other=0.0).to(tl.float32)
     return tl.where(kmask[None, :], logc[None, :] - 0.5 * acc, float("-inf"))
@@ -145,14 +146,14 @@ def _store_stats(NK, SX, SXX, nk, sx, sxx, ks, kmask, D, ONE_CHUNK: tl.constexpr
 
 @triton.jit
 def _em_stats_kernel(
-    X, MU, W, LOGC, PART, RESP,
+    X, WM, W, LOGC, PART, RESP,
     N, K, D, x_bstride, ROWS,
     WITH_RESP: tl.constexpr, ONE_CHUNK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """K <= BLOCK_K: all components of a row in one register tile."""
     b = tl.program_id(1).to(tl.int64)
-    X, MU, W, LOGC = _mixture_pointers(X, MU, W, LOGC, b, K, D, x_bstride)
+    X, WM, W, LOGC = _mixture_pointers(X, WM, W, LOGC, b, K, D, x_bstride)
     RESP += b * N * K
     # the program's slab of partial sums: [lp, rl, nk [K], sx [K, D], sxx [K, D]]
     PART += (b * tl.num_programs(0) + tl.program_id(0)) * (2 + K + 2 * K * D)
@@ -173,7 +174,7 @@ def _em_stats_kernel(
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         # 1. logits
-        logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N, BLOCK_K)
+        logit = _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, kmask, K, D, BLOCK_N, BLOCK_K)
         # 2. softmax of the rows
         m = tl.max(logit, axis=1)
         m_safe = tl.where(m == float("-inf"), 0.0, m)  # every logit -inf: log p = -inf, r = NaN
@@ -196,12 +197,12 @@ def _em_stats_kernel(
 
 
 @triton.jit
-def _em_logp_kernel(X, MU, W, LOGC, LOGP, N, K, D, x_bstride, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _em_logp_kernel(X, WM, W, LOGC, LOGP, N, K, D, x_bstride, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """K in tiles, first kernel (grid: blocks of rows x mixtures): log p of each row, the log-sum-exp over the
     component tiles kept online (the row maximum m and s = sum_k exp(logit - m), s rescaled by exp(m_old - m_new)
     when the maximum grows)."""
     b = tl.program_id(1).to(tl.int64)
-    X, MU, W, LOGC = _mixture_pointers(X, MU, W, LOGC, b, K, D, x_bstride)
+    X, WM, W, LOGC = _mixture_pointers(X, WM, W, LOGC, b, K, D, x_bstride)
     LOGP += b * N
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
@@ -211,7 +212,7 @@ def _em_logp_kernel(X, MU, W, LOGC, LOGP, N, K, D, x_bstride, BLOCK_N: tl.conste
     s = tl.zeros([BLOCK_N], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + offs_k
-        logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, ks < K, D, BLOCK_N, BLOCK_K)
+        logit = _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, ks < K, K, D, BLOCK_N, BLOCK_K)
         m_new = tl.maximum(m, tl.max(logit, axis=1))
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # no finite logit yet: s stays 0
         s = s * tl.exp(m - m_ref) + tl.sum(tl.exp(logit - m_ref[:, None]), axis=1)
@@ -222,7 +223,7 @@ def _em_logp_kernel(X, MU, W, LOGC, LOGP, N, K, D, x_bstride, BLOCK_N: tl.conste
 
 @triton.jit
 def _em_tile_stats_kernel(
-    X, MU, W, LOGC, LOGP, PART, RL, RESP,
+    X, WM, W, LOGC, LOGP, PART, RL, RESP,
     N, K, D, x_bstride, ROWS,
     WITH_RESP: tl.constexpr, ONE_CHUNK: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -235,7 +236,7 @@ def _em_tile_stats_kernel(
     kt = tl.program_id(0)
     split = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    X, MU, W, LOGC = _mixture_pointers(X, MU, W, LOGC, b, K, D, x_bstride)
+    X, WM, W, LOGC = _mixture_pointers(X, WM, W, LOGC, b, K, D, x_bstride)
     LOGP += b * N
     RESP += b * N * K
     slab = b * tl.num_programs(1) + split
@@ -256,7 +257,7 @@ def _em_tile_stats_kernel(
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         logp = tl.load(LOGP + rows64, mask=rmask, other=0.0)
-        logit = _tile_logits(X, W, MU, LOGC, rows64, rmask, ks, kmask, D, BLOCK_N, BLOCK_K)
+        logit = _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, kmask, K, D, BLOCK_N, BLOCK_K)
         log_r = logit - logp[:, None]
         r = tl.where(rmask[:, None], tl.exp(log_r), 0.0)
         rl_acc += tl.sum(r * tl.maximum(log_r, -3.4028234663852886e38), axis=1)  # r = 0 where log r = -inf
@@ -347,11 +348,13 @@ def _mixture_em_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, 
     rl_part = torch.zeros((B, splits, tiles) if ktiles else (0,), device=dev, dtype=torch.float32)
     resp = torch.empty((B, N, K) if with_resp else (0,), device=dev, dtype=torch.float32)
     if B > 0 and N > 0 and K > 0:
-        xc, mc, pc, lc = x.contiguous(), means.contiguous(), prec.contiguous(), logc.contiguous()
+        # the parameters by dimension, [B, D, K]: w and w mu (the product the kernels would form, in fp32)
+        xc, lc = x.contiguous(), logc.contiguous()
+        wt, wmt = prec.transpose(1, 2).contiguous(), (prec * means).transpose(1, 2).contiguous()
         x_bstride = 0 if xc.shape[0] == 1 else N * D
         rows = cfg.pop("ROWS")
         for b0, b1 in batch_ranges(B):  # the mixtures lie in the grid's last dimension
-            ins = (xc if xc.shape[0] == 1 else xc[b0:b1], mc[b0:b1], pc[b0:b1], lc[b0:b1])
+            ins = (xc if xc.shape[0] == 1 else xc[b0:b1], wmt[b0:b1], wt[b0:b1], lc[b0:b1])
             resp_arg = resp[b0:b1] if with_resp else part
             if ktiles:
                 launcher(_em_logp_kernel, x)[(triton.cdiv(N, logp_cfg["BLOCK_N"]), b1 - b0)](
