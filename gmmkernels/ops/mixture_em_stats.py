@@ -21,11 +21,11 @@ torch ops). Its ``ok`` flags mark components whose covariance is not positive de
 unspecified, and the fitting loops redo such an iteration on the host path (which projects or raises).
 
 backend: "auto" | "reference" | "cpu" | "cuda" | "triton" (gmmkernels/_dispatch.py). "triton" (``mixture_em_stats``
-only; diag and spherical, any K (above 64 in tiles), computed in float32; gmmkernels/triton/mixture_em_stats.py)
-runs the same one-pass design as the CPU kernel on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "auto"
-does not choose it until it has been measured on a GPU. Dtypes: float32 and float64; float16 and bfloat16 are
-computed in float32 and cast back. Not differentiable (statistics of an iteration; use mixture_stats for gradients
-of log p).
+only; diag and spherical, any K, computed in float32; gmmkernels/triton/mixture_em_stats.py) runs the one-pass
+design of the CPU kernel up to K = 64 and two kernels (log p, then the statistics per tile of components) above, on
+CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1; "auto" does not choose it until it has been measured on a
+GPU. Dtypes: float32 and float64; float16 and bfloat16 are computed in float32 and cast back. Not differentiable
+(statistics of an iteration; use mixture_stats for gradients of log p).
 """
 from __future__ import annotations
 
