@@ -9,7 +9,8 @@ against the FMA bound.
 Each case fits the same clustered data (K true clusters, unit spread) from the same initial parameters: uniform
 weights, K data points drawn with a fixed seed as means, unit precisions (``weights_init`` / ``means_init`` /
 ``precisions_init`` in both libraries; the initial responsibilities that both compute before overriding them are
-'random'). ``tol = 0`` makes both run exactly ``--iters`` iterations. Reported per case and dtype:
+'random'). ``tol = 0`` makes both run exactly ``--iters`` iterations. On CUDA the diag float32 cases are also fit with
+``backend="triton"`` (provider gmmkernels-triton: the Triton pass, the native M-step). Reported per case and dtype:
 
 * fit time (best of ``--reps``) of both, the speed-up, and both final lower bounds (they must agree: float64 to
   1e-9 relative, float32 to 1e-4 -- scikit-learn computes float32 data in float32 too);
@@ -58,6 +59,7 @@ import torch  # noqa: E402
 from benchmarks import _harness as H  # noqa: E402
 from benchmarks.bench_mixture_em_stats import cpu_bound_ms, fma_peak, fmas  # noqa: E402
 from gmmkernels import fit_em, mixture_em_stats  # noqa: E402
+from gmmkernels._backend import HAS_TRITON  # noqa: E402
 
 OP = "fit_em"
 
@@ -103,7 +105,9 @@ def plot(paths, out_dir) -> Path:
     fig, axes = plt.subplots(1, len(docs), figsize=(6.5 * len(docs), 4.2), squeeze=False)
     for ax, doc, path in zip(axes[0], docs, paths):
         rows = doc["results"]
-        labels = [f"{r['params']['cov']} {r['dtype'].replace('float', 'f')}\nN={r['params']['N']:.0e}" for r in rows]
+        labels = [f"{r['params']['cov']} {r['dtype'].replace('float', 'f')}"
+                  f"{' triton' if r['provider'] == 'gmmkernels-triton' else ''}\nN={r['params']['N']:.0e}"
+                  for r in rows]
         series = [("scikit-learn", [r["sklearn"]["fit_s"] * 1e3 / r["n_iter"] if r.get("sklearn") else float("nan")
                                     for r in rows]),
                   ("gmmkernels", [r["per_iter_ms"] for r in rows]),
@@ -246,39 +250,44 @@ def main(argv=None) -> int:
             kw = dict(tol=0.0, reg_covar=1e-6, init="random", weights_init=w0.to(dev), means_init=m0.to(dev),
                       precisions_init=p0.to(dev), generator=torch.Generator(device=dev).manual_seed(0))
 
-            def ours(n_iter, x=x, K=K, cov=cov, kw=kw):
-                return fit_em(x, K, cov, max_iter=n_iter, **kw)
+            # the native kernels ("auto"), and on CUDA also the Triton pass (diag / spherical, float32)
+            backends = [("auto", f"gmmkernels-{dev}")]
+            if dev == "cuda" and HAS_TRITON and cov != "full" and dt == torch.float32:
+                backends.append(("triton", "gmmkernels-triton"))
+            for be, prov in backends:
+                def ours(n_iter, x=x, K=K, cov=cov, kw=kw, be=be):
+                    return fit_em(x, K, cov, max_iter=n_iter, backend=be, **kw)
 
-            ours(2)  # warm-up (threads, allocator)
-            t_fit, r = best(lambda: ours(args.iters), args.reps, dev, args.clock)
-            mix = r.mixture
-            # the pass alone, under the fitted parameters
-            xc = x - x.mean(0)
-            t_pass, _ = best(lambda: mixture_em_stats(xc, mix.logits, mix.means - x.mean(0), mix.scale, cov), 5, dev,
-                             args.clock)
-            del xc
-            mem, how = H.measure_peak_memory(lambda: ours(args.iters), dev)
-            row = {"op": OP, "case": name, "provider": f"gmmkernels-{dev}", "mode": "fit", "dtype": dts, "device": dev,
-                   "params": {"N": N, "K": K, "D": D, "cov": cov, "iters": args.iters}, "error": None,
-                   "fit_s": t_fit, "pass_ms": t_pass * 1e3,
-                   "lower_bound": float(r.lower_bound), "n_iter": int(r.n_iter),
-                   "peak_mem_mb": mem, "peak_mem_method": how,
-                   "data_mb": x.element_size() * N * D / 2**20, "resp_mb": x.element_size() * N * K / 2**20}
-            if use_sk:
-                X = x64.numpy().astype("float32" if dt == torch.float32 else "float64")
-                sk = SK(K, covariance_type=cov, max_iter=args.iters, tol=0.0, reg_covar=1e-6, init_params="random",
-                        weights_init=w0.numpy(), means_init=m0.numpy(), precisions_init=p0.numpy(), random_state=0)
-                with warnings.catch_warnings(), threadpool_limits(cores):
-                    warnings.simplefilter("ignore")
-                    t_sk, skm = best(lambda: sk.fit(X), max(1, min(args.reps, 2)), "cpu", args.clock)
-                row["sklearn"] = {"fit_s": t_sk, "lower_bound": float(skm.lower_bound_), "n_iter": int(skm.n_iter_),
-                                  "dtype": str(X.dtype)}
-                row["speedup_vs_sklearn"] = t_sk / t_fit
-                rel = abs(row["lower_bound"] - skm.lower_bound_) / abs(skm.lower_bound_)
-                row["lower_bound_rel_diff"] = rel
-                row["ok"] = rel < (1e-9 if dt == torch.float64 else 1e-4) and int(skm.n_iter_) == int(r.n_iter)
-            rows.append(row)
-            timed.append((row, ours))
+                ours(2)  # warm-up (threads, allocator)
+                t_fit, r = best(lambda: ours(args.iters), args.reps, dev, args.clock)
+                mix = r.mixture
+                # the pass alone, under the fitted parameters
+                xc = x - x.mean(0)
+                t_pass, _ = best(lambda: mixture_em_stats(xc, mix.logits, mix.means - x.mean(0), mix.scale, cov,
+                                                          backend=be), 5, dev, args.clock)
+                del xc
+                mem, how = H.measure_peak_memory(lambda: ours(args.iters), dev)
+                row = {"op": OP, "case": name, "provider": prov, "mode": "fit", "dtype": dts, "device": dev,
+                       "params": {"N": N, "K": K, "D": D, "cov": cov, "iters": args.iters}, "error": None,
+                       "fit_s": t_fit, "pass_ms": t_pass * 1e3,
+                       "lower_bound": float(r.lower_bound), "n_iter": int(r.n_iter),
+                       "peak_mem_mb": mem, "peak_mem_method": how,
+                       "data_mb": x.element_size() * N * D / 2**20, "resp_mb": x.element_size() * N * K / 2**20}
+                if use_sk:
+                    X = x64.numpy().astype("float32" if dt == torch.float32 else "float64")
+                    sk = SK(K, covariance_type=cov, max_iter=args.iters, tol=0.0, reg_covar=1e-6, init_params="random",
+                            weights_init=w0.numpy(), means_init=m0.numpy(), precisions_init=p0.numpy(), random_state=0)
+                    with warnings.catch_warnings(), threadpool_limits(cores):
+                        warnings.simplefilter("ignore")
+                        t_sk, skm = best(lambda: sk.fit(X), max(1, min(args.reps, 2)), "cpu", args.clock)
+                    row["sklearn"] = {"fit_s": t_sk, "lower_bound": float(skm.lower_bound_), "n_iter": int(skm.n_iter_),
+                                      "dtype": str(X.dtype)}
+                    row["speedup_vs_sklearn"] = t_sk / t_fit
+                    rel = abs(row["lower_bound"] - skm.lower_bound_) / abs(skm.lower_bound_)
+                    row["lower_bound_rel_diff"] = rel
+                    row["ok"] = rel < (1e-9 if dt == torch.float64 else 1e-4) and int(skm.n_iter_) == int(r.n_iter)
+                rows.append(row)
+                timed.append((row, ours))
     # time per iteration, in rounds: each round after the first re-measures the FMA probe (the first reuses the one of
     # the start), then times every case in turn, so that each case meets the phases of a shared machine that the others
     # meet, and the ratios of later rounds pair the iteration with a probe run minutes away from it
@@ -327,7 +336,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         p, sk, fb = r["params"], r.get("sklearn"), r.get("fma_bound") or {}
-        cells = [r["case"], p["cov"], r["dtype"], p["N"], p["K"], p["D"],
+        case = r["case"] + (" (triton)" if r["provider"] == "gmmkernels-triton" else "")
+        cells = [case, p["cov"], r["dtype"], p["N"], p["K"], p["D"],
                  f"{sk['fit_s']:.3f}" if sk else "", f"{r['fit_s']:.3f}",
                  f"{r['speedup_vs_sklearn']:.1f}x" if sk else "", f"{r['per_iter_ms']:.2f}",
                  f"{fb['t_min_ms']:.2f}" if fb else "", f"{fb['x_bound_iter']:.2f}" if fb else "",
