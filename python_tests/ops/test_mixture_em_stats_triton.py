@@ -26,12 +26,12 @@ pytestmark = pytest.mark.triton
 NAMES = ("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx", "resp")
 
 # (B, N, K, D, shared x): one point; odd sizes; shared data; several splits; K = 64 (one full tile) and K = 16; D
-# above the interpreter's BLOCK_D of 16 (the multi-chunk path); no rows; K above the tile of 64 (the K-tiles kernel:
-# two tiles, the second partial; with shared data and several chunks)
+# above the interpreter's BLOCK_D of 16 (the multi-chunk path); no rows; K above the tile of 64 (the K-tiles kernels:
+# two tiles, the second partial; with shared data and several chunks; no rows)
 CASES = [(1, 1, 1, 1, False), (2, 37, 5, 3, True), (1, 70, 17, 4, False), (3, 130, 33, 9, False),
          (1, 90, 64, 5, False), (2, 150, 7, 16, False), (1, 60, 16, 40, True), (2, 0, 3, 2, False),
-         (1, 90, 100, 5, False), (2, 40, 70, 20, True)]
-# the K-tiles kernel at small K: tiles of 16 components
+         (1, 90, 100, 5, False), (2, 40, 70, 20, True), (2, 0, 70, 2, False)]
+# the K-tiles kernels at small K: tiles of 16 components
 KTILES16 = dict(BLOCK_N=16, BLOCK_K_MAX=16, SPLITS=2)
 
 
@@ -115,9 +115,9 @@ def test_kernel_is_deterministic(K, config):
 @pytest.mark.parametrize("K, zero, config", [(4, [1], None), (40, list(range(16)) + [35], KTILES16)],
                          ids=["one-tile", "ktiles-first-tile"])
 def test_minus_inf_weight_and_far_points(K, zero, config):
-    """Components of weight 0 (logc = -inf; in the K-tiles kernel the whole first tile, so that the running maximum
+    """Components of weight 0 (logc = -inf; in the K-tiles kernels the whole first tile, so that the running maximum
     starts at -inf after it) get r = 0 and no NaN; points far from every component keep finite responsibilities (the
-    softmax is shifted by the row maximum, in the K-tiles kernel found over the tiles)."""
+    softmax is shifted by the row maximum, in the log p kernel found over the tiles)."""
     B, N, D = 1, 40, 3
     x, means, prec, logc = _inputs(B, N, K, D, seed=6)
     logc[0, zero] = float("-inf")
@@ -136,7 +136,7 @@ def test_minus_inf_weight_and_far_points(K, zero, config):
 @pytest.mark.parametrize("K", [6, 70])
 def test_public_op_backend_triton(cov, dtype, K):
     """gmmkernels.mixture_em_stats(..., backend="triton") against the reference backend, batch dimensions kept; K = 70
-    takes the K-tiles kernel."""
+    takes the K-tiles kernels."""
     B, N, D = 2, 50, 4
     g = torch.Generator().manual_seed(7)
     x = torch.randn(B, N, D, generator=g, dtype=torch.float64)
