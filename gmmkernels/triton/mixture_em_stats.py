@@ -298,10 +298,10 @@ def _config(N: int, K: int, D: int, B: int, device: torch.device, override: Opti
         cfg["BLOCK_D"] = max(16, min(_next_pow2(D), cfg.pop("BLOCK_D_MAX")))
     cfg["KTILES"] = K > cfg["BLOCK_K"]
     cfg["ONE_CHUNK"] = D <= cfg["BLOCK_D"]
-    tiles = triton.cdiv(K, cfg["BLOCK_K"]) if cfg["KTILES"] else 1
+    cfg["tiles"] = triton.cdiv(K, cfg["BLOCK_K"]) if cfg["KTILES"] else 1
     if "SPLITS" not in cfg:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        cfg["SPLITS"] = max(1, 4 * sms // (max(B, 1) * tiles))
+        cfg["SPLITS"] = max(1, 4 * sms // (max(B, 1) * cfg["tiles"]))
     blocks = triton.cdiv(max(N, 1), cfg["BLOCK_N"])
     slab_bytes = 4 * (2 + K + 2 * K * D) * max(B, 1)
     splits = max(1, min(cfg.pop("SPLITS"), blocks, PART_BYTES_MAX // slab_bytes))
@@ -337,9 +337,8 @@ def _mixture_em_stats_fwd(x: Tensor, means: Tensor, prec: Tensor, logc: Tensor, 
     N = x.shape[1]
     dev = x.device
     cfg = _config(N, K, D, B, dev, config)
-    splits, one_chunk, ktiles = cfg.pop("splits"), cfg.pop("ONE_CHUNK"), cfg.pop("KTILES")
+    splits, tiles, one_chunk, ktiles = cfg.pop("splits"), cfg.pop("tiles"), cfg.pop("ONE_CHUNK"), cfg.pop("KTILES")
     logp_cfg = dict(BLOCK_N=cfg.pop("LOGP_BLOCK_N", cfg["BLOCK_N"]), num_warps=cfg.pop("LOGP_WARPS", cfg["num_warps"]))
-    tiles = triton.cdiv(K, cfg["BLOCK_K"]) if ktiles else 1
     # per split: [lp, rl] (one tile only), nk [K], sx [K, D], sxx [K, D]; the slab paths add to their sums: zeros
     head = 0 if ktiles else 2
     part = (torch.empty if one_chunk else torch.zeros)((B, splits, head + K + 2 * K * D), device=dev,
