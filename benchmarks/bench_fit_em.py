@@ -23,6 +23,13 @@ weights, K data points drawn with a fixed seed as means, unit precisions (``weig
   bound from that round's probe). On a shared virtual machine whose speed drifts over minutes, a single run of each
   case in sequence compares cases and the probe taken in different phases; the rounds spread every case over the
   run;
+* a control for the bound: the same number of FMAs as two plain matrix products through torch.matmul (the vendor
+  BLAS: MKL / oneDNN on CPU, cuBLAS on CUDA), at the iteration's shapes and dtype -- the logits product [N, P] x
+  [P, K] and the statistics product [P, N] x [N, K], P = 2D (diag) or D + D(D + 1)/2 (full) features, so 2NKP =
+  the FMAs the bound counts -- with nothing else (no exponential, no softmax, no features). It is timed in every
+  round right after the case itself, on the same threads and clock: ``gemm_control`` holds its time (median over
+  rounds), its ratio to the bound and the per-round ratio of the iteration to it. It says how near the bound the
+  machine's tuned GEMMs come at these skinny shapes;
 * the memory the fit needs above its input (resident high-water mark on CPU, max allocated on CUDA; see
   ``benchmarks/_harness.measure_peak_memory``) beside the sizes of the data (N x D) and of the N x K
   responsibilities that a materialising iteration would hold.
@@ -93,6 +100,33 @@ def best(fn, reps, device, clock="wall"):
     return min(ts), out
 
 
+def gemm_features(N, K, D, cov) -> int:
+    """Features P of the control's two products: 2NKP multiply-adds = fmas(N, K, D, cov)."""
+    return 2 * D if cov == "diag" else D + D * (D + 1) // 2
+
+
+def gemm_control(N, K, D, cov, dtype, device):
+    """The bound's FMAs as two matrix products through torch.matmul into preallocated outputs (so that no page of a
+    new output is touched inside the timing): logits F [N, P] x A [P, K] and statistics F^T [P, N] x R [N, K].
+    Returns the function that runs both and returns both outputs (its operands in its attribute ``operands``); the
+    operands are uniform in [0.5, 1) (no denormals, no zeros)."""
+    P = gemm_features(N, K, D, cov)
+    g = torch.Generator(device=device).manual_seed(1)
+    F = torch.empty(N, P, dtype=dtype, device=device).uniform_(0.5, 1.0, generator=g)
+    A = torch.empty(P, K, dtype=dtype, device=device).uniform_(0.5, 1.0, generator=g)
+    R = torch.empty(N, K, dtype=dtype, device=device).uniform_(0.5, 1.0, generator=g)
+    logits, stats = torch.empty(N, K, dtype=dtype, device=device), torch.empty(P, K, dtype=dtype, device=device)
+
+    def run():
+        torch.matmul(F, A, out=logits)
+        torch.matmul(F.t(), R, out=stats)
+        return logits, stats
+
+    run.operands = {"F": F, "A": A, "R": R}
+    run()  # warm-up (the BLAS's own buffers)
+    return run
+
+
 def plot(paths, out_dir) -> Path:
     """One figure of the result files ``paths`` (one panel each): milliseconds per iteration of scikit-learn,
     gmmkernels and the FMA bound per case, log scale; written to ``out_dir``/fit_em__<first file's stem>.png."""
@@ -111,10 +145,11 @@ def plot(paths, out_dir) -> Path:
         series = [("scikit-learn", [r["sklearn"]["fit_s"] * 1e3 / r["n_iter"] if r.get("sklearn") else float("nan")
                                     for r in rows]),
                   ("gmmkernels", [r["per_iter_ms"] for r in rows]),
+                  ("GEMM control", [(r.get("gemm_control") or {}).get("ms", float("nan")) for r in rows]),
                   ("FMA bound", [(r.get("fma_bound") or {}).get("t_min_ms", float("nan")) for r in rows])]
-        w = 0.27
+        w = 0.2
         for i, (name, ys) in enumerate(series):
-            ax.bar([j + (i - 1) * w for j in range(len(rows))], ys, w, label=name)
+            ax.bar([j + (i - 1.5) * w for j in range(len(rows))], ys, w, label=name)
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels, fontsize=7)
@@ -291,13 +326,20 @@ def main(argv=None) -> int:
     # time per iteration, in rounds: each round after the first re-measures the FMA probe (the first reuses the one of
     # the start), then times every case in turn, so that each case meets the phases of a shared machine that the others
     # meet, and the ratios of later rounds pair the iteration with a probe run minutes away from it
+    # the GEMM control of a case is timed right after the case in every round (its operands built for that timing and
+    # freed after it, so that at most one case's operands are held at a time)
     per_round = {id(row): [] for row, _ in timed}
+    gemm_round = {id(row): [] for row, _ in timed}
     for rnd in range(args.rounds):
         peak_r = peak if (rnd == 0 or not peak) else fma_peak(cores)
         for row, ours in timed:
             t_one, _ = best(lambda: ours(1), args.reps, dev, args.clock)
             t_more, _ = best(lambda: ours(args.iters + 1), args.reps, dev, args.clock)
             per_round[id(row)].append(((t_more - t_one) / args.iters * 1e3, peak_r))
+            p = row["params"]
+            run = gemm_control(p["N"], p["K"], p["D"], p["cov"], getattr(torch, row["dtype"]), dev)
+            gemm_round[id(row)].append(best(run, args.reps, dev, args.clock)[0] * 1e3)
+            del run
     for row, _ in timed:
         p, cov, dts = row["params"], row["params"]["cov"], row["dtype"]
         its = [t for t, _ in per_round[id(row)]]
@@ -314,6 +356,12 @@ def main(argv=None) -> int:
             row["fma_bound"] = {"fmas_per_iter": fmas(p["N"], p["K"], p["D"], cov), "t_min_ms": t_min,
                                 "t_min_ms_rounds": bounds, "x_bound_iter": statistics.median(ratios),
                                 "x_bound_iter_rounds": ratios, "x_bound_pass": row["pass_ms"] / t_min}
+        gms = gemm_round[id(row)]
+        row["gemm_control"] = {"features": gemm_features(p["N"], p["K"], p["D"], cov), "ms": statistics.median(gms),
+                               "ms_rounds": gms, "x_iter_over_gemm": statistics.median([t / g for t, g in zip(its, gms)])}
+        if peak:
+            row["gemm_control"]["x_bound"] = statistics.median([g / b for g, b in zip(gms, bounds)])
+        gc = row["gemm_control"]
         sk_txt = (f"sklearn {row['sklearn']['fit_s']:.3f} s ({row['speedup_vs_sklearn']:.1f}x), lb diff "
                   f"{row['lower_bound_rel_diff']:.1e}" if use_sk else "")
         fb = row.get("fma_bound")
@@ -325,15 +373,17 @@ def main(argv=None) -> int:
               f"{row['peak_mem_mb'] if row['peak_mem_mb'] is None else round(row['peak_mem_mb'])} MB (data "
               f"{row['data_mb']:.0f} MB, N x K {row['resp_mb']:.0f} MB)"
               + (f", bound {fb['t_min_ms']:.2f} ms ({fb['x_bound_iter']:.2f}x per iter{xr}, "
-                 f"{fb['x_bound_pass']:.2f}x pass)" if fb else "") + f"; {sk_txt}", flush=True)
+                 f"{fb['x_bound_pass']:.2f}x pass)" if fb else "")
+              + f"; GEMM control {gc['ms']:.2f} ms" + (f" ({gc['x_bound']:.2f}x bound)" if peak else "")
+              + f", iteration {gc['x_iter_over_gemm']:.2f}x it; {sk_txt}", flush=True)
     del timed
     meta = H.collect_meta(dev, ["bench_fit_em.py"] + list(argv if argv is not None else sys.argv[1:]),
                           extra={"fma_peak": peak, "loadavg_before": load0, "loadavg_after": list(os.getloadavg()),
                                  "clock": args.clock, "threads": cores})
     print(f"\nload average before {load0}, after {meta['loadavg_after']}; clock {args.clock}, {cores} threads")
     print("| case | cov | dtype | N | K | D | scikit-learn (s) | gmmkernels (s) | speed-up | ms / iter | FMA bound (ms) "
-          "| x bound | lower bound (gmmkernels / scikit-learn) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| x bound | GEMM control (ms) | lower bound (gmmkernels / scikit-learn) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         p, sk, fb = r["params"], r.get("sklearn"), r.get("fma_bound") or {}
         case = r["case"] + (" (triton)" if r["provider"] == "gmmkernels-triton" else "")
@@ -341,6 +391,7 @@ def main(argv=None) -> int:
                  f"{sk['fit_s']:.3f}" if sk else "", f"{r['fit_s']:.3f}",
                  f"{r['speedup_vs_sklearn']:.1f}x" if sk else "", f"{r['per_iter_ms']:.2f}",
                  f"{fb['t_min_ms']:.2f}" if fb else "", f"{fb['x_bound_iter']:.2f}" if fb else "",
+                 f"{r['gemm_control']['ms']:.2f}" if r.get("gemm_control") else "",
                  f"{r['lower_bound']:.10g} / {sk['lower_bound']:.10g}" if sk else f"{r['lower_bound']:.10g}"]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     if not args.no_write:

@@ -118,11 +118,38 @@ def test_fit_em_benchmark_end_to_end(tmp_path):
             [t / b for t, b in zip(r["per_iter_ms_rounds"], fb["t_min_ms_rounds"])]))
         if r.get("sklearn"):
             assert r["lower_bound_rel_diff"] < 1e-9
+        gc = r["gemm_control"]
+        assert len(gc["ms_rounds"]) == 2 and all(t > 0 for t in gc["ms_rounds"])
+        assert gc["ms"] == statistics.median(gc["ms_rounds"])
+        assert gc["x_bound"] == pytest.approx(statistics.median(
+            [g / b for g, b in zip(gc["ms_rounds"], fb["t_min_ms_rounds"])]))
     with pytest.raises(SystemExit, match="at least 1"):
         fe.main(["--device", "cpu", "--rounds", "0", "--no-write"])
     pytest.importorskip("matplotlib")
     assert fe.main(["--plot", str(f), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "plots" / f"fit_em__{f.stem.split('__', 1)[1]}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("cov,D", [("diag", 5), ("full", 4)])
+def test_fit_em_gemm_control_counts_the_bounds_fmas(cov, D):
+    """The GEMM control of bench_fit_em: its two products hold exactly the multiply-adds that the FMA bound counts
+    (2 N K P = fmas(N, K, D, cov)), and they are the products they claim (checked against einsum on the same
+    operands)."""
+    fe = pytest.importorskip("benchmarks.bench_fit_em")
+    import torch
+
+    from benchmarks.bench_mixture_em_stats import fmas
+
+    N, K = 37, 3
+    P = fe.gemm_features(N, K, D, cov)
+    assert 2 * N * K * P == fmas(N, K, D, cov)
+    run = fe.gemm_control(N, K, D, cov, torch.float64, "cpu")
+    F, A, R = (run.operands[k] for k in "FAR")
+    assert F.shape == (N, P) and A.shape == (P, K) and R.shape == (N, K)
+    logits, stats = run()
+    torch.testing.assert_close(logits, torch.einsum("np,pk->nk", F, A))
+    torch.testing.assert_close(stats, torch.einsum("np,nk->pk", F, R))
+    assert all(float(t.min()) >= 0.5 and float(t.max()) < 1.0 for t in (F, A, R))
 
 
 def test_fit_em_ab_mode_pairs_three_ways_and_restores_fit_em(tmp_path):
