@@ -152,7 +152,7 @@ def plot(paths, out_dir) -> Path:
             ax.bar([j + (i - 1.5) * w for j in range(len(rows))], ys, w, label=name)
         ax.set_yscale("log")
         ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=40, ha="right")
         ax.set_ylabel("ms per EM iteration")
         m = doc["meta"]
         ax.set_title(f"{Path(path).stem}\n{m.get('clock', 'wall')} clock, {m.get('threads')} thread(s)", fontsize=8)
