@@ -87,6 +87,32 @@ def test_kernel_block_configurations(config):
     _assert_close(tem._mixture_em_stats_fwd(*(t.float() for t in args), True, config=config), want, N)
 
 
+# seeded random draws of (shape, block configuration, weight-0 component, responsibilities asked): the
+# combinations that the fixed cases above do not cross (odd sizes around the tile and block edges x every kind of
+# configuration x -inf weights)
+RANDOM_SIZES = dict(B=[1, 2, 3], N=[0, 1, 15, 16, 17, 33, 63, 65, 129], K=[1, 2, 15, 16, 17, 31, 33, 63, 64, 65, 97],
+                    D=[1, 2, 7, 16, 17, 33, 40])
+RANDOM_CONFIGS = [None, KTILES16, dict(BLOCK_N=16, BLOCK_D_MAX=16, SPLITS=1), dict(BLOCK_N=32, BLOCK_D_MAX=64, SPLITS=3),
+                  dict(KTILES16, BLOCK_D_MAX=16, SPLITS=3)]
+
+
+@needs_kernels
+@pytest.mark.parametrize("seed", list(range(20)) + [33, 34])  # 33, 34: K > 64 in the default tiles of 32
+def test_kernel_random_shapes_and_configs(seed):
+    import random
+
+    rng = random.Random(seed)
+    B, N, K, D = (rng.choice(RANDOM_SIZES[k]) for k in "BNKD")
+    shared, config, with_resp = rng.random() < 0.3, rng.choice(RANDOM_CONFIGS), rng.random() < 0.5
+    x, means, prec, logc = _inputs(B, N, K, D, shared, seed=100 + seed)
+    if K > 1 and rng.random() < 0.3:
+        logc[:, rng.randrange(K)] = -math.inf
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, False)
+    got = tem._mixture_em_stats_fwd(*(t.float().to(IDEV) for t in (x, means, prec, logc)), with_resp, config=config)
+    _assert_close(got if with_resp else got[:5], want if with_resp else want[:5], N)
+    assert not any(bool(torch.isnan(t).any()) for t in got)
+
+
 @needs_kernels
 @pytest.mark.parametrize("K, config, shared", [(5, None, False), (40, KTILES16, True)], ids=["one-tile", "ktiles"])
 def test_batches_past_the_grid_limit_launch_in_ranges(K, config, shared, monkeypatch):
