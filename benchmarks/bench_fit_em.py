@@ -101,8 +101,9 @@ def best(fn, reps, device, clock="wall"):
 
 
 def gemm_features(N, K, D, cov) -> int:
-    """Features P of the control's two products: 2NKP multiply-adds = fmas(N, K, D, cov)."""
-    return 2 * D if cov == "diag" else D + D * (D + 1) // 2
+    """Features P of the control's two products, from the bound's work model: 2NKP multiply-adds = fmas(N, K, D, cov)
+    (2D diag / spherical, D + D(D + 1)/2 full)."""
+    return int(fmas(1, 1, D, cov)) // 2
 
 
 def gemm_control(N, K, D, cov, dtype, device):
@@ -328,21 +329,20 @@ def main(argv=None) -> int:
     # meet, and the ratios of later rounds pair the iteration with a probe run minutes away from it
     # the GEMM control of a case is timed right after the case in every round (its operands built for that timing and
     # freed after it, so that at most one case's operands are held at a time)
-    per_round = {id(row): [] for row, _ in timed}
-    gemm_round = {id(row): [] for row, _ in timed}
+    per_round = {id(row): [] for row, _ in timed}  # (ms per iteration, probe, ms of the GEMM control) per round
     for rnd in range(args.rounds):
         peak_r = peak if (rnd == 0 or not peak) else fma_peak(cores)
         for row, ours in timed:
             t_one, _ = best(lambda: ours(1), args.reps, dev, args.clock)
             t_more, _ = best(lambda: ours(args.iters + 1), args.reps, dev, args.clock)
-            per_round[id(row)].append(((t_more - t_one) / args.iters * 1e3, peak_r))
             p = row["params"]
             run = gemm_control(p["N"], p["K"], p["D"], p["cov"], getattr(torch, row["dtype"]), dev)
-            gemm_round[id(row)].append(best(run, args.reps, dev, args.clock)[0] * 1e3)
+            t_gemm = best(run, args.reps, dev, args.clock)[0] * 1e3
             del run
+            per_round[id(row)].append(((t_more - t_one) / args.iters * 1e3, peak_r, t_gemm))
     for row, _ in timed:
         p, cov, dts = row["params"], row["params"]["cov"], row["dtype"]
-        its = [t for t, _ in per_round[id(row)]]
+        its = [t for t, _, _ in per_round[id(row)]]
         per_iter = statistics.median(its)
         if min(its) <= 0:
             print(f"warning: {row['case']} {cov} {dts}: a round's T({args.iters + 1}) - T(1) came out <= 0 (the fit is "
@@ -350,13 +350,13 @@ def main(argv=None) -> int:
         row.update({"ms": {"p50": per_iter, "min": min(its), "max": max(its)}, "per_iter_ms": per_iter,
                     "per_iter_ms_rounds": its, "rounds": args.rounds})
         if peak:
-            bounds = [cpu_bound_ms(p["N"], p["K"], p["D"], cov, dts, pk) for _, pk in per_round[id(row)]]
+            bounds = [cpu_bound_ms(p["N"], p["K"], p["D"], cov, dts, pk) for _, pk, _ in per_round[id(row)]]
             ratios = [t / b for t, b in zip(its, bounds)]
             t_min = statistics.median(bounds)
             row["fma_bound"] = {"fmas_per_iter": fmas(p["N"], p["K"], p["D"], cov), "t_min_ms": t_min,
                                 "t_min_ms_rounds": bounds, "x_bound_iter": statistics.median(ratios),
                                 "x_bound_iter_rounds": ratios, "x_bound_pass": row["pass_ms"] / t_min}
-        gms = gemm_round[id(row)]
+        gms = [g for _, _, g in per_round[id(row)]]
         row["gemm_control"] = {"features": gemm_features(p["N"], p["K"], p["D"], cov), "ms": statistics.median(gms),
                                "ms_rounds": gms, "x_iter_over_gemm": statistics.median([t / g for t, g in zip(its, gms)])}
         if peak:

@@ -130,7 +130,7 @@ def test_fit_em_benchmark_end_to_end(tmp_path):
     assert (tmp_path / "plots" / f"fit_em__{f.stem.split('__', 1)[1]}.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("cov,D", [("diag", 5), ("full", 4)])
+@pytest.mark.parametrize("cov,D", [("diag", 5), ("spherical", 3), ("full", 4)])
 def test_fit_em_gemm_control_counts_the_bounds_fmas(cov, D):
     """The GEMM control of bench_fit_em: its two products hold exactly the multiply-adds that the FMA bound counts
     (2 N K P = fmas(N, K, D, cov)), and they are the products they claim (checked against einsum on the same
