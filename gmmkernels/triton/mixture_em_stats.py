@@ -95,6 +95,13 @@ def _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, kmask, K, D, BLOCK_N: tl.con
 
 
 @triton.jit
+def _row_sum_x_log(e, log_e):
+    """Row sums of e log e over a tile, with the term 0 where log e = -inf (so e = 0; the product would be NaN) and
+    NaN kept: log e is clamped to the float32 lowest value."""
+    return tl.sum(e * tl.maximum(log_e, -3.4028234663852886e38), axis=1)
+
+
+@triton.jit
 def _slab_stats(SX, SXX, X, rows64, rmask, rt, ks, kmask, D, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """Adds r^T x and r^T x^2 of one block of rows (rt = r^T [BLOCK_K, BLOCK_N], components ks) to the program's
     slab, a chunk of BLOCK_D dimensions at a time (read-modify-write of sums no other program touches)."""
@@ -181,7 +188,7 @@ def _em_stats_kernel(
         lm = logit - m_safe[:, None]
         e = tl.exp(lm)
         s = tl.sum(e, axis=1)
-        t = tl.sum(e * tl.maximum(lm, -3.4028234663852886e38), axis=1)  # e = 0 where lm = -inf; NaN stays NaN
+        t = _row_sum_x_log(e, lm)
         log_s = tl.log(s)
         inv_s = 1.0 / s
         r = tl.where(rmask[:, None], e * inv_s[:, None], 0.0)
@@ -260,7 +267,7 @@ def _em_tile_stats_kernel(
         logit = _tile_logits(X, W, WM, LOGC, rows64, rmask, ks, kmask, K, D, BLOCK_N, BLOCK_K)
         log_r = logit - logp[:, None]
         r = tl.where(rmask[:, None], tl.exp(log_r), 0.0)
-        rl_acc += tl.sum(r * tl.maximum(log_r, -3.4028234663852886e38), axis=1)  # r = 0 where log r = -inf
+        rl_acc += _row_sum_x_log(r, log_r)
         nk, sx, sxx = _block_stats(r, nk, sx, sxx, RESP, SX, SXX, X, rows64, rmask, ks, kmask, K, D, WITH_RESP,
                                    ONE_CHUNK, BLOCK_N, BLOCK_D)
 
