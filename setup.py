@@ -76,7 +76,7 @@ def get_extensions():
     build_cuda, reason = _cuda_decision(torch, cpp_extension.CUDA_HOME)
     debug = _flag("DEBUG")
     here = os.path.dirname(os.path.abspath(__file__))
-    srcs = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
+    srcs = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp")) + sorted(glob.glob("csrc/simt/*.cpp"))
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     cxx += ["-fopenmp" if "OpenMP" in torch.__config__.parallel_info() else "-DGMMKERNELS_NO_OPENMP"]
     # `omp simd` loops vectorise without the OpenMP runtime too; libm calls that cannot set errno (sqrt) vectorise

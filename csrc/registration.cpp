@@ -114,6 +114,11 @@ TORCH_LIBRARY(gmmkernels, m) {
   m.def(
       "mixture_em_stats(Tensor x, Tensor means, Tensor prec, Tensor logc, bool full, bool with_resp) -> (Tensor, Tensor, "
       "Tensor, Tensor, Tensor, Tensor)");
+  // The CUDA kernels of mixture_em_stats run on CPU threads (csrc/simt/mixture_em_stats.cpp; CPU tensors, small
+  //   problems): the arguments and results of mixture_em_stats, for testing those kernels without a GPU.
+  m.def(
+      "_simt_mixture_em_stats(Tensor x, Tensor means, Tensor prec, Tensor logc, bool full, bool with_resp) -> (Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The EM M-step from those statistics, and the kernel parameters of the next pass (csrc/include/gmmkernels/
   //   mixture_em_stats.h; gmmkernels/reference/mixture_em_stats.py: mixture_em_mstep_ref). nk [B,K], sx [B,K,D],
   //   sxx [B,K,D] (cov_kind 0 diag, 1 spherical) or [B,K,D,D] (2 full). Returns (logits [B,K], means [B,K,D], scale

@@ -16,34 +16,19 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_stats_cuda(
     const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc, bool full,
     bool with_resp) {
-  const auto z = mixture_em_stats::check_inputs(x, means, prec, logc, full, c10::DeviceType::CUDA);
-  const int64_t B = z.B, N = z.N, K = z.K, D = z.D;
-  const int64_t maxD = full ? kEMStatsMaxFullD : kEMStatsMaxDiagD;
-  TORCH_CHECK(D <= maxD, "mixture_em_stats: D=", D, " exceeds the ", maxD, " dimensions of the fused CUDA kernel for ",
-              full ? "full" : "diagonal", " covariances; use mixture_stats with responsibilities and mixture_suffstats "
-              "(gmmkernels.fit_em / fit_vb switch to them by themselves)");
-  TORCH_CHECK(N < INT32_MAX && K < INT32_MAX && B <= 65535, "mixture_em_stats: sizes too large for one CUDA call (B=", B,
-              ", N=", N, ", K=", K, "); split the batch");
+  auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CUDA,
+                                                kEMStatsMaxFullD, kEMStatsMaxDiagD, mixture_em_stats_workspace);
   const c10::cuda::CUDAGuard guard(x.device());
-  auto xc = x.contiguous(), mc = means.contiguous(), pc = prec.contiguous(), cc = logc.contiguous();
-  // W mu (the lower triangle of a full W): one small product per component, in ATen
-  auto wmu = (full ? at::matmul(at::tril(pc), mc.unsqueeze(-1)).squeeze(-1) : pc * mc).contiguous();
-  const auto opt = x.options();
-  auto lp = at::empty({B}, opt), rl = at::empty({B}, opt), nk = at::empty({B, K}, opt);
-  auto sx = at::empty({B, K, D}, opt);
-  auto sxx = full ? at::empty({B, K, D, D}, opt) : at::empty({B, K, D}, opt);
-  auto resp = optional_output(with_resp, {B, N, K}, opt);
-  auto ws = at::empty({std::max<int64_t>(1, mixture_em_stats_workspace(B, N, K, D, full))}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_em_stats_cuda", [&] {
     check_launch(launch_mixture_em_stats<scalar_t>(
-                     xc.const_data_ptr<scalar_t>(), batch_stride(xc), pc.const_data_ptr<scalar_t>(),
-                     wmu.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), lp.data_ptr<scalar_t>(),
-                     rl.data_ptr<scalar_t>(), nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>(),
-                     with_resp ? resp.data_ptr<scalar_t>() : nullptr, B, N, K, D, full, ws.data_ptr<scalar_t>(),
-                     current_stream()),
+                     c.x.const_data_ptr<scalar_t>(), batch_stride(c.x), c.prec.const_data_ptr<scalar_t>(),
+                     c.wmu.const_data_ptr<scalar_t>(), c.logc.const_data_ptr<scalar_t>(), c.lp.data_ptr<scalar_t>(),
+                     c.rl.data_ptr<scalar_t>(), c.nk.data_ptr<scalar_t>(), c.sx.data_ptr<scalar_t>(),
+                     c.sxx.data_ptr<scalar_t>(), with_resp ? c.resp.data_ptr<scalar_t>() : nullptr, c.z.B, c.z.N,
+                     c.z.K, c.z.D, full, c.ws.data_ptr<scalar_t>(), current_stream()),
                  "mixture_em_stats");
   });
-  return {lp, rl, nk, sx, sxx, resp};
+  return {c.lp, c.rl, c.nk, c.sx, c.sxx, c.resp};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cuda(

@@ -25,7 +25,7 @@ over the whole split and are stored once; otherwise each chunk's sums are added 
 partial-sum buffer (read-modify-write of rows no other program touches).
 
 With K > TILE_K the components run in tiles (KTILE_K on CUDA) and two kernels share the work, the design of the
-three-pass CUDA kernel: ``_em_logp_kernel`` (grid: blocks of rows x mixtures) computes log p of every row, the
+two-pass CUDA path (K > 32): ``_em_logp_kernel`` (grid: blocks of rows x mixtures) computes log p of every row, the
 row maximum and the row sum of exp(logit - max) kept online over the tiles (the sum rescaled when the maximum
 grows), and writes those N values; ``_em_tile_stats_kernel`` (grid: tiles x splits x mixtures) evaluates its tile's
 logits again over the rows of its split, r = exp(logit - log p), and holds the tile's nk, sx, sxx (D <= 128 on

@@ -38,13 +38,15 @@ def _kernel_inputs(B, N, K, D, full, shared_x=False, seed=0, spread=1.0):
     return x, means, prec, logc
 
 
-def _check(got, want, dtype, N, what=("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx", "resp")):
+def _check(got, want, dtype, N, what=("sum_log_prob", "sum_r_log_r", "nk", "sx", "sxx", "resp"), D=16):
     for name, a, b in zip(what, got, want):
         scale = max(1.0, float(b.abs().max())) if b.numel() else 1.0
         if dtype == torch.float64:
             tol = dict(rtol=1e-10, atol=1e-11 * scale)
-        else:  # float32 inputs: compare relative to the size of the sums (N terms of size ~ scale / N)
-            tol = dict(rtol=2e-5, atol=2e-6 * scale * math.sqrt(max(N, 1)))
+        else:  # float32 inputs: compare relative to the size of the sums (N terms of size ~ scale / N); the rounding
+            # of a logit grows with its D terms
+            grow = max(1.0, D / 16)
+            tol = dict(rtol=2e-5 * grow, atol=2e-6 * grow * scale * math.sqrt(max(N, 1)))
         torch.testing.assert_close(a.double().cpu(), b, **tol, msg=lambda m: f"{name}: {m}")
 
 
@@ -97,6 +99,88 @@ def test_kernel_zero_weight_components_and_far_means(device, full):
     # the sum of log p over 300 points: error ~ eps32 |W mu| |y| per term
     torch.testing.assert_close(got[0].double().cpu(), want[0], rtol=0, atol=300 * 2e-7 * off * 20)
     torch.testing.assert_close(got[2].double().cpu(), want[2], rtol=0, atol=0.05)
+
+
+# The CUDA kernels' block programs run on CPU threads (csrc/simt/mixture_em_stats.cpp): the one-pass program (K <= 32)
+# and the two-pass programs (K > 32) against the float64 reference, on machines without a GPU. Shapes: one point;
+# empty data; odd sizes; several splits of the rows (N > 256); B > 1 with shared data (odd N); K = 32 and 33 around
+# the switch; two tiles of features (diag D > 128); 130 components (5 tiles) at the largest full D.
+SIMT_SHAPES = [(1, 1, 1, 1), (2, 0, 3, 2), (2, 37, 5, 3), (1, 70, 17, 4), (3, 131, 33, 9), (1, 1000, 16, 8),
+               (2, 600, 3, 2), (1, 300, 40, 1), (1, 100, 32, 3), (2, 45, 32, 16), (1, 64, 130, 16)]
+SIMT_DIAG_ONLY = [(1, 70, 5, 130), (2, 45, 36, 140)]  # the full kernel takes D <= 16 (test_simt_kernel_limits)
+
+
+def _simt():
+    if not _backend.has_kernel("_simt_mixture_em_stats", "CPU"):
+        pytest.skip("the extension has no CPU run of the CUDA kernels")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("full,shape", [(f, s) for f in (False, True) for s in SIMT_SHAPES] +
+                         [(False, s) for s in SIMT_DIAG_ONLY],
+                         ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else ("full" if v else "diag"))
+def test_simt_kernels_match_reference(full, dtype, shape):
+    _simt()
+    B, N, K, D = shape
+    args = _kernel_inputs(B, N, K, D, full, shared_x=(B > 1 and N % 2 == 1))
+    want = ref.mixture_em_stats_kernel_ref(*args, full)
+    got = torch.ops.gmmkernels._simt_mixture_em_stats(*(t.to(dtype) for t in args), full, True)
+    assert [tuple(t.shape) for t in got] == [tuple(t.shape) for t in want]
+    _check(got, want, dtype, N, D=D)
+    got2 = torch.ops.gmmkernels._simt_mixture_em_stats(*(t.to(dtype) for t in args), full, False)
+    assert got2[5].shape == (0,)
+    for a, b in zip(got[:5], got2[:5]):  # the statistics do not depend on whether resp is written
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("K", [20, 40], ids=["one-pass", "two-pass"])
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+def test_simt_kernels_zero_weights_and_nan(K, full):
+    """A component of weight 0 (logc = -inf) gets r = 0 and zero statistics; a NaN in one row makes that row's log p
+    NaN and leaves the other rows' responsibilities as they are (as in the reference); a mixture whose weights are
+    all 0 gives log p = -inf."""
+    _simt()
+    x, means, prec, logc = _kernel_inputs(3, 150, K, 5, full, seed=3)
+    logc[:, 3] = -math.inf
+    logc[2] = -math.inf
+    x[1, 7, 2] = math.nan
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, full)
+    got = torch.ops.gmmkernels._simt_mixture_em_stats(x, means, prec, logc, full, True)
+    others = torch.arange(150) != 7
+    assert float(got[2][0, 3]) == 0 and float(got[5][0, :, 3].abs().max()) == 0
+    assert float(got[5][1, others, 3].abs().max()) == 0
+    assert got[0][1].isnan() and bool(got[5][1, 7].isnan().all())
+    assert got[0][2] == -math.inf and want[0][2] == -math.inf and want[0][1].isnan()
+    torch.testing.assert_close(got[5][1, others], want[5][1, others], rtol=1e-10, atol=1e-12)
+    _check([got[i][0] for i in range(6)], [want[i][0] for i in range(6)], torch.float64, 150)
+
+
+@pytest.mark.parametrize("K", [20, 40], ids=["one-pass", "two-pass"])
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+def test_simt_kernels_logits_far_apart_float32(K, full):
+    """float32 with the first four components' logits 150 below the rest: exp(150) overflows float32, so the log-sum-
+    exp must shift by the row's largest logit (in the one-pass program: across all groups of components, not the
+    thread's own), and those components get r = 0 (or a subnormal)."""
+    _simt()
+    x, means, prec, logc = _kernel_inputs(2, 200, K, 4, full, seed=6)
+    logc[:, :4] -= 150.0
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, full)
+    got = torch.ops.gmmkernels._simt_mixture_em_stats(x.float(), means.float(), prec.float(), logc.float(), full, True)
+    assert all(bool(t.isfinite().all()) for t in got)
+    _check(got, want, torch.float32, 200)
+
+
+def test_simt_kernel_limits():
+    """The CPU run checks what the CUDA host code checks (D limits of the fused kernel, devices, shapes)."""
+    _simt()
+    x, means, prec, logc = _kernel_inputs(1, 10, 3, 17, True)
+    with pytest.raises(RuntimeError, match="D=17 exceeds the 16 dimensions"):
+        torch.ops.gmmkernels._simt_mixture_em_stats(x, means, prec, logc, True, False)
+    x, means, prec, logc = _kernel_inputs(1, 10, 3, 257, False)
+    with pytest.raises(RuntimeError, match="D=257 exceeds the 256 dimensions"):
+        torch.ops.gmmkernels._simt_mixture_em_stats(x, means, prec, logc, False, False)
+    with pytest.raises(RuntimeError, match="argument 'logc' must have shape"):
+        torch.ops.gmmkernels._simt_mixture_em_stats(x, means, prec, logc[:, :2], False, False)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -18,6 +18,12 @@
 #include "gmmkernels/common.h"
 
 namespace gmmkernels {
+
+// Largest D of the fused CUDA kernels (gmmkernels/mixture_em_stats_blocks.h): diag / spherical, and full (larger
+// problems take the two-kernel path).
+constexpr int64_t kEMStatsMaxDiagD = 256;
+constexpr int64_t kEMStatsMaxFullD = 16;
+
 namespace mixture_em_stats {
 
 // Position of entry (i, j), j <= i, of a lower triangle packed row by row.

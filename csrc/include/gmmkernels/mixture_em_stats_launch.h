@@ -2,13 +2,10 @@
 // csrc/cuda/mixture_em_stats.cpp. No torch headers: both files include it. Pointers are device pointers of
 // contiguous arrays; T is float or double.
 //
-// Two passes over the data and a fixed-order reduction (no atomics; every split depends on the shapes only, so
-// results are bitwise reproducible across runs and GPUs):
-//   1. log-sum-exp: one thread per row, all K components (online, with the entropy term): log p_n, written to a
-//      workspace of N values per data set, and per-block sums of log p and r log r;
-//   2. statistics: blocks of 32 components x 256 features over a split of the rows recompute the logits of their
-//      components, r = exp(l - log p), and accumulate sum_n r F_n in registers (F = [x, x^2] or [x, vech(x x^T)]);
-//   3. the per-split partial sums are added in split order and unpacked into nk, sx, sxx.
+// The kernels are the block programs of gmmkernels/mixture_em_stats_blocks.h: one pass over the data for K <= 32,
+// two above (log-sum-exp, then statistics), then a fixed-order reduction of the per-split partial sums (no atomics;
+// every split depends on the shapes only, so results are bitwise reproducible across runs and GPUs). The N x K
+// responsibilities reach global memory only when resp is asked for.
 #pragma once
 
 #include <cstdint>
@@ -16,12 +13,9 @@
 #include <cuda_runtime_api.h>
 
 #include "gmmkernels/common.h"
+#include "gmmkernels/mixture_em_stats.h"  // kEMStatsMaxDiagD, kEMStatsMaxFullD
 
 namespace gmmkernels {
-
-// Largest D of the fused CUDA kernels: diag / spherical, and full (larger problems take the two-kernel path).
-constexpr int64_t kEMStatsMaxDiagD = 256;
-constexpr int64_t kEMStatsMaxFullD = 16;
 
 // Elements of T of the workspace launch_mixture_em_stats needs.
 int64_t mixture_em_stats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full);
