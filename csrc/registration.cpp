@@ -73,6 +73,9 @@ TORCH_LIBRARY(gmmkernels, m) {
   //   nk [B,K] = sum_n r,  sx [B,K,D] = sum_n r x,  sxx = sum_n r x^2 [B,K,D] (!full) or sum_n r x x^T [B,K,D,D] (full).
   //   Deterministic (fixed summation order, no atomics).
   m.def("mixture_suffstats(Tensor x, Tensor resp, bool full) -> (Tensor, Tensor, Tensor)");
+  // The CUDA kernels of mixture_suffstats run on CPU threads (csrc/simt/mixture_suffstats.cpp; CPU tensors, small
+  //   problems): the arguments and results of mixture_suffstats, for testing those kernels without a GPU.
+  m.def("_simt_mixture_suffstats(Tensor x, Tensor resp, bool full) -> (Tensor, Tensor, Tensor)");
   // One Gibbs sweep over B independent chains of a conjugate diagonal Bayesian GMM
   //   (csrc/include/gmmkernels/gibbs_sweep.h).
   //   x [B or 1,N,D], logw [B,K], means/var [B,K,D], m0 [D] -> (z [B,N] int32, logw, means, var) of the next state;
@@ -80,6 +83,11 @@ TORCH_LIBRARY(gmmkernels, m) {
   m.def(
       "gibbs_sweep(Tensor x, Tensor logw, Tensor means, Tensor var, Tensor m0, float alpha, float kappa0, float a0, "
       "float b0, int seed, int step, int chain0=0) -> (Tensor, Tensor, Tensor, Tensor)");
+  // The CUDA kernels of gibbs_sweep run on CPU threads (csrc/simt/gibbs_sweep.cpp; CPU tensors, small problems): the
+  //   arguments and results of gibbs_sweep, for testing those kernels without a GPU.
+  m.def(
+      "_simt_gibbs_sweep(Tensor x, Tensor logw, Tensor means, Tensor var, Tensor m0, float alpha, float kappa0, "
+      "float a0, float b0, int seed, int step, int chain0=0) -> (Tensor, Tensor, Tensor, Tensor)");
   // Fused MGDM Gauss_VI step (csrc/include/gmmkernels/mgdm_step.h): state [6,B,P] = (mu, rho, Adam m_mu, m_rho, v_mu,
   //   v_rho), updated in place; grad_v, eps, m [B,P]; inv_sigma2 [B]. Returns (v_next, eps_next) [B,P].
   m.def(

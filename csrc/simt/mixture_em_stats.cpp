@@ -5,6 +5,7 @@
 #include <torch/all.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <stdexcept>
 
 #include "gmmkernels/aten_utils.h"
@@ -24,6 +25,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bool with_resp) {
   auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CPU,
                                                 kEMStatsMaxFullD, kEMStatsMaxDiagD, workspace_elems);
+  // what the kernels must write (outputs and workspace) starts as NaN, so that an element left unwritten shows
+  for (auto* t : {&c.lp, &c.rl, &c.nk, &c.sx, &c.sxx, &c.resp, &c.ws}) t->fill_(NAN);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_simt_mixture_em_stats", [&] {
     try {
       mixture_em_stats::run_em_stats(HostLaunch{}, c.x.const_data_ptr<scalar_t>(), batch_stride(c.x),

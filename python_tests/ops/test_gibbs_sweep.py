@@ -42,6 +42,16 @@ def test_k1_draws_are_exact_nig_posterior(device, dtype):
     assert torch.allclose(r.trace["logw"].cpu(), torch.zeros_like(r.trace["logw"].cpu()), atol=1e-6)
 
 
+def _layout_inputs(layout, dtype):
+    C, N, K, D, shared = layout
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1 if shared else C, N, D, generator=g, dtype=torch.float64) * 2
+    logw = torch.log_softmax(torch.randn(C, K, generator=g, dtype=torch.float64), -1)
+    mu = torch.randn(C, K, D, generator=g, dtype=torch.float64) * 2
+    var = torch.rand(C, K, D, generator=g, dtype=torch.float64) + 0.5
+    return [t.to(dtype) for t in (x, logw, mu, var, torch.zeros(D, dtype=torch.float64))]
+
+
 # chains x points x components x dims: the CUDA warp kernel (a warp per chain: per-chain state up to 4 KB; N not a
 # multiple of 32, fewer chains than a block's 8, several blocks, one shared data set), then the block kernel (a block
 # per chain: K (3 D + 3) values of the chain's state past 4 KB)
@@ -52,19 +62,37 @@ CUDA_LAYOUTS = [(3, 45, 3, 2, False), (21, 300, 5, 4, True), (5, 70, 20, 12, Fal
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("layout", CUDA_LAYOUTS, ids=lambda t: "x".join(map(str, t[:4])) + ("-shared" if t[4] else ""))
 def test_cuda_layouts_match_cpu(layout):
-    C, N, K, D, shared = layout
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(1 if shared else C, N, D, generator=g, dtype=torch.float64) * 2
-    logw = torch.log_softmax(torch.randn(C, K, generator=g, dtype=torch.float64), -1)
-    mu = torch.randn(C, K, D, generator=g, dtype=torch.float64) * 2
-    var = torch.rand(C, K, D, generator=g, dtype=torch.float64) + 0.5
-    m0 = torch.zeros(D, dtype=torch.float64)
-    a = torch.ops.gmmkernels.gibbs_sweep(x, logw, mu, var, m0, 1.0, 0.1, 2.0, 1.0, 7, 3, 0)
-    b = torch.ops.gmmkernels.gibbs_sweep(x.cuda(), logw.cuda(), mu.cuda(), var.cuda(), m0.cuda(), 1.0, 0.1, 2.0, 1.0, 7,
-                                         3, 0)
+    args = _layout_inputs(layout, torch.float64)
+    a = torch.ops.gmmkernels.gibbs_sweep(*args, 1.0, 0.1, 2.0, 1.0, 7, 3, 0)
+    b = torch.ops.gmmkernels.gibbs_sweep(*(t.cuda() for t in args), 1.0, 0.1, 2.0, 1.0, 7, 3, 0)
     assert torch.equal(a[0], b[0].cpu())
     for u, v in zip(a[1:], b[1:]):
         torch.testing.assert_close(u, v.cpu(), rtol=1e-9, atol=1e-9)
+
+
+# The CUDA kernels' block programs run on CPU threads (csrc/simt/gibbs_sweep.cpp), against the CPU kernel: the layouts
+# of test_cuda_layouts_match_cpu (the last one takes the block layout in float64 only), chains whose state takes the
+# block layout in float32 too (25 (3 20 + 3) values; the last 13 of its 525 statistics items are split over 9
+# segments of the points), and nine chains of one component and one dimension (two blocks of the warp layout, the
+# second with one chain: its other seven warps leave at once)
+SIMT_LAYOUTS = CUDA_LAYOUTS + [(3, 90, 25, 20, False), (9, 33, 1, 1, False)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("layout", SIMT_LAYOUTS, ids=lambda t: "x".join(map(str, t[:4])) + ("-shared" if t[4] else ""))
+def test_simt_layouts_match_cpu(layout, dtype):
+    """The same assignments as the CPU kernel (the logits differ by rounding only: the CPU kernel accumulates in
+    float64, the GPU layouts in the chain's dtype; no draw of these inputs falls within that rounding of a boundary)
+    and the same conjugate draws up to the rounding of the statistics' sums."""
+    if not _backend.has_kernel("_simt_gibbs_sweep", "CPU"):
+        pytest.skip("the extension has no CPU run of the CUDA kernels")
+    args = _layout_inputs(layout, dtype)
+    a = torch.ops.gmmkernels.gibbs_sweep(*args, 1.0, 0.1, 2.0, 1.0, 7, 3, 2)
+    b = torch.ops.gmmkernels._simt_gibbs_sweep(*args, 1.0, 0.1, 2.0, 1.0, 7, 3, 2)
+    assert torch.equal(a[0], b[0])
+    tol = dict(rtol=1e-9, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    for u, v in zip(a[1:], b[1:]):
+        torch.testing.assert_close(u, v, **tol)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -31,6 +31,31 @@ def test_suffstats_matches_reference(device, full, dtype, shape, shared_x):
         torch.testing.assert_close(a.double().cpu(), b, **tol)
 
 
+# The CUDA kernels' block programs run on CPU threads (csrc/simt/mixture_suffstats.cpp): one row; odd sizes; two tiles
+# of components and of dimensions, with three tiles of the x x^T program of which the upper one leaves at once; no
+# rows; no dimensions; N long enough to be cut into chunks (partial sums added by a second program), also for x x^T.
+SIMT_SHAPES = [(1, 1, 1, 1), (2, 37, 5, 3), (1, 70, 33, 40), (2, 0, 3, 2), (2, 50, 3, 0), (1, 1100, 3, 20)]
+
+
+@pytest.mark.parametrize("full", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SIMT_SHAPES, ids=str)
+def test_simt_suffstats_matches_reference(full, dtype, shape):
+    if not _backend.has_kernel("_simt_mixture_suffstats", "CPU"):
+        pytest.skip("the extension has no CPU run of the CUDA kernels")
+    B, N, K, D = shape
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1 if B > 1 and N % 2 else B, N, D, generator=g, dtype=torch.float64)
+    r = torch.softmax(torch.randn(B, N, K, generator=g, dtype=torch.float64), -1)
+    want = fref.mixture_suffstats_ref(x, r, full)
+    got = torch.ops.gmmkernels._simt_mixture_suffstats(x.to(dtype), r.to(dtype), full)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5 * max(1, N) ** 0.5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, **tol)
+    if full:
+        assert torch.equal(got[2], got[2].transpose(-1, -2))  # one writer per mirrored pair
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_suffstats_deterministic_and_public_wrapper(device):
     x = torch.randn(4, 4000, 7, device=device)

@@ -8,10 +8,13 @@
 //   struct Params { ... };                                 plain values and pointers, passed by value to every block
 //   static size_t smem_bytes(const Params&);               dynamic shared memory per block
 //   template <class Blk> static GMMK_DEV void run(const Blk& blk, unsigned char* smem, const Params& p);
-// where blk.tid() is threadIdx.x, blk.block() blockIdx, blk.grid() gridDim and blk.sync() __syncthreads(). Shared
-// memory is the dynamic buffer only (no __shared__ declarations), and threads exchange data through it and sync()
-// alone (no warp shuffles or atomics), which is what the host runner can reproduce. As in CUDA, every thread of a
-// block must reach every sync(); the host runner reports a block whose threads do not (a hang or worse on a GPU).
+// where blk.tid() is threadIdx.x, blk.block() blockIdx, blk.grid() gridDim, blk.sync() __syncthreads(),
+// blk.sync_warp() __syncwarp() (all 32 lanes) and blk.warp_sum(v) the fixed-order butterfly sum over the 32 lanes
+// (__shfl_xor_sync, every lane gets the same bits). kThreads is a multiple of 32. Shared memory is the dynamic
+// buffer only (no __shared__ declarations), and threads exchange data through it, global memory and those calls
+// alone (no other warp primitives, no atomics), which is what the host runner reproduces. As in CUDA, every thread
+// of a block must reach every sync() (and every lane of a warp every sync_warp() and warp_sum()); the host runner
+// reports a block whose threads do not (a hang or worse on a GPU).
 //
 // No torch header: it compiles in plain C++ and in nvcc translation units.
 #pragma once
@@ -52,10 +55,21 @@ struct DeviceBlock {
   __device__ __forceinline__ Idx3 block() const { return {blockIdx.x, blockIdx.y, blockIdx.z}; }
   __device__ __forceinline__ Idx3 grid() const { return {gridDim.x, gridDim.y, gridDim.z}; }
   __device__ __forceinline__ void sync() const { __syncthreads(); }
+  __device__ __forceinline__ void sync_warp() const { __syncwarp(); }
+  template <typename T>
+  __device__ __forceinline__ T warp_sum(T v) const {
+    GMMK_UNROLL
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  }
 };
 
+// No __launch_bounds__: with it, ptxas (nvcc 13.0, sm_90) capped some programs at 64 or 128 registers and spilled
+// (the one-pass EM statistics in float32, both Gibbs layouts); without it none of them spills. Blocks of at most 256
+// threads launch at any register count ptxas may choose (255 x 256 < 65536).
 template <class P>
-__global__ void __launch_bounds__(P::kThreads) block_program_kernel(const typename P::Params p) {
+__global__ void block_program_kernel(const typename P::Params p) {
+  static_assert(P::kThreads <= 256, "larger blocks need __launch_bounds__ to be sure to launch");
   extern __shared__ __align__(16) unsigned char block_program_smem[];
   P::run(DeviceBlock{}, block_program_smem, p);
 }

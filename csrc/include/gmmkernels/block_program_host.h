@@ -1,9 +1,10 @@
 // HostLaunch: runs the block programs of gmmkernels/block_program.h on CPU threads, one std::thread per CUDA thread
 // and one block after the other, so that the CUDA kernels' code is tested on machines without a GPU. It checks what
 // it can of the CUDA execution model: the shared memory starts as NaN (all bits set) in every block, and a block
-// whose threads do not all reach the same sync() (or leave the program while others wait) is reported as an error
-// instead of hanging. It does not model warps, the memory consistency of global memory across blocks (blocks run
-// one after the other here) or timing; compute-sanitizer on a GPU covers those.
+// whose threads do not all reach the same sync() (or a warp whose lanes do not all reach the same sync_warp()), or
+// leave the program while others wait, is reported as an error instead of hanging. It does not model the lockstep
+// of a warp's lanes between those calls, the memory consistency of global memory across blocks (blocks run one
+// after the other here) or timing; compute-sanitizer on a GPU covers those.
 //
 // Plain C++ (no torch, no CUDA headers).
 #pragma once
@@ -11,6 +12,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -80,11 +82,27 @@ class HostBarrier {
 struct HostBlock {
   int t;
   Idx3 b, g;
-  HostBarrier* bar;
+  HostBarrier* bar;   // the block's
+  HostBarrier* wbar;  // the thread's warp's
+  double* xch;        // one value per thread, for warp_sum
   int tid() const { return t; }
   Idx3 block() const { return b; }
   Idx3 grid() const { return g; }
   void sync() const { bar->sync(); }
+  void sync_warp() const { wbar->sync(); }
+  // The butterfly of __shfl_xor_sync: at each step every lane adds its partner's value (float and double pass
+  // through the double exchange buffer exactly).
+  template <typename T>
+  T warp_sum(T v) const {
+    for (int o = 16; o > 0; o /= 2) {
+      xch[t] = static_cast<double>(v);
+      wbar->sync();
+      const T other = static_cast<T>(xch[t ^ o]);
+      wbar->sync();
+      v += other;
+    }
+    return v;
+  }
 };
 
 // Runs block programs on the CPU; run() throws std::runtime_error (naming the program's block) on divergence.
@@ -94,30 +112,40 @@ struct HostLaunch {
 
   template <class P>
   Error run(Idx3 grid, const typename P::Params& p) const {
+    static_assert(P::kThreads % 32 == 0, "block programs run whole warps");
+    constexpr int kWarpsPerBlock = P::kThreads / 32;
     const size_t bytes = P::smem_bytes(p);
     std::vector<double> smem((bytes + sizeof(double) - 1) / sizeof(double) + 1);
+    std::vector<double> xch(P::kThreads);
     for (unsigned z = 0; z < grid.z; ++z)
       for (unsigned y = 0; y < grid.y; ++y)
         for (unsigned x = 0; x < grid.x; ++x) {
           std::memset(smem.data(), 0xff, smem.size() * sizeof(double));  // NaN in float and double
           HostBarrier bar(P::kThreads);
+          std::vector<std::unique_ptr<HostBarrier>> wbars;
+          for (int w = 0; w < kWarpsPerBlock; ++w) wbars.emplace_back(new HostBarrier(32));
           std::vector<std::thread> threads;
           threads.reserve(P::kThreads);
           for (int t = 0; t < P::kThreads; ++t)
             threads.emplace_back([&, t] {
-              const HostBlock blk{t, {x, y, z}, grid, &bar};
+              HostBarrier* wbar = wbars[t / 32].get();
+              const HostBlock blk{t, {x, y, z}, grid, &bar, wbar, xch.data()};
               const char* error = nullptr;
               try {
                 P::run(blk, reinterpret_cast<unsigned char*>(smem.data()), p);
               } catch (const std::exception&) {
-                error = "sync() was not reached by every thread of the block";
+                error = "sync() or sync_warp() was not reached by every thread of the block or warp";
               }
+              wbar->leave(error);
               bar.leave(error);
             });
           for (auto& th : threads) th.join();
-          if (bar.broken())
+          std::string why = bar.broken() ? bar.why() : "";
+          for (int w = 0; w < kWarpsPerBlock && why.empty(); ++w)
+            if (wbars[w]->broken()) why = "warp " + std::to_string(w) + ": " + wbars[w]->why();
+          if (!why.empty())
             throw std::runtime_error("block (" + std::to_string(x) + ", " + std::to_string(y) + ", " +
-                                     std::to_string(z) + "): " + bar.why());
+                                     std::to_string(z) + "): " + why);
         }
     return kOk;
   }
