@@ -16,8 +16,7 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_stats_cuda(
     const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc, bool full,
     bool with_resp) {
-  auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CUDA,
-                                                kEMStatsMaxFullD, kEMStatsMaxDiagD, mixture_em_stats_workspace);
+  auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(x.device());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_em_stats_cuda", [&] {
     check_launch(launch_mixture_em_stats<scalar_t>(

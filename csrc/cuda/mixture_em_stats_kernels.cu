@@ -43,10 +43,6 @@ __global__ void mstep_kernel(const T* __restrict__ nk, const T* __restrict__ sx,
 }  // namespace gmmkernels
 
 // The launchers of mixture_em_stats_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
-int64_t gmmkernels::mixture_em_stats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full) {
-  return Plan(B, N, K, D, full).workspace(B, N, K);
-}
-
 template <typename T>
 cudaError_t gmmkernels::launch_mixture_em_stats(const T* x, int64_t x_bstride, const T* W, const T* wmu, const T* logc,
                                                 T* lp, T* rl, T* nk, T* sx, T* sxx, T* resp, int64_t B, int64_t N,

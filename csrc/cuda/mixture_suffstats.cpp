@@ -13,8 +13,7 @@ namespace gmmkernels {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_cuda(const at::Tensor& x, const at::Tensor& resp, bool full) {
-  TORCH_CHECK(x.is_cuda() && resp.device() == x.device(), "mixture_suffstats: x and resp must be on one CUDA device");
-  auto c = mixture_suffstats::prepare_block_call(x, resp, full);
+  auto c = mixture_suffstats::prepare_block_call(x, resp, full, c10::DeviceType::CUDA);
   const c10::cuda::CUDAGuard guard(x.device());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_suffstats_cuda", [&] {
     check_launch(launch_mixture_suffstats<scalar_t>(

@@ -9,14 +9,6 @@
 #include "gmmkernels/mixture_suffstats_launch.h"
 
 // The launchers of mixture_suffstats_launch.h (qualified names: see GMMK_INSTANTIATE_LAUNCHER in gmmkernels/common.h).
-int64_t gmmkernels::mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk) {
-  return mixture_suffstats::splits(B, N, K, D, full, chunk);
-}
-
-int64_t gmmkernels::mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full) {
-  return mixture_suffstats::workspace(B, N, K, D, full);
-}
-
 template <typename T>
 cudaError_t gmmkernels::launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sxx, int64_t B, int64_t N,
                                                  int64_t K, int64_t D, int64_t x_bstride, bool full, T* diag_tmp,

@@ -16,15 +16,10 @@
 namespace gmmkernels {
 namespace {
 
-int64_t workspace_elems(int64_t B, int64_t N, int64_t K, int64_t D, bool full) {
-  return mixture_em_stats::Plan(B, N, K, D, full).workspace(B, N, K);
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_stats_simt(
     const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc, bool full,
     bool with_resp) {
-  auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CPU,
-                                                kEMStatsMaxFullD, kEMStatsMaxDiagD, workspace_elems);
+  auto c = mixture_em_stats::prepare_block_call(x, means, prec, logc, full, with_resp, c10::DeviceType::CPU);
   // what the kernels must write (outputs and workspace) starts as NaN, so that an element left unwritten shows
   for (auto* t : {&c.lp, &c.rl, &c.nk, &c.sx, &c.sxx, &c.resp, &c.ws}) t->fill_(NAN);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_simt_mixture_em_stats", [&] {

@@ -18,8 +18,7 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixture_suffstats_simt(const at::Tensor& x, const at::Tensor& resp,
                                                                       bool full) {
-  TORCH_CHECK(x.device().is_cpu() && resp.device().is_cpu(), "_simt_mixture_suffstats: CPU tensors expected");
-  auto c = mixture_suffstats::prepare_block_call(x, resp, full);
+  auto c = mixture_suffstats::prepare_block_call(x, resp, full, c10::DeviceType::CPU);
   // what the kernels must write (outputs, scratch and workspace) starts as NaN, so that an element left unwritten shows
   for (auto* t : {&c.nk, &c.sx, &c.sxx, &c.tmp, &c.ws})
     if (t->defined()) t->fill_(NAN);

@@ -4,7 +4,7 @@
 // filled with NaN before each block so that a read of an unwritten element shows in the results).
 //
 // A program is a struct P with
-//   static constexpr int kThreads;                         threads per block (also the kernel's launch bound)
+//   static constexpr int kThreads;                         threads per block (a multiple of 32, at most 256)
 //   struct Params { ... };                                 plain values and pointers, passed by value to every block
 //   static size_t smem_bytes(const Params&);               dynamic shared memory per block
 //   template <class Blk> static GMMK_DEV void run(const Blk& blk, unsigned char* smem, const Params& p);

@@ -4,7 +4,7 @@
 // whose threads do not all reach the same sync() (or a warp whose lanes do not all reach the same sync_warp()), or
 // leave the program while others wait, is reported as an error instead of hanging. It does not model the lockstep
 // of a warp's lanes between those calls, the memory consistency of global memory across blocks (blocks run one
-// after the other here) or timing; compute-sanitizer on a GPU covers those.
+// after the other here) or timing; a GPU run (the CUDA tests, compute-sanitizer) covers those.
 //
 // Plain C++ (no torch, no CUDA headers).
 #pragma once

@@ -285,7 +285,7 @@ struct EMStatsBlock {
     int N, K, D, P, chunk, S, ptiles;
     T* part_s;
     T* part_nk;
-    T* part1;  // one pass: [B][S][2] sums of log p and r log r
+    T* part1;  // one pass: [B][S][2] sums of log p and r log r (not used by the second of two passes)
     bool write_logz;
   };
   static size_t smem_bytes(const Params& p) { return sizeof(T) * StatsSmem(p.D, FULL).total; }
@@ -630,38 +630,32 @@ typename L::Error run_em_stats(const L& launch, const T* x, int64_t x_bstride, c
   T* part_nk = part_s + B * pl.S * K * pl.P;
   const Idx3 g_stats{(unsigned)(pl.ktiles * pl.ptiles), (unsigned)pl.S, (unsigned)B};
   const int iN = (int)N, iK = (int)K, iD = (int)D;
+  // the statistics program: one pass (log p in the block, its sums into part1) or the second of two
+  auto stats = [&](auto prog) {
+    using P = decltype(prog);
+    return launch.template run<P>(g_stats, typename P::Params{x, x_bstride, W, wmu, logc, logz, iN, iK, iD, (int)pl.P,
+                                                              (int)pl.chunk, (int)pl.S, (int)pl.ptiles, part_s, part_nk,
+                                                              part1, pl.one && resp != nullptr});
+  };
   Error err = L::kOk;
-  int nblk = (int)pl.nblk1;  // blocks whose sums of log p and r log r the reduction adds
-  if (N == 0) {              // no rows: every sum is 0
+  if (N == 0) {  // no rows: every sum is 0
     err = launch.zero(workspace, sizeof(T) * pl.workspace(B, N, K));
   } else if (pl.one) {
-    nblk = (int)pl.S;
-    auto run = [&](auto prog) {
-      using P = decltype(prog);
-      return launch.template run<P>(g_stats, typename P::Params{x, x_bstride, W, wmu, logc, logz, iN, iK, iD,
-                                                                (int)pl.P, (int)pl.chunk, (int)pl.S, (int)pl.ptiles,
-                                                                part_s, part_nk, part1, resp != nullptr});
-    };
-    err = full ? run(EMStatsBlock<T, true, true>{}) : run(EMStatsBlock<T, false, true>{});
+    err = full ? stats(EMStatsBlock<T, true, true>{}) : stats(EMStatsBlock<T, false, true>{});
   } else {
     const Idx3 g1{(unsigned)pl.nblk1, (unsigned)B, 1};
     const LseParams<T> lse{x, x_bstride, W, wmu, logc, iN, iK, iD, logz, part1};
     err = full ? launch.template run<LseFullBlock<T>>(g1, lse) : launch.template run<LseDiagBlock<T>>(g1, lse);
-    if (err != L::kOk) return err;
-    auto run = [&](auto prog) {
-      using P = decltype(prog);
-      return launch.template run<P>(g_stats, typename P::Params{x, x_bstride, W, wmu, logc, logz, iN, iK, iD,
-                                                                (int)pl.P, (int)pl.chunk, (int)pl.S, (int)pl.ptiles,
-                                                                part_s, part_nk, nullptr, false});
-    };
-    err = full ? run(EMStatsBlock<T, true, false>{}) : run(EMStatsBlock<T, false, false>{});
+    if (err == L::kOk) err = full ? stats(EMStatsBlock<T, true, false>{}) : stats(EMStatsBlock<T, false, false>{});
   }
   if (err != L::kOk) return err;
+  // the blocks whose sums of log p and r log r the reduction adds (with no rows, S = nblk1 = 1: the zeroed sums)
+  const int nblk = (int)(pl.one ? pl.S : pl.nblk1);
   const int64_t total = B * K * pl.P + B * K + 2 * B;
   const Idx3 g_red{(unsigned)std::min<int64_t>(ceil_div(total, ReduceBlock<T>::kThreads), 65535), 1, 1};
   err = launch.template run<ReduceBlock<T>>(
       g_red, typename ReduceBlock<T>::Params{part_s, part_nk, part1, lp, rl, nk, sx, sxx, (int)B, iK, iD, (int)pl.P,
-                                             (int)(N > 0 ? pl.S : 1), N > 0 ? nblk : 1, full});
+                                             (int)pl.S, nblk, full});
   if (err != L::kOk || resp == nullptr || N == 0) return err;
   const Idx3 g_resp{(unsigned)std::min<int64_t>(ceil_div(N * K, 256), 65535), (unsigned)B, 1};
   if (full)

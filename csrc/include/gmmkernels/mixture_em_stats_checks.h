@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "gmmkernels/mixture_em_stats_blocks.h"  // Plan, kEMStatsMax*D
+
 namespace gmmkernels {
 namespace mixture_em_stats {
 
@@ -79,19 +81,17 @@ inline Sizes check_inputs(const at::Tensor& x, const at::Tensor& means, const at
 // A call of the block-program kernels (gmmkernels/mixture_em_stats_blocks.h), prepared by the CUDA host code and
 // by their CPU run (csrc/simt/mixture_em_stats.cpp): the inputs checked (with the kernels' limits on D and the
 // sizes) and made contiguous, W mu computed (one small product per component, in ATen), the outputs and the
-// workspace (`workspace_elems(B, N, K, D, full)` elements) allocated.
+// workspace (Plan::workspace) allocated.
 struct BlockCall {
   Sizes z;
   at::Tensor x, prec, wmu, logc, lp, rl, nk, sx, sxx, resp, ws;
 };
 
 inline BlockCall prepare_block_call(const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec,
-                                    const at::Tensor& logc, bool full, bool with_resp, c10::DeviceType expect,
-                                    int64_t max_full_d, int64_t max_diag_d,
-                                    int64_t (*workspace_elems)(int64_t, int64_t, int64_t, int64_t, bool)) {
+                                    const at::Tensor& logc, bool full, bool with_resp, c10::DeviceType expect) {
   const auto z = check_inputs(x, means, prec, logc, full, expect);
   const int64_t B = z.B, N = z.N, K = z.K, D = z.D;
-  const int64_t maxD = full ? max_full_d : max_diag_d;
+  const int64_t maxD = full ? kEMStatsMaxFullD : kEMStatsMaxDiagD;
   TORCH_CHECK(D <= maxD, "mixture_em_stats: D=", D, " exceeds the ", maxD, " dimensions of the fused CUDA kernel for ",
               full ? "full" : "diagonal", " covariances; use mixture_stats with responsibilities and mixture_suffstats "
               "(gmmkernels.fit_em / fit_vb switch to them by themselves)");
@@ -111,7 +111,7 @@ inline BlockCall prepare_block_call(const at::Tensor& x, const at::Tensor& means
   c.sx = at::empty({B, K, D}, opt);
   c.sxx = full ? at::empty({B, K, D, D}, opt) : at::empty({B, K, D}, opt);
   c.resp = with_resp ? at::empty({B, N, K}, opt) : at::empty({0}, opt);
-  c.ws = at::empty({std::max<int64_t>(1, workspace_elems(B, N, K, D, full))}, opt);
+  c.ws = at::empty({std::max<int64_t>(1, Plan(B, N, K, D, full).workspace(B, N, K))}, opt);
   return c;
 }
 

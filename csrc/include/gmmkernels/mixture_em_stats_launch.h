@@ -13,17 +13,14 @@
 #include <cuda_runtime_api.h>
 
 #include "gmmkernels/common.h"
-#include "gmmkernels/mixture_em_stats.h"  // kEMStatsMaxDiagD, kEMStatsMaxFullD
 
 namespace gmmkernels {
-
-// Elements of T of the workspace launch_mixture_em_stats needs.
-int64_t mixture_em_stats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full);
 
 // x [B or 1, N, D] (x_bstride elements between data sets, 0 when one data set serves all B), W = prec [B, K, D]
 // (diag) or [B, K, D, D] (full, lower triangle read), wmu = W mu [B, K, D], logc [B, K] ->
 // lp [B] = sum_n log p, rl [B] = sum_nk r log r, nk [B, K], sx [B, K, D], sxx [B, K, D] or [B, K, D, D], and
-// resp [B, N, K] when it is not null. Returns the launch error (cudaSuccess when fine).
+// resp [B, N, K] when it is not null; workspace holds mixture_em_stats::Plan(B, N, K, D, full).workspace(B, N, K)
+// elements (gmmkernels/mixture_em_stats_blocks.h). Returns the launch error (cudaSuccess when fine).
 template <typename T>
 cudaError_t launch_mixture_em_stats(const T* x, int64_t x_bstride, const T* W, const T* wmu, const T* logc, T* lp, T* rl,
                                     T* nk, T* sx, T* sxx, T* resp, int64_t B, int64_t N, int64_t K, int64_t D,

@@ -219,7 +219,7 @@ typename L::Error run_suffstats(const L& launch, const T* x, const T* r, T* nk, 
         g1, SuffParams<T>{x, r, p_nk, p_sx, p_sxx, (int)N, (int)K, (int)D, x_bstride, (int)S, (int)chunk, (int)B});
     if (err == L::kOk) err = sum_partials(launch, p_nk, nk, B * K, (int)S);
     if (err == L::kOk) err = sum_partials(launch, p_sx, sx, B * K * D, (int)S);
-    if (err == L::kOk) err = sum_partials(launch, (const T*)p_sxx, sxx_diag, B * K * D, (int)S);
+    if (err == L::kOk) err = sum_partials(launch, p_sxx, sxx_diag, B * K * D, (int)S);
     if (err != L::kOk) return err;
     ws = p_sxx + S * B * K * D;
   }
@@ -230,7 +230,7 @@ typename L::Error run_suffstats(const L& launch, const T* x, const T* r, T* nk, 
     err = launch.template run<SuffFullBlock<T>>(
         Idx3{(unsigned)(B * K * Sf), t, t},
         SuffParams<T>{x, r, nullptr, nullptr, dst, (int)N, (int)K, (int)D, x_bstride, (int)Sf, (int)chunk, (int)B});
-    if (err == L::kOk && Sf > 1) err = sum_partials(launch, (const T*)ws, sxx, B * K * D * D, (int)Sf);
+    if (err == L::kOk && Sf > 1) err = sum_partials(launch, ws, sxx, B * K * D * D, (int)Sf);
   }
   return err;
 }

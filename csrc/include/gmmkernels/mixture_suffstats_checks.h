@@ -36,10 +36,10 @@ struct BlockCall {
   at::Tensor x, r, nk, sx, sxx, tmp, ws;
 };
 
-inline BlockCall prepare_block_call(const at::Tensor& x, const at::Tensor& resp, bool full) {
+inline BlockCall prepare_block_call(const at::Tensor& x, const at::Tensor& resp, bool full, c10::DeviceType expect) {
   const auto z = check_inputs(x, resp);
-  TORCH_CHECK(resp.device() == x.device(), "mixture_suffstats: x and resp must be on one device, got ", x.device(),
-              " and ", resp.device());
+  TORCH_CHECK(x.device().type() == expect && resp.device() == x.device(), "mixture_suffstats: x and resp must be on one ",
+              c10::DeviceTypeName(expect), " device, got ", x.device(), " and ", resp.device());
   const int64_t B = z.B, N = z.N, K = z.K, D = z.D;
   // int32 row indices in the kernels, and chunks rounded up to a multiple of 64 rows
   TORCH_CHECK(N < INT32_MAX - 64 && K < INT32_MAX && D < INT32_MAX, "mixture_suffstats: sizes too large for CUDA (N=", N,

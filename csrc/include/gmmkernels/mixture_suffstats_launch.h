@@ -11,17 +11,10 @@
 
 namespace gmmkernels {
 
-// The split of N used by launch_mixture_suffstats (full: the split of the x x^T kernel); a function of the shapes
-// only, so results are bitwise reproducible across runs and GPUs. Returns S >= 1 and sets *chunk (rows per chunk, a
-// multiple of 64).
-int64_t mixture_suffstats_splits(int64_t B, int64_t N, int64_t K, int64_t D, bool full, int64_t* chunk);
-
-// Elements of T of the workspace launch_mixture_suffstats needs (0 when none).
-int64_t mixture_suffstats_workspace(int64_t B, int64_t N, int64_t K, int64_t D, bool full);
-
 // x [B or 1, N, D] (x_bstride elements between batch entries, 0 when one data set serves all B), r [B, N, K] ->
 // nk [B, K], sx [B, K, D], sxx [B, K, D] (!full) or [B, K, D, D] (full). diag_tmp [B, K, D] is scratch when full
-// (else unused); workspace holds mixture_suffstats_workspace elements. Returns the launch error (cudaSuccess when fine).
+// (else unused); workspace holds mixture_suffstats::workspace(B, N, K, D, full) elements (the split of N, a function
+// of the shapes only: gmmkernels/mixture_suffstats_blocks.h). Returns the launch error (cudaSuccess when fine).
 template <typename T>
 cudaError_t launch_mixture_suffstats(const T* x, const T* r, T* nk, T* sx, T* sxx, int64_t B, int64_t N, int64_t K,
                                      int64_t D, int64_t x_bstride, bool full, T* diag_tmp, T* workspace,
