@@ -81,9 +81,10 @@ def get_extensions():
     cxx += ["-fopenmp" if "OpenMP" in torch.__config__.parallel_info() else "-DGMMKERNELS_NO_OPENMP"]
     # `omp simd` loops vectorise without the OpenMP runtime too; libm calls that cannot set errno (sqrt) vectorise
     cxx += ["-fopenmp-simd", "-fno-math-errno"]
+    macros = []
     if os.getenv("GMMKERNELS_CPU_NATIVE", "1") != "0" and not debug:
         cxx += ["-march=native"]
-    macros = []
+        macros += [("GMMKERNELS_CPU_NATIVE", "1")]
     archs = ""
     if build_cuda:
         srcs += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))

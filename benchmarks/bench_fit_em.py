@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     cores = torch.get_num_threads()
     peak = fma_peak(cores) if dev == "cpu" else None
     if peak:
-        print(f"FMA peak ({peak['method']}): {cores} cores x 64-byte vectors (16 float32 / 8 float64 lanes); "
+        print(f"FMA peak ({peak['method']}): {cores} cores x {peak['vector_bytes']}-byte vectors "
+              f"({peak['lanes']['float32']} float32 / {peak['lanes']['float64']} float64 lanes); "
               f"measured ports x GHz per core {peak['ports_x_ghz_per_core']}", flush=True)
     shapes = []
     for c in args.cases.split(","):

@@ -59,27 +59,40 @@ _PROBE = r"""
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-typedef float VF __attribute__((vector_size(64)));
-typedef double VD __attribute__((vector_size(64)));
+/* one register of the widest vector unit -march=native gives, and enough independent chains to cover the FMA latency
+   on every port (latency 4-5 cycles x 2 ports) while all of them and the two constants stay in registers */
+#if defined(__AVX512F__)
+#define VB 64
+#define NCH 12
+#elif defined(__AVX__)
+#define VB 32
+#define NCH 10
+#else
+#define VB 16
+#define NCH 10
+#endif
+typedef float VF __attribute__((vector_size(VB)));
+typedef double VD __attribute__((vector_size(VB)));
 static long ITERS = 40000000;
 /* the CPU time of the calling thread: the rate of a core while it runs this thread, also on a shared machine */
 static double now(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
 #define BODY(V, s)                                                                                  \
-  V a[12], b = (V){} + (s)0.9999, c = (V){} + (s)1e-4;                                              \
-  for (int i = 0; i < 12; ++i) a[i] = (V){} + (s)(0.001 * i);                                       \
+  V a[NCH], b = (V){} + (s)0.9999, c = (V){} + (s)1e-4;                                             \
+  for (int i = 0; i < NCH; ++i) a[i] = (V){} + (s)(0.001 * i);                                      \
   double t0 = now();                                                                                \
   for (long it = 0; it < ITERS; ++it)                                                               \
-    _Pragma("GCC unroll 12") for (int i = 0; i < 12; ++i) a[i] = a[i] * b + c;                      \
+    _Pragma("GCC unroll 16") for (int i = 0; i < NCH; ++i) a[i] = a[i] * b + c;                     \
   double dt = now() - t0;                                                                           \
   s acc = 0;                                                                                        \
-  for (int i = 0; i < 12; ++i) acc += a[i][0];                                                      \
+  for (int i = 0; i < NCH; ++i) acc += a[i][0];                                                     \
   if (acc == (s)12345) printf("-");
-static void* runf(void* out) { BODY(VF, float) *(double*)out = 12.0 * ITERS * 16 / dt; return 0; }
-static void* rund(void* out) { BODY(VD, double) *(double*)out = 12.0 * ITERS * 8 / dt; return 0; }
+static void* runf(void* out) { BODY(VF, float) *(double*)out = (double)NCH * ITERS * (VB / 4) / dt; return 0; }
+static void* rund(void* out) { BODY(VD, double) *(double*)out = (double)NCH * ITERS * (VB / 8) / dt; return 0; }
 int main(int argc, char** argv) {
   int n = atoi(argv[1]);
   pthread_t th[256];
   double r[256];
+  printf("vector_bytes %d\n", VB);
   for (int pass = 0; pass < 2; ++pass) {
     for (int i = 0; i < n; ++i) pthread_create(&th[i], 0, pass ? rund : runf, &r[i]);
     double tot = 0;
@@ -92,14 +105,17 @@ int main(int argc, char** argv) {
 
 
 def fma_peak(cores: int) -> dict:
-    """Measured lane-FMAs per second of ``cores`` threads running 12 independent 64-byte fused multiply-add chains
-    each, fully unrolled so that the chains stay in registers (rolled, gcc -O2 keeps them in memory and the probe
-    times store-to-load forwarding, 3-5x below the FMA peak: the probe of runs before 2026-12-02), compiled with the
-    system C compiler and -march=native, each thread timed by its own CPU-time clock (so time spent descheduled
-    does not count), the best of 5 runs (a clock drop while another process loads the machine still lowers a run:
-    a single run once read 4.97 against 7.15-7.47 for float64 on an AMD EPYC); and what they imply: FMA ports x
-    clock per core, one rate for both dtypes (lanes = 16 float32 / 8 float64 per 64-byte vector). Falls back to 2
-    ports at the nominal clock of /proc/cpuinfo when no compiler is found."""
+    """Measured lane-FMAs per second of ``cores`` threads running independent fused multiply-add chains on vectors of
+    the widest unit -march=native targets (64 bytes with AVX-512, 32 with AVX2, 16 otherwise: the width the CPU
+    kernels are built for, csrc/include/gmmkernels/cpu_vec.h), as many chains as cover the FMA latency on every port
+    and fit the register file (12 of 32 registers, 10 of 16), fully unrolled so that they stay in registers (a vector
+    wider than the target's registers, or a rolled loop at -O2, keeps them in memory and the probe times the stack
+    instead: 64-byte vectors read 0.2 "ports x GHz" on an AVX2 AMD EPYC, 12x below its FMA rate), compiled with the
+    system C compiler and -march=native, each thread timed by its own CPU-time clock (so time spent descheduled does
+    not count), the best of 5 runs (a clock drop while another process loads the machine still lowers a run: a single
+    run once read 4.97 against 7.15-7.47 for float64 on an AMD EPYC); and what they imply: FMA ports x clock per
+    core in vectors of that width, one rate for both dtypes. Falls back to 2 ports of 64-byte vectors at the nominal
+    clock of /proc/cpuinfo when no compiler is found."""
     out = {"cores": cores, "vector_bytes": 64, "lanes": {"float32": 16, "float64": 8}, "method": None}
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc:
@@ -110,11 +126,14 @@ def fma_peak(cores: int) -> dict:
                                capture_output=True, text=True)
             if r.returncode == 0:
                 # best of 5 runs (a run is ~0.1 s, so another process on the core or a clock drop lowers it), and
-                # one rate for both dtypes: the same 64-byte FMA ports serve them, so a lower rate for one is noise
+                # one rate for both dtypes: the same FMA ports serve them, so a lower rate for one is noise
                 best = 0.0
                 for _ in range(5):
                     res = subprocess.run([exe, str(cores)], capture_output=True, text=True, timeout=120).stdout.split()
-                    for i in range(0, len(res), 2):
+                    vb = int(res[1])
+                    out["vector_bytes"] = vb
+                    out["lanes"] = {"float32": vb // 4, "float64": vb // 8}
+                    for i in range(2, len(res), 2):
                         best = max(best, float(res[i + 1]) / cores / out["lanes"][res[i]] / 1e9)
                 out["ports_x_ghz_per_core"] = {k: best for k in out["lanes"]}
                 out["lane_fma_per_s"] = {k: best * 1e9 * cores * lanes for k, lanes in out["lanes"].items()}

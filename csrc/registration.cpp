@@ -8,6 +8,8 @@
 #include <cuda_runtime_api.h>  // CUDART_VERSION
 #endif
 
+#include "gmmkernels/cpu_vec.h"  // kVecBytes: the vector width of the CPU kernels
+
 #ifndef GMMKERNELS_CUDA_ARCHS
 #define GMMKERNELS_CUDA_ARCHS ""
 #endif
@@ -37,6 +39,12 @@ pybind11::dict build_info() {
   d["cpu_simd"] = "neon";
 #else
   d["cpu_simd"] = "baseline";
+#endif
+  d["cpu_vector_bytes"] = gmmkernels::cpu::kVecBytes;
+#ifdef GMMKERNELS_CPU_NATIVE
+  d["cpu_native"] = true;
+#else
+  d["cpu_native"] = false;
 #endif
   d["torch_version_built"] = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
                              std::to_string(TORCH_VERSION_PATCH);

@@ -68,7 +68,9 @@ def render(info: dict) -> str:
     if info["native_extension"]:
         b = info["build"]
         cuda = f"CUDA {b['cuda_version']} archs {b['cuda_archs'] or 'default'}" if b.get("with_cuda") else "no CUDA"
-        lines.append(f"native     built ({cuda}; openmp={b.get('openmp')}; cpu simd={b.get('cpu_simd')}; torch {b.get('torch_version_built')})")
+        simd = f"{b.get('cpu_simd')} ({b.get('cpu_vector_bytes')}-byte vectors)"
+        lines.append(f"native     built ({cuda}; openmp={b.get('openmp')}; cpu simd={simd}; "
+                     f"torch {b.get('torch_version_built')})")
     else:
         lines.append(f"native     NOT built: {info['native_extension_error']}")
     if info.get("build_problem"):

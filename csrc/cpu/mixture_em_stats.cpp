@@ -1,11 +1,11 @@
 // mixture_em_stats on CPU: one EM / VB iteration's E-step and sufficient statistics in one pass over the data
 // (maths in csrc/include/gmmkernels/mixture_em_stats.h).
 //
-// Layout of the work: the components lie in the lanes of the vectors (K padded to a multiple of L = 64 / sizeof(T)
-// with components of weight 0), the points are read row by row from x as it is stored and broadcast. Each tile of
+// Layout of the work: the components lie in the lanes of the vectors (K padded to a multiple of
+// L = kVecBytes / sizeof(T) with components of weight 0), the points are read row by row from x as it is stored and broadcast. Each tile of
 // TR rows goes through
 //   1. logits   l[n][k] for RN rows x KVB component vectors at a time (2 fused multiply-adds per (n, k, d) diag);
-//   2. softmax  per row, 4 rows interleaved: max, exp, sum (horizontal reductions), r = e / s, written over the
+//   2. softmax  per row, kSoftRows rows interleaved: max, exp, sum (horizontal reductions), r = e / s, written over the
 //               logits in the tile scratch (and copied to the output when the responsibilities are asked for);
 //   3. features F[p][n] = [x_n, x_n^2] (diag) or [x_n, vech(x_n x_n^T)] (full), stored by feature and computed
 //               as vectors over the rows of the tile;
@@ -158,23 +158,26 @@ inline void logits_rows(const T* x, int64_t D, const typename VecOf<T>::V* W, co
 template <typename T, bool FULL>
 void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* W, const typename VecOf<T>::V* Wmu,
                  const typename VecOf<T>::V* lc, int64_t KV, typename VecOf<T>::V* Lr) {
-  constexpr int kRN = FULL ? 6 : 8;  // rows per block of a pair of component vectors (registers: 2 kRN sums, full: 4 kRN)
-  // (a 64-row tile: 10 blocks of 6 + one of 4 rows, full; 8 blocks of 8, diag)
+  // rows per block of a pair of component vectors (registers: 2 kRN sums, full: 4 kRN), then blocks of kRN2 rows, and
+  // blocks of kRN1 rows for a last single component vector; 32 vector registers: a 64-row tile is 10 blocks of 6 + one
+  // of 4 rows (full) or 8 blocks of 8 (diag); 16 registers: half the rows per block
+  constexpr int kRN = kWideRegs ? (FULL ? 6 : 8) : (FULL ? 3 : 4);
+  constexpr int kRN2 = kWideRegs ? 4 : 2, kRN1 = kWideRegs ? 8 : 4;
   int64_t kv = 0;
   for (; kv + 2 <= KV; kv += 2) {
     int64_t n = 0;
     for (; n + kRN <= nr; n += kRN) logits_rows<T, FULL, kRN, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
-    for (; n + 4 <= nr; n += 4) logits_rows<T, FULL, 4, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n + kRN2 <= nr; n += kRN2) logits_rows<T, FULL, kRN2, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
     for (; n < nr; ++n) logits_rows<T, FULL, 1, 2>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
   }
   for (; kv < KV; ++kv) {
     int64_t n = 0;
-    for (; n + 8 <= nr; n += 8) logits_rows<T, FULL, 8, 1>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
+    for (; n + kRN1 <= nr; n += kRN1) logits_rows<T, FULL, kRN1, 1>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
     for (; n < nr; ++n) logits_rows<T, FULL, 1, 1>(x + n * D, D, W, Wmu, lc, KV, kv, Lr + n * KV);
   }
 }
 
-constexpr int kSoftRows = 4;  // rows whose softmax runs interleaved (independent latency chains)
+constexpr int kSoftRows = kWideRegs ? 4 : 2;  // rows whose softmax runs interleaved (independent latency chains)
 
 // One vector of a softmax: l (a logit) becomes e = exp(l - m), added to the sum s, and e (l - m) to the entropy sum t
 // (r_log_r(e, l - m) in two operations: e = 0 where l - m = -inf, and NaN stays NaN). lowest: the dtype's lowest value
@@ -281,12 +284,13 @@ constexpr int64_t kRowsPathBytes = 256 * 1024;  // K x P of the statistics in do
 
 template <typename T>
 bool rows_path(const Shape<T>& s) {
-  const int64_t max_kv = sizeof(T) == 4 ? 2 : 1;
-  return s.KV <= max_kv && s.KV * Shape<T>::L * s.P * static_cast<int64_t>(sizeof(double)) <= kRowsPathBytes;
+  const int64_t max_k = sizeof(T) == 4 ? 32 : 8;  // padded components
+  const int64_t Kp = s.KV * Shape<T>::L;
+  return Kp <= max_k && Kp * s.P * static_cast<int64_t>(sizeof(double)) <= kRowsPathBytes;
 }
 
 constexpr int kFlushTiles = 16;  // tiles summed in T before the chunk sums in double
-constexpr int kSoftVecs = 4;     // row vectors whose softmax runs interleaved (softmax_down)
+constexpr int kSoftVecs = kWideRegs ? 4 : 2;  // row vectors whose softmax runs interleaved (softmax_down)
 
 // Lr [TR][KV] (rows nr and beyond: any finite value) -> Lg [Kp][NV], an L x L transpose per (row vector, component
 // vector).
@@ -360,7 +364,8 @@ template <typename T, bool FULL>
 void tile_logits_down(const T* Xt, int64_t D, const T* Ws, const T* Wmus, const T* lcs, int64_t Kp, int64_t K,
                       typename VecOf<T>::V* Lg) {
   constexpr int64_t L = Shape<T>::L, NV = kTileRows / L;
-  constexpr int RV = 4, KB = FULL ? 2 : 4;  // registers: RV KB sums (full: and RV KB partial y), RV x vectors
+  // registers: RV KB sums (full: and RV KB partial y), RV x vectors; half the components with 16 registers
+  constexpr int RV = 4, KB = kWideRegs ? (FULL ? 2 : 4) : (FULL ? 1 : 2);
   static_assert(NV % RV == 0, "whole blocks of row vectors");
   for (int64_t v = 0; v < NV; v += RV) {
     int64_t k = 0;
@@ -542,7 +547,8 @@ inline void stats_rows_block(const T* __restrict Fr, int64_t RS, const T* __rest
 template <typename T, int PVB>
 inline void stats_rows_k(const T* Fr, int64_t RS, const T* r, int64_t nr, int64_t PV, int64_t pv0, int64_t K,
                          typename VecOf<T>::V* S) {
-  constexpr int KB = PVB == 1 ? 12 : PVB == 2 ? 8 : 4;
+  // registers: PVB KB sums and PVB feature vectors (16 registers: blocks of at most 2 feature vectors, tile_stats_rows)
+  constexpr int KB = kWideRegs ? (PVB == 1 ? 12 : PVB == 2 ? 8 : 4) : (PVB == 1 ? 6 : 4);
   int64_t k = 0;
   for (; k + KB <= K; k += KB) stats_rows_block<T, PVB, KB>(Fr, RS, r, nr, PV, pv0, k, S);
   for (; k + 4 <= K; k += 4) stats_rows_block<T, PVB, 4>(Fr, RS, r, nr, PV, pv0, k, S);
@@ -554,7 +560,8 @@ void tile_stats_rows(const T* Fr, int64_t RS, const typename VecOf<T>::V* Lg, in
                      typename VecOf<T>::V* S) {
   const T* r = reinterpret_cast<const T*>(Lg);
   int64_t pv = 0;
-  for (; pv + 4 <= PV; pv += 4) stats_rows_k<T, 4>(Fr, RS, r, nr, PV, pv, K, S);
+  if constexpr (kWideRegs)
+    for (; pv + 4 <= PV; pv += 4) stats_rows_k<T, 4>(Fr, RS, r, nr, PV, pv, K, S);
   for (; pv + 2 <= PV; pv += 2) stats_rows_k<T, 2>(Fr, RS, r, nr, PV, pv, K, S);
   for (; pv < PV; ++pv) stats_rows_k<T, 1>(Fr, RS, r, nr, PV, pv, K, S);
 }
@@ -580,7 +587,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
     const bool down = K % L != 0;
     std::vector<V> Lr(down ? 0 : TS * KV), Xtv(down ? D * NV : 0, V{}), Lg(Kp * NV), ST(Kp * PV), NK(Kp);
     T* const Xt = reinterpret_cast<T*>(Xtv.data());
-    std::vector<V> Frv(TS * RS / L, V{});  // vectors: 64-byte aligned rows (RS is a multiple of L)
+    std::vector<V> Frv(TS * RS / L, V{});  // vectors: vector-aligned rows (RS is a multiple of L)
     std::vector<T> tmp(PV * L + L, T(0));
     T* const Fr = reinterpret_cast<T*>(Frv.data());
     std::vector<Wd> SD(Kp * PV), NKD(Kp);

@@ -1,13 +1,14 @@
 // CPU kernels of gmmkernels::mixture_stats and gmmkernels::mixture_stats_backward.
 //
-// Layout of the work: rows (points) are processed in blocks of R (16 floats / 8 doubles, one cache line) held
-// transposed in scratch ([D][R]), so every inner loop runs over the R rows of a block with the component's
-// parameters broadcast: no horizontal reductions, and gcc vectorises the loops. Components are visited one at a
-// time per block (each component's parameters are reused across the R rows).
+// Layout of the work: rows (points) are processed in blocks of R (the lanes of one vector, cpu_vec.h: 16 floats /
+// 8 doubles with AVX-512) held transposed in scratch ([D][R]), so every inner loop runs over the R rows of a block
+// with the component's parameters broadcast: no horizontal reductions, and gcc vectorises the loops. Components are
+// visited one at a time per block (each component's parameters are reused across the R rows).
 //   forward:  pass 1 computes the K logits of the block, a stable max-shifted log-sum-exp gives logp and r;
 //             pass 2 recomputes y_k = W_k (x - mu_k) by direct difference and accumulates score = sum_k r_k s_k.
-//   backward: pass 1 recomputes r = exp(logit - logp) / sum_j exp(logit_j - logp) (the saved logp is the shift;
-//             the normalisation cancels its rounding) and the per-row sums G.S and sum_j r_j H_j;
+//   backward: pass 1 recomputes the logits, then r = exp(logit - m) / sum_j exp(logit_j - m) with m the row's
+//             largest logit (as the forward; not the saved logp, see backward_impl) and the row sums G.S and
+//             sum_j r_j H_j;
 //             pass 2 forms a_k and gy_k, accumulates grad_x per row and the parameter gradients in per-chunk
 //             partial buffers; a final fixed-order sum over chunks makes the result independent of the threads.
 #include <ATen/Parallel.h>
@@ -239,7 +240,7 @@ struct Grads {
   const T* g;     // [B,N]
   const T* G;     // [B,N,D] or null
   const T* H;     // [B,N,K] or null
-  const T* logp;  // [B,N]
+  const T* logp;  // [B,N] (checked; the CPU backward recomputes the shift, the CUDA one uses it)
   T* gx;          // [B,N,D]
 };
 
@@ -284,9 +285,8 @@ void backward_impl(const Problem<T>& P, const Grads<T>& Gr, T* gmeans, T* gprec,
           load_rows_t<T, V>(P.x + b * N * D, D, n0, nr, xt.data());
           if (hasG) load_rows_t<T, V>(Gr.G + b * N * D, D, n0, nr, Gt.data());
           // padded lanes: g = 0, logp = 0, and r forced to 0 below, so they contribute nothing
-          V lpr = V{}, gr = V{}, live = V{};
+          V gr = V{}, live = V{};
           for (int64_t r = 0; r < nr; ++r) {
-            lpr[r] = Gr.logp[b * N + n0 + r];
             gr[r] = Gr.g[b * N + n0 + r];
             live[r] = T(1);
           }
@@ -296,10 +296,12 @@ void backward_impl(const Problem<T>& P, const Grads<T>& Gr, T* gmeans, T* gprec,
               for (int64_t r = 0; r < nr; ++r) h[r] = Gr.H[(b * N + n0 + r) * K + k];
               Hk[k] = h;
             }
-          // pass 1: r_k, G.s_k, and the row sums G.S and sum_j r_j H_j. r_k = exp(logit_k - logp) / Z with
-          // Z = sum_j exp(logit_j - logp): the saved logp is only the shift, and dividing by Z (~1) cancels its
-          // rounding error (u |logp|), which would otherwise enter every r_k.
-          V gsum = V{}, hsum = V{}, zsum = V{};
+          // pass 1: the logits and G.s_k; then r_k = exp(logit_k - m) / Z with m the row's largest logit (as the
+          // forward's softmax), and the row sums G.S and sum_j r_j H_j. With the maximum as the shift, a component
+          // that holds the whole row gets exp(0) = 1 exactly and Z = 1, so G.s_k - G.S and H_k - sum_j r_j H_j are
+          // exactly 0 for it: shifted by the saved logp instead, r_k came out of p / Z within an ulp of 1 and left
+          // an ulp of G.s_k (up to |W|^2 |x - mu| |G|) in a_k, which the far rows of a component multiply by |y|.
+          V mx = splat<V>(neg_inf<T>());
           for (int64_t k = 0; k < K; ++k) {
             const T* mu = mub + k * D;
             const T* W = Wb + k * PD;
@@ -318,14 +320,17 @@ void backward_impl(const Problem<T>& P, const Grads<T>& Gr, T* gmeans, T* gprec,
                 for (int64_t i = 0; i < D; ++i) gs -= wg[i] * ybuf[i];
               }
             }
-            const V lg = logit_of(splat<V>(cb[k]), sq);
-            const V p = live != V{} ? vexp(lg - lpr) : V{};
+            Pk[k] = logit_of(splat<V>(cb[k]), sq);
+            mx = Pk[k] > mx ? Pk[k] : mx;
+            if (hasG) GS[k] = gs;
+          }
+          mx = mx == splat<V>(neg_inf<T>()) ? V{} : mx;  // every logit -inf: Z = 0 and r = NaN, as in the forward
+          V gsum = V{}, hsum = V{}, zsum = V{};
+          for (int64_t k = 0; k < K; ++k) {
+            const V p = live != V{} ? vexp(Pk[k] - mx) : V{};
             Pk[k] = p;
             zsum += p;
-            if (hasG) {
-              GS[k] = gs;
-              gsum += p * gs;
-            }
+            if (hasG) gsum += p * GS[k];
             if (hasH) hsum += p * Hk[k];
           }
           const V zinv = live != V{} ? T(1) / zsum : V{};

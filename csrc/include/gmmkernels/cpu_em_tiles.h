@@ -29,7 +29,7 @@ using mixture_em_stats::tri;
 
 constexpr int64_t kTileRows = 64;   // rows per tile (TR)
 constexpr int64_t kMaxChunks = 64;  // chunks per data set, at most
-constexpr int kPB = 8;              // feature columns per register block of the statistics product
+constexpr int kPB = kWideRegs ? 8 : 4;  // feature columns per register block of the statistics product (2 kPB sums)
 
 template <typename T>
 struct Shape {
@@ -217,7 +217,7 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
   const int64_t psize = s.partial_size();
   parallel_tasks(s.B * s.nch, [&](auto next_task) {
     std::vector<V> Lr(kTileRows * KV), nkv(KV);
-    std::vector<V> Fv(Pp * kTileRows / L, V{});  // vectors: 64-byte aligned feature rows
+    std::vector<V> Fv(Pp * kTileRows / L, V{});  // vectors: vector-aligned feature rows
     T* const F = reinterpret_cast<T*>(Fv.data());
     std::vector<Wd> S(Pp * KV), nks(KV);
     for (int64_t task; (task = next_task()) >= 0;) {

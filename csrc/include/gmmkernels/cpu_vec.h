@@ -1,5 +1,9 @@
-// Portable SIMD helpers of the CPU kernels (GCC / Clang vector extensions; no torch header). One 64-byte vector
-// holds L = 64 / sizeof(T) lanes: one AVX-512 register, two AVX2 or four SSE / NEON registers elsewhere.
+// Portable SIMD helpers of the CPU kernels (GCC / Clang vector extensions; no torch header). A vector is one register
+// of the widest vector unit the build targets: kVecBytes = 64 with AVX-512 (L = 16 float / 8 double lanes), 32 with
+// AVX / AVX2 (8 / 4), 16 elsewhere (SSE2, NEON: 4 / 2); kVecRegs is the size of its register file, which sets the
+// register blocks of the kernels. A vector type wider than the target's registers is not split into registers by gcc
+// but kept on the stack and moved through it in 16-byte pieces (measured: 64-byte vectors on an AVX2 machine ran the
+// EM pass 5x slower than 32-byte ones), so the width follows the target.
 #pragma once
 
 #include <cstddef>
@@ -12,25 +16,41 @@
 #include <immintrin.h>
 #endif
 
-// 64-byte vector types are passed between inlined helpers only; without AVX-512 gcc warns about their ABI.
+// Vector types are passed between inlined helpers only; gcc warns about the ABI of those wider than 16 bytes.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace gmmkernels {
 namespace cpu {
 
+#if defined(__AVX512F__)
+constexpr int kVecBytes = 64;
+constexpr int kVecRegs = 32;
+#elif defined(__AVX__)
+constexpr int kVecBytes = 32;
+constexpr int kVecRegs = 16;
+#elif defined(__aarch64__)
+constexpr int kVecBytes = 16;
+constexpr int kVecRegs = 32;
+#else
+constexpr int kVecBytes = 16;
+constexpr int kVecRegs = 16;
+#endif
+// true where the register file holds 32 vectors (AVX-512, NEON): the register blocks sized for it; false: halved
+constexpr bool kWideRegs = kVecRegs >= 32;
+
 template <typename T>
 struct VecOf;
 template <>
 struct VecOf<float> {
-  typedef float V __attribute__((vector_size(64)));
-  typedef uint32_t U __attribute__((vector_size(64)));
-  typedef double W __attribute__((vector_size(128)));  // the same 16 lanes widened to double
+  typedef float V __attribute__((vector_size(kVecBytes)));
+  typedef uint32_t U __attribute__((vector_size(kVecBytes)));
+  typedef double W __attribute__((vector_size(2 * kVecBytes)));  // the same L lanes widened to double
 };
 template <>
 struct VecOf<double> {
-  typedef double V __attribute__((vector_size(64)));
-  typedef uint64_t U __attribute__((vector_size(64)));
-  typedef double W __attribute__((vector_size(64)));
+  typedef double V __attribute__((vector_size(kVecBytes)));
+  typedef uint64_t U __attribute__((vector_size(kVecBytes)));
+  typedef double W __attribute__((vector_size(kVecBytes)));
 };
 
 // Every lane = s, written as a full initializer list: the compiler emits one broadcast (from memory, or folded into
@@ -219,38 +239,41 @@ inline VecOf<float>::V vmax(VecOf<float>::V a, VecOf<float>::V b) { return max_p
 inline VecOf<double>::V vmax(VecOf<double>::V a, VecOf<double>::V b) { return max_pd(b, a); }
 #endif
 
-// Horizontal sum and maximum (NaN lanes ignored, see vmax) of the lanes, folding halves (log2 L permute + op
-// steps); the butterfly leaves the result in every lane, for use as a vector (lane 0 for the scalar). The result is
-// the same whatever the compiler's vector width, and it is taken in a fixed order.
-inline VecOf<float>::V hsum_all(VecOf<float>::V v) {
+// Horizontal sum and maximum (NaN lanes ignored, see vmax) of the lanes: a butterfly over log2 L steps, lane j
+// combined with lane j ^ B for B = L/2, L/4, .., 1 (one permute and one operation each), which leaves the result in
+// every lane, for use as a vector (lane 0 for the scalar). The order is fixed for a given L; builds of different vector
+// widths sum in different orders (results equal to rounding).
+template <typename U, std::size_t B, std::size_t... E>
+constexpr U xor_mask(std::index_sequence<E...>) {
+  return U{static_cast<std::remove_reference_t<decltype(std::declval<U>()[0])>>(E ^ B)...};
+}
+template <typename V, typename U, std::size_t B, typename Op>
+inline V butterfly(V v, Op op) {
+  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
+  constexpr U m = xor_mask<U, B>(std::make_index_sequence<L>{});
+  v = op(v, __builtin_shuffle(v, m));
+  if constexpr (B > 1) v = butterfly<V, U, B / 2>(v, op);
+  return v;
+}
+template <typename V>
+struct LaneMask;
+template <>
+struct LaneMask<VecOf<float>::V> {
   typedef VecOf<float>::U U;
-  v += __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
-  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11});
-  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13});
-  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14});
-  return v;
-}
-inline VecOf<double>::V hsum_all(VecOf<double>::V v) {
+};
+template <>
+struct LaneMask<VecOf<double>::V> {
   typedef VecOf<double>::U U;
-  v += __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3});
-  v += __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5});
-  v += __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6});
-  return v;
+};
+template <typename V>
+inline V hsum_all(V v) {
+  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
+  return butterfly<V, typename LaneMask<V>::U, L / 2>(v, [](V a, V b) { return a + b; });
 }
-inline VecOf<float>::V hmax_all(VecOf<float>::V v) {
-  typedef VecOf<float>::U U;
-  v = vmax(v, __builtin_shuffle(v, U{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
-  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
-  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
-  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
-  return v;
-}
-inline VecOf<double>::V hmax_all(VecOf<double>::V v) {
-  typedef VecOf<double>::U U;
-  v = vmax(v, __builtin_shuffle(v, U{4, 5, 6, 7, 0, 1, 2, 3}));
-  v = vmax(v, __builtin_shuffle(v, U{2, 3, 0, 1, 6, 7, 4, 5}));
-  v = vmax(v, __builtin_shuffle(v, U{1, 0, 3, 2, 5, 4, 7, 6}));
-  return v;
+template <typename V>
+inline V hmax_all(V v) {
+  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
+  return butterfly<V, typename LaneMask<V>::U, L / 2>(v, [](V a, V b) { return vmax(a, b); });
 }
 
 // In-place transpose of an L x L block held as L vectors (a[i][j] -> a[j][i]): log2 L stages that swap the
