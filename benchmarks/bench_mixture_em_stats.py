@@ -127,14 +127,13 @@ def fma_peak(cores: int) -> dict:
             if r.returncode == 0:
                 # best of 5 runs (a run is ~0.1 s, so another process on the core or a clock drop lowers it), and
                 # one rate for both dtypes: the same FMA ports serve them, so a lower rate for one is noise
-                best = 0.0
-                for _ in range(5):
-                    res = subprocess.run([exe, str(cores)], capture_output=True, text=True, timeout=120).stdout.split()
-                    vb = int(res[1])
-                    out["vector_bytes"] = vb
-                    out["lanes"] = {"float32": vb // 4, "float64": vb // 8}
-                    for i in range(2, len(res), 2):
-                        best = max(best, float(res[i + 1]) / cores / out["lanes"][res[i]] / 1e9)
+                runs = [subprocess.run([exe, str(cores)], capture_output=True, text=True, timeout=120).stdout.split()
+                        for _ in range(5)]
+                vb = int(runs[0][1])  # "vector_bytes N", then "dtype rate" pairs
+                out["vector_bytes"] = vb
+                out["lanes"] = {"float32": vb // 4, "float64": vb // 8}
+                best = max(float(res[i + 1]) / cores / out["lanes"][res[i]] / 1e9
+                           for res in runs for i in range(2, len(res), 2))
                 out["ports_x_ghz_per_core"] = {k: best for k in out["lanes"]}
                 out["lane_fma_per_s"] = {k: best * 1e9 * cores * lanes for k, lanes in out["lanes"].items()}
                 out["method"] = "measured (FMA-chain probe, best of 5 runs, one rate for both dtypes)"

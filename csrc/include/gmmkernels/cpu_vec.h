@@ -53,17 +53,25 @@ struct VecOf<double> {
   typedef double W __attribute__((vector_size(kVecBytes)));
 };
 
+// The lane type of a vector type V, its number of lanes, and the unsigned integer vector of the same shape (the
+// type of a shuffle mask; V a float or double vector).
+template <typename V>
+using LaneOf = std::remove_reference_t<decltype(std::declval<V>()[0])>;
+template <typename V>
+constexpr std::size_t kLanes = sizeof(V) / sizeof(LaneOf<V>);
+template <typename V>
+using MaskOf = typename VecOf<LaneOf<V>>::U;
+
 // Every lane = s, written as a full initializer list: the compiler emits one broadcast (from memory, or folded into
 // the arithmetic, when s is loaded). The shorter V{} + s costs a scalar addition first (0 + s is not s when s = -0),
 // and lane-by-lane inserts or a shuffle of lane 0 compile to a masked load plus a register broadcast.
 template <typename V, typename S, std::size_t... I>
 inline V splat_lanes(S s, std::index_sequence<I...>) {
-  typedef std::remove_reference_t<decltype(std::declval<V>()[0])> E;
-  return V{((void)I, static_cast<E>(s))...};
+  return V{((void)I, static_cast<LaneOf<V>>(s))...};
 }
 template <typename V, typename S>
 inline V splat(S s) {
-  return splat_lanes<V>(s, std::make_index_sequence<sizeof(V) / sizeof(std::declval<V>()[0])>{});
+  return splat_lanes<V>(s, std::make_index_sequence<kLanes<V>>{});
 }
 
 #if defined(__AVX512F__)
@@ -245,35 +253,22 @@ inline VecOf<double>::V vmax(VecOf<double>::V a, VecOf<double>::V b) { return ma
 // widths sum in different orders (results equal to rounding).
 template <typename U, std::size_t B, std::size_t... E>
 constexpr U xor_mask(std::index_sequence<E...>) {
-  return U{static_cast<std::remove_reference_t<decltype(std::declval<U>()[0])>>(E ^ B)...};
+  return U{static_cast<LaneOf<U>>(E ^ B)...};
 }
-template <typename V, typename U, std::size_t B, typename Op>
+template <typename V, std::size_t B, typename Op>
 inline V butterfly(V v, Op op) {
-  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
-  constexpr U m = xor_mask<U, B>(std::make_index_sequence<L>{});
+  constexpr MaskOf<V> m = xor_mask<MaskOf<V>, B>(std::make_index_sequence<kLanes<V>>{});
   v = op(v, __builtin_shuffle(v, m));
-  if constexpr (B > 1) v = butterfly<V, U, B / 2>(v, op);
+  if constexpr (B > 1) v = butterfly<V, B / 2>(v, op);
   return v;
 }
 template <typename V>
-struct LaneMask;
-template <>
-struct LaneMask<VecOf<float>::V> {
-  typedef VecOf<float>::U U;
-};
-template <>
-struct LaneMask<VecOf<double>::V> {
-  typedef VecOf<double>::U U;
-};
-template <typename V>
 inline V hsum_all(V v) {
-  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
-  return butterfly<V, typename LaneMask<V>::U, L / 2>(v, [](V a, V b) { return a + b; });
+  return butterfly<V, kLanes<V> / 2>(v, [](V a, V b) { return a + b; });
 }
 template <typename V>
 inline V hmax_all(V v) {
-  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
-  return butterfly<V, typename LaneMask<V>::U, L / 2>(v, [](V a, V b) { return vmax(a, b); });
+  return butterfly<V, kLanes<V> / 2>(v, [](V a, V b) { return vmax(a, b); });
 }
 
 // In-place transpose of an L x L block held as L vectors (a[i][j] -> a[j][i]): log2 L stages that swap the
@@ -283,12 +278,11 @@ template <typename U, std::size_t B, bool HI, std::size_t... E>
 constexpr U transpose_mask(std::index_sequence<E...>) {
   constexpr std::size_t L = sizeof...(E);
   // lane e of row i (HI: of row i + B): from row i (index < L) or row i + B (index >= L)
-  return U{static_cast<std::remove_reference_t<decltype(std::declval<U>()[0])>>(
-      HI ? ((E & B) ? L + E : E + B) : ((E & B) ? L + E - B : E))...};
+  return U{static_cast<LaneOf<U>>(HI ? ((E & B) ? L + E : E + B) : ((E & B) ? L + E - B : E))...};
 }
 template <typename V, typename U, std::size_t B>
 inline void transpose_stage(V* a) {
-  constexpr std::size_t L = sizeof(V) / sizeof(std::declval<V>()[0]);
+  constexpr std::size_t L = kLanes<V>;
   constexpr U lo = transpose_mask<U, B, false>(std::make_index_sequence<L>{});
   constexpr U hi = transpose_mask<U, B, true>(std::make_index_sequence<L>{});
   for (std::size_t i = 0; i < L; ++i)
