@@ -2,13 +2,15 @@
 is smaller than the drift of the machine.
 
     python benchmarks/ab_checkouts.py DIR_A DIR_B [--cases diag:float64:100000,full:float32:50000] [--rounds 40]
-        [--threads 1] [--clock process|wall] [--mixture start|true] [--out benchmarks/results] [--no-write]
+        [--threads 1] [--clock process|wall] [--mixture start|true] [--passes 1] [--out benchmarks/results] [--no-write]
 
 Each checkout must be built in place (``python setup.py build_ext --inplace``). One worker process per checkout
 imports that checkout's ``gmmkernels`` (PYTHONPATH = the checkout), builds the same data from the same seed and waits;
 then each round asks both workers, one after the other (the order alternating between rounds), for one timed pass
 of a case (by default CPU time of the process, so time spent descheduled does not count; ``--clock wall`` for several
-threads, where time a thread waits for another is part of what is measured). A slow phase of a shared machine
+threads, where time a thread waits for another is part of what is measured). With ``--passes P`` a worker runs one
+untimed pass and then P timed ones, and reports their median: a single pass right after the other worker's starts
+with the caches that worker filled, while the passes of a fit follow one another. A slow phase of a shared machine
 therefore hits both arms of a round. A case is ``cov:dtype:N`` with K = 32, D = 16 (diag, spherical) or K = 16, D = 8
 (full), the shapes of bench_fit_em.py's headline cases, unit scales and zero logits; its means are K points of the
 data (``--mixture start``, the state a fit starts from) or the centres the data were drawn around (``--mixture
@@ -81,10 +83,17 @@ def worker(cases: list, threads: int, clock: str = "process", mixture: str = "st
     print("ready", Path(gmmkernels.__file__).resolve().parent.parent, flush=True)
     now = time.process_time if clock == "process" else time.perf_counter
     for line in sys.stdin:
-        fn, N = fns[line.strip()]
-        t0 = now()
-        fn()
-        print(f"{(now() - t0) / N * 1e9:.4f}", flush=True)
+        case, passes = line.split()
+        fn, N = fns[case]
+        passes = int(passes)
+        if passes > 1:
+            fn()  # untimed: brings this worker's data and code back into the caches after the other worker ran
+        ts = []
+        for _ in range(passes):
+            t0 = now()
+            fn()
+            ts.append((now() - t0) / N * 1e9)
+        print(f"{statistics.median(ts):.4f}", flush=True)
     return 0
 
 
@@ -108,6 +117,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mixture", default="start", choices=["start", "true"],
                     help="start: means at K data points; true: the means the data were drawn around (a converged "
                          "fit's state)")
+    ap.add_argument("--passes", type=int, default=1,
+                    help="passes per worker per round: 1 times one pass right after the other worker's (cold caches); "
+                         "P > 1 runs one untimed pass, then P timed ones, and takes their median (the warm state of "
+                         "the passes of a fit)")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -119,8 +132,8 @@ def main(argv=None) -> int:
         return worker(cases, args.threads, args.clock, args.mixture)
     if args.a is None or args.b is None:
         ap.error("two checkouts are needed: DIR_A DIR_B")
-    if args.rounds < 2 or args.threads < 1:
-        ap.error("--rounds must be >= 2 and --threads >= 1")
+    if args.rounds < 2 or args.threads < 1 or args.passes < 1:
+        ap.error("--rounds must be >= 2, --threads and --passes >= 1")
     dirs = [Path(args.a).resolve(), Path(args.b).resolve()]
     for d in dirs:
         if not (d / "gmmkernels" / "__init__.py").is_file():
@@ -140,7 +153,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"ab_checkouts: the worker in {d} imported the gmmkernels of {hello[1]}")
 
         def ask(i, case):
-            procs[i].stdin.write(case + "\n")
+            procs[i].stdin.write(f"{case} {args.passes}\n")
             procs[i].stdin.flush()
             return float(procs[i].stdout.readline())
 
@@ -156,7 +169,8 @@ def main(argv=None) -> int:
             K, D = SHAPES[cov]
             rows.append({"op": OP, "case": case, "provider": "B/A", "mode": "ab", "dtype": dts, "device": "cpu",
                          "params": {"N": N, "K": K, "D": D, "cov": cov, "rounds": args.rounds,
-                                    "threads": args.threads, "clock": args.clock, "mixture": args.mixture},
+                                    "threads": args.threads, "clock": args.clock, "mixture": args.mixture,
+                                    "passes": args.passes},
                          "error": None, "ns_per_row": {"A": t[0], "B": t[1]},
                          "ratio_b_over_a": {"median": statistics.median(ratio), "q1": q1, "q3": q3,
                                             "min": min(ratio), "max": max(ratio)}})

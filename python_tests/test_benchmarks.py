@@ -201,6 +201,13 @@ def test_ab_checkouts_pairs_two_workers(tmp_path):
     (f,) = (tmp_path / "true").glob("mixture_em_stats_ab__cpu-1t__*.json")
     rows = json.loads(f.read_text())["results"]
     assert len(rows) == 2 and all(r["params"]["mixture"] == "true" and min(r["ns_per_row"]["A"]) > 0 for r in rows)
+    # several warm passes per round: their median, the count recorded; 0 passes is refused
+    assert ab.main(argv[:-1] + [str(tmp_path / "warm"), "--passes", "3"]) == 0
+    (f,) = (tmp_path / "warm").glob("mixture_em_stats_ab__cpu-1t__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert len(rows) == 2 and all(r["params"]["passes"] == 3 and len(r["ns_per_row"]["A"]) == 3 for r in rows)
+    with pytest.raises(SystemExit):
+        ab.main(argv[:-1] + [str(tmp_path / "none"), "--passes", "0"])
     with pytest.raises(SystemExit, match="cov:dtype:N"):
         ab.main([str(repo), str(repo), "--cases", "diag:float64"])
     with pytest.raises(SystemExit, match="bad case"):
