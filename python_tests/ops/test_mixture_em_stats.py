@@ -101,6 +101,31 @@ def test_kernel_zero_weight_components_and_far_means(device, full):
     torch.testing.assert_close(got[2].double().cpu(), want[2], rtol=0, atol=0.05)
 
 
+# both CPU paths in both dtypes: rows in the lanes (K <= 8 float64, K <= 32 float32) and components in the lanes
+@pytest.mark.parametrize("dtype,K", [(torch.float64, 5), (torch.float64, 40), (torch.float32, 20),
+                                     (torch.float32, 40)], ids=["f64-rows", "f64-tile", "f32-rows", "f32-tile"])
+@pytest.mark.parametrize("full", [False, True], ids=["diag", "full"])
+def test_cpu_kernel_zero_weights_and_nan(dtype, K, full):
+    """The native CPU kernel as the block programs below: a weight-0 component gets r = 0 and zero statistics, a NaN in
+    one row makes that data set's sum of log p NaN and that row's r NaN while the other rows keep theirs, and a mixture
+    whose weights are all 0 gives log p = -inf (the reference: r NaN, sum r log r NaN)."""
+    _native("cpu")
+    x, means, prec, logc = _kernel_inputs(3, 150, K, 5, full, seed=3)
+    logc[:, 3] = -math.inf
+    logc[2] = -math.inf
+    x[1, 7, 2] = math.nan
+    want = ref.mixture_em_stats_kernel_ref(x, means, prec, logc, full)
+    got = torch.ops.gmmkernels.mixture_em_stats(*(t.to(dtype) for t in (x, means, prec, logc)), full, True)
+    others = torch.arange(150) != 7
+    assert float(got[2][0, 3]) == 0 and float(got[5][0, :, 3].abs().max()) == 0
+    assert float(got[5][1, others, 3].abs().max()) == 0
+    assert got[0][1].isnan() and bool(got[5][1, 7].isnan().all())
+    assert got[0][2] == -math.inf and want[0][2] == -math.inf and want[0][1].isnan()
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-6)
+    torch.testing.assert_close(got[5][1, others].double(), want[5][1, others], **tol)
+    _check([got[i][0] for i in range(6)], [want[i][0] for i in range(6)], dtype, 150)
+
+
 # The CUDA kernels' block programs run on CPU threads (csrc/simt/mixture_em_stats.cpp): the one-pass program (K <= 32)
 # and the two-pass programs (K > 32) against the float64 reference, on machines without a GPU. Shapes: one point;
 # empty data; odd sizes; several splits of the rows (N > 256); B > 1 with shared data (odd N); K = 32 and 33 around
