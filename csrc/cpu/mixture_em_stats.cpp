@@ -21,8 +21,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -502,7 +502,9 @@ std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, i
   typedef typename VecOf<T>::U U;
   typedef LaneOf<U> I;
   constexpr int64_t L = Shape<T>::L;
-  const I one_bits = std::bit_cast<I>(T(1));
+  I one_bits;
+  const T one = T(1);
+  std::memcpy(&one_bits, &one, sizeof(I));  // the bits of 1.0
   std::vector<U> sel(6 * PV, U{});
   for (int64_t p = 0; p < PV * L; ++p) {
     int64_t ab[2] = {L, L};
