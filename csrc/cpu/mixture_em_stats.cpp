@@ -184,24 +184,23 @@ void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* 
   }
 }
 
-// G vectors of a softmax: each logit l becomes e = exp(l - m), added to the sum s, and e (l - m) to the entropy sum t
-// (r_log_r(e, l - m) in two operations: e = 0 where l - m = -inf, and NaN stays NaN), in the order of the vectors.
-// Each = false: the G vectors share m[0], s[0], t[0] (one row, components in the lanes); true: vector i has its own
-// m[i], s[i], t[i] (row vectors, rows in the lanes). The G exponentials run interleaved (vexp_n); l - m is taken again
-// after them rather than held in G more registers. lowest: the dtype's lowest value in every lane.
+// G vectors of one row's (or one row vector's) softmax, l[0], l[stride], .., l[(G - 1) stride]: each logit l becomes
+// e = exp(l - m), added to the sum s, and e (l - m) to the entropy sum t (r_log_r(e, l - m) in two operations: e = 0
+// where l - m = -inf, and NaN stays NaN), in the order of the vectors. The G exponentials run interleaved (vexp_n);
+// l - m is taken again after them rather than held in G more registers. lowest: the dtype's lowest value in every
+// lane.
 constexpr int kExpGroup = 4;  // vectors per interleaved exponential
 
-template <int G, bool Each, typename V>
-inline void exp_and_sums(V* __restrict l, const V* m, V* s, V* t, const V& lowest) {
+template <int G, typename V>
+inline void exp_and_sums(V* __restrict l, int64_t stride, const V& m, V& s, V& t, const V& lowest) {
   V e[G];
-  for (int i = 0; i < G; ++i) e[i] = l[i] - m[Each ? i : 0];
+  for (int i = 0; i < G; ++i) e[i] = l[i * stride] - m;
   vexp_n<true>(e);
   for (int i = 0; i < G; ++i) {
-    const int j = Each ? i : 0;
-    const V lm = l[i] - m[j];
-    l[i] = e[i];
-    s[j] += e[i];
-    t[j] += e[i] * vmax(lm, lowest);
+    const V lm = l[i * stride] - m;
+    l[i * stride] = e[i];
+    s += e[i];
+    t += e[i] * vmax(lm, lowest);
   }
 }
 
@@ -259,8 +258,8 @@ void softmax_tile(typename VecOf<T>::V* __restrict l, int64_t nr, int64_t KV, ty
     const V mv = splat<V>(m[n]);
     V sv = V{}, tv = V{};
     int64_t kv = 0;
-    for (; kv + kExpGroup <= KV; kv += kExpGroup) exp_and_sums<kExpGroup, false>(ln + kv, &mv, &sv, &tv, lowest);
-    for (; kv < KV; ++kv) exp_and_sums<1, false>(ln + kv, &mv, &sv, &tv, lowest);
+    for (; kv + kExpGroup <= KV; kv += kExpGroup) exp_and_sums<kExpGroup>(ln + kv, 1, mv, sv, tv, lowest);
+    for (; kv < KV; ++kv) exp_and_sums<1>(ln + kv, 1, mv, sv, tv, lowest);
     s[n] = hsum_all(sv)[0];
     t[n] = hsum_all(tv)[0];
   }
@@ -432,9 +431,9 @@ struct RowScalars {
 
 // Softmax down the K components of the RV row vectors v0 .. v0 + RV - 1 of a tile (not the padding components past
 // them, whose r is 0), in place (Lg becomes r, as softmax_tile computes it); lanes of rows >= nr give r = 0 and add
-// nothing to the sums. r is added to NK [K] (per lane). The RV row vectors go through each stage together (their
-// exponentials interleaved): each has chains of K dependent maxima and sums, which one row vector alone leaves
-// latency-bound.
+// nothing to the sums. r is added to NK [K] (per lane). The RV row vectors go through each stage together: each has
+// chains of K dependent maxima and sums, which one row vector alone leaves latency-bound; the exponentials of a row
+// vector run kExpGroup components at a time, interleaved.
 template <typename T, int RV>
 inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v0, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
@@ -453,7 +452,11 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
     sv[i] = V{};
     tv[i] = V{};
   }
-  for (int64_t k = 0; k < K; ++k) exp_and_sums<RV, true>(l + k * NV, m, sv, tv, lowest);
+  for (int i = 0; i < RV; ++i) {  // down the components of row vector i, kExpGroup at a time
+    int64_t k = 0;
+    for (; k + kExpGroup <= K; k += kExpGroup) exp_and_sums<kExpGroup>(l + k * NV + i, NV, m[i], sv[i], tv[i], lowest);
+    for (; k < K; ++k) exp_and_sums<1>(l + k * NV + i, NV, m[i], sv[i], tv[i], lowest);
+  }
   for (int i = 0; i < RV; ++i) inv[i] = T(1) / sv[i];
   if ((v0 + RV) * L <= nr) {
     for (int64_t k = 0; k < K; ++k)
