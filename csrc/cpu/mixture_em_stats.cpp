@@ -210,9 +210,9 @@ inline void exp_and_sums(V* __restrict l, int64_t stride, const V& m, V& s, V& t
 // over the rows of the tile, each with independent rows: the row maxima m; e = exp(l - m) with the row sums s and t
 // (exp_and_sums, kExpGroup vectors at a time); 1 / s of every row as vectors; r = e (1 / s) added to nkv (kNkBlock
 // component vectors held in registers down the rows); the scalar sums, row after row. Row by row with the stages in
-// sequence, each row is a chain of dependent steps (maximum, horizontal reductions, exponentials, a division) longer
-// than the out-of-order window overlaps with the next row's. The same operations in the same order per row as row by
-// row, so the same bits.
+// sequence, each row is one chain of dependent steps (maximum, horizontal reductions, exponentials, a division),
+// which the core overlaps with the next row's only as far as its out-of-order window reaches (0.93-0.96 of the
+// row-by-row time, docs/kernels.md). The same operations in the same order per row as row by row, so the same bits.
 constexpr int kNkBlock = 4;
 
 // r = e (1 / s) for the component vectors kv0 .. kv0 + KB - 1 of rows [0, nr) of a tile, added to nkv (the KB sums
