@@ -202,25 +202,12 @@ inline void vexp_n(V (&x)[M]) {
   for (int i = 0; i < M; ++i) x[i] = vexp<NonPositive>(x[i]);
 }
 #else
-// One Horner step p = p r + c of M interleaved polynomials, with c broadcast once into a register (else each of the
-// M fused multiply-adds loads it again as a memory operand).
-template <typename V, int M, typename S>
-inline void horner_step(V (&p)[M], const V (&r)[M], S c) {
-  V cv = splat<V>(c);
-  in_register(cv);
-  for (int i = 0; i < M; ++i) p[i] = p[i] * r[i] + cv;
-}
-
 // Portable version: Cody-Waite reduction x = n ln2 + r (|r| <= ln2/2), polynomial for exp(r), 2^n built in the
-// exponent bits. vexp_n evaluates M vectors in place with their steps interleaved (step s of every vector, then step
-// s + 1): the M dependency chains (a polynomial of degree 6 in float, 13 in double, 4-cycle fused multiply-adds) then
-// lie side by side in the instruction stream, so that a core overlaps them without having to hold M whole chains in
-// its out-of-order window (gcc does not reorder them so on x86). Each lane gets the same operations in the same order
-// whatever M, so the values do not depend on it; vexp is vexp_n of one vector. Live per vector during the polynomial:
-// r, p and the scale 2^n (0 below the lower clamp), so M = 4 fits 16 vector registers with the coefficient.
-// Constants of the portable reduction: the clamps, the shifter 1.5 * 2^(mantissa bits) that rounds x / ln2 to an
-// integer n in the low bits of t, ln2 in two parts (hi with few significant bits, so that n hi is exact; r = x - n hi
-// - n lo), and the exponent bias and position.
+// exponent bits. Only the constants (ExpArgs) and the polynomial (exp_poly) depend on the dtype.
+//
+// Constants of the reduction: the clamps, the shifter 1.5 * 2^(mantissa bits) that rounds x / ln2 to an integer n in
+// the low bits of t, ln2 in two parts (hi with few significant bits, so that n hi is exact; r = x - n hi - n lo), and
+// the exponent bias and position.
 template <typename T>
 struct ExpArgs;
 template <>
@@ -258,54 +245,57 @@ inline void exp_reduce(const V (&x)[M], V (&r)[M], V (&sc)[M]) {
   }
 }
 
-// exp(x) = p sc, where p is the polynomial of r; a NaN x is returned as it is (NonPositive: a NaN x already gives a
-// NaN p).
-template <bool NonPositive, int M, typename V>
-inline void exp_finish(V (&x)[M], const V (&p)[M], const V (&sc)[M]) {
+// One Horner step p = p r + c of M interleaved polynomials, with c broadcast once into a register (else each of the
+// M fused multiply-adds loads it again as a memory operand).
+template <typename V, int M, typename S>
+inline void horner_step(V (&p)[M], const V (&r)[M], S c) {
+  V cv = splat<V>(c);
+  in_register(cv);
+  for (int i = 0; i < M; ++i) p[i] = p[i] * r[i] + cv;
+}
+
+// p = exp(r) for |r| <= ln2/2, M vectors interleaved. float: degree 6.
+template <int M>
+inline void exp_poly(VecOf<float>::V (&p)[M], const VecOf<float>::V (&r)[M]) {
+  for (int i = 0; i < M; ++i) p[i] = splat<VecOf<float>::V>(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    horner_step(p, r, c);
+  for (int i = 0; i < M; ++i) p[i] = p[i] * (r[i] * r[i]) + r[i] + 1.0f;
+}
+
+// double: degree 11, a Chebyshev fit (mpmath chebyfit, 50 digits) on |r| <= ln2/2 (0.347), relative error 3.2e-18,
+// 1.6e-17 with the coefficients rounded to double (0.15 ulp; the Taylor polynomial of degree 13 it replaced truncated
+// below 1e-17, with 2 more FMAs).
+template <int M>
+inline void exp_poly(VecOf<double>::V (&p)[M], const VecOf<double>::V (&r)[M]) {
+  for (int i = 0; i < M; ++i) p[i] = splat<VecOf<double>::V>(2.5110049204818658e-08);
+  for (double c : {2.763265472252779e-07, 2.755724088722987e-06, 2.4801485441561313e-05, 0.00019841269890076403,
+                   0.0013888888952352863, 0.008333333333319589, 0.04166666666648795, 0.1666666666666668,
+                   0.5000000000000019, 1.0, 1.0})
+    horner_step(p, r, c);
+}
+
+// vexp_n evaluates M vectors in place with their steps interleaved (step s of every vector, then step s + 1): the M
+// dependency chains (the reduction and the polynomial, 4-cycle fused multiply-adds) then lie side by side in the
+// instruction stream, so that a core overlaps them without having to hold M whole chains in its out-of-order window
+// (gcc does not reorder them so on x86). Each lane gets the same operations in the same order whatever M, so the
+// values do not depend on it; vexp is vexp_n of one vector. Live per vector during the polynomial: r, p and the scale
+// 2^n (0 below the lower clamp), so M = 4 fits 16 vector registers with the coefficient. A NaN x is returned as it
+// is (NonPositive: a NaN x already gives a NaN p).
+template <bool NonPositive = false, int M, typename V>
+inline void vexp_n(V (&x)[M]) {
+  V r[M], p[M], sc[M];
+  exp_reduce<NonPositive>(x, r, sc);
+  exp_poly(p, r);
   for (int i = 0; i < M; ++i) {
     const V res = p[i] * sc[i];
     x[i] = NonPositive ? res : (x[i] != x[i] ? x[i] : res);
   }
 }
 
-template <bool NonPositive = false, int M>
-inline void vexp_n(VecOf<float>::V (&x)[M]) {
-  typedef VecOf<float>::V V;
-  V r[M], p[M], sc[M];
-  exp_reduce<NonPositive>(x, r, sc);
-  for (int i = 0; i < M; ++i) p[i] = splat<V>(1.9875691500e-4f);
-  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
-    horner_step(p, r, c);
-  for (int i = 0; i < M; ++i) p[i] = p[i] * (r[i] * r[i]) + r[i] + 1.0f;
-  exp_finish<NonPositive>(x, p, sc);
-}
-
-template <bool NonPositive = false, int M>
-inline void vexp_n(VecOf<double>::V (&x)[M]) {
-  typedef VecOf<double>::V V;
-  V r[M], p[M], sc[M];
-  exp_reduce<NonPositive>(x, r, sc);
-  // Polynomial of degree 11 for exp(r), |r| <= ln2/2 (0.347): a Chebyshev fit (mpmath chebyfit, 50 digits) on that
-  // interval, relative error 3.2e-18, 1.6e-17 with the coefficients rounded to double (0.15 ulp; the Taylor
-  // polynomial of degree 13 it replaced truncated below 1e-17, with 2 more FMAs).
-  for (int i = 0; i < M; ++i) p[i] = splat<V>(2.5110049204818658e-08);
-  for (double c : {2.763265472252779e-07, 2.755724088722987e-06, 2.4801485441561313e-05, 0.00019841269890076403,
-                   0.0013888888952352863, 0.008333333333319589, 0.04166666666648795, 0.1666666666666668,
-                   0.5000000000000019, 1.0, 1.0})
-    horner_step(p, r, c);
-  exp_finish<NonPositive>(x, p, sc);
-}
-
-template <bool NonPositive = false>
-inline VecOf<float>::V vexp(VecOf<float>::V x) {
-  VecOf<float>::V a[1] = {x};
-  vexp_n<NonPositive>(a);
-  return a[0];
-}
-
-template <bool NonPositive = false>
-inline VecOf<double>::V vexp(VecOf<double>::V x) {
-  VecOf<double>::V a[1] = {x};
+template <bool NonPositive = false, typename V>
+inline V vexp(V x) {
+  V a[1] = {x};
   vexp_n<NonPositive>(a);
   return a[0];
 }
