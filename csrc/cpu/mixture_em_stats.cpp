@@ -494,8 +494,8 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
   }
 }
 
-// Lane selectors of the full features when a row of x fits one vector (D <= L): feature vector pv is pick(A) *
-// pick(B), where pick permutes x by an index vector (lanes i < L pick x_i) and then sets the lanes flagged "one" to 1
+// Lane selectors of the full features when a row of x fits one vector with lanes to spare (D < L; D = L takes
+// rotation_products): feature vector pv is pick(A) * pick(B), where pick permutes x by an index vector (lanes i < L pick x_i) and then sets the lanes flagged "one" to 1
 // (features p < D: x_p * 1; then x_i x_c of vech; lanes past P: 1 * 1): pick(A) = (perm(x, A_idx) & A_keep) | A_one,
 // with A_keep all-ones bits where x is kept and A_one the bits of 1.0 where it is not. A permute and two bit
 // operations, against the two permutes, compare and blend that a two-source shuffle of [x, 1] compiles to. Returns
@@ -526,11 +526,34 @@ std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, i
   return sel;
 }
 
+// Full features of a row that fills one vector exactly (D = L), by rotations: [x, x * rot_0(x), .., x * rot_{L/2}(x)]
+// with rot_S(x) lane j = x_{(j + S) mod L} (rotate_lanes), L / 2 + 2 vectors, the same count as vech order packed
+// ([x, vech(x x^T)] has L + L (L + 1) / 2 features, and the last product's lanes L/2 .. L - 1 repeat its first half).
+// Each second moment x_i x_j (j <= i) is one product, the same value as in vech order; feature_lane gives its lane.
+// Against the selections: L/2 permutes with constant masks and no mask loads per row (full float32 D = 8: 3 permutes
+// and a 128-bit lane swap per row against 12 permutes, 12 bit operations and 36 loads).
+template <typename V, typename T, std::size_t... S>
+inline void rotation_products(const V& xv, T* __restrict f, std::index_sequence<S...>) {
+  (vstore(f + S * kLanes<V>, xv * rotate_lanes<S>(xv)), ...);
+}
+
+// Lane of feature p (vech order: x_p for p < D, then x_i x_j at D + tri(i, j)) in a row of features: p itself, or
+// with rotation products (rotations = true, D = L) lane j of product i - j if i - j <= L / 2, else lane i of product
+// L - (i - j).
+inline int64_t feature_lane(int64_t p, int64_t D, int64_t L, bool rotations) {
+  if (!rotations || p < D) return p;
+  int64_t i, j;
+  untri(p - D, &i, &j);
+  const int64_t g = i - j;
+  return g <= L / 2 ? (1 + g) * L + j : (1 + L - g) * L + i;
+}
+
 // Features of rows [0, nr) of a tile by row: Fr[n][0 .. P) = [x_n, x_n^2] or [x_n, vech(x_n x_n^T)], from the row
 // of x loaded as DV whole vectors (read past the row's end where the data continue, else through the zeroed buffer
 // tmp [DV L]) and stored as whole vectors only (no load of what was just stored: a load spanning several smaller
-// stores stalls). Full with D <= L: each feature vector is a product of two lane selections of [x, 1] (sel, from
-// full_feature_selectors), stored aligned; otherwise each store may run past its segment into the next one, written
+// stores stalls). Full with D = L: [x, rotation products] (in the lanes of feature_lane, not vech order); with D < L:
+// each feature vector is a product of two lane selections of [x, 1] (sel, from full_feature_selectors), stored
+// aligned; otherwise each store may run past its segment into the next one, written
 // after it, or into the row's slack of L lanes. Lanes [P, PV L) hold finite leftovers that only reach unused
 // statistics.
 template <typename T, bool FULL>
@@ -562,6 +585,10 @@ void tile_features_rows(const T* __restrict x, const T* xend, int64_t nr, int64_
           q += i + 1;
         }
       }
+    } else if (D == L) {  // full, x fills one register: rotation products
+      const V xv = vload<V>(xr);
+      vstore(f, xv);
+      rotation_products(xv, f + L, std::make_index_sequence<L / 2 + 1>{});
     } else if (DV == 1) {  // full, x in one register: PV products of lane selections of [x, 1]
       typedef typename VecOf<T>::U U;
       const V xv = vload<V>(xr);
@@ -646,8 +673,10 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   const int64_t npar = s.params_per_batch(), psize = s.partial_size();
   const std::vector<V> params = pack_all_params<T>(s, means, prec, logc);
   // the lane selectors of tile_features_rows, used for full covariances whose rows fit one vector
-  const std::vector<typename VecOf<T>::U> sel = FULL && D <= L ? full_feature_selectors<T>(D, P, PV)
-                                                               : std::vector<typename VecOf<T>::U>();
+  const std::vector<typename VecOf<T>::U> sel = FULL && D < L ? full_feature_selectors<T>(D, P, PV)
+                                                              : std::vector<typename VecOf<T>::U>();
+  std::vector<int64_t> lane(P);  // lane of feature p in a row of Fr
+  for (int64_t p = 0; p < P; ++p) lane[p] = feature_lane(p, D, L, FULL && D == L);
   parallel_tasks(s.B * s.nch, [&](auto next_task) {
     // logits: with padding components (K not a multiple of L) or diag float32, computed with the rows in the lanes,
     // components K.. Kp left out (tile_logits_down, from the tile's x transposed, Xtv [D][TS]); else with the
@@ -728,7 +757,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
         double a = 0;
         for (int64_t j = 0; j < L; ++j) a += NKD[k][j];
         nko[k] = a;
-        for (int64_t p = 0; p < P; ++p) So[p * Kp + k] = SD[k * PV + p / L][p % L];
+        for (int64_t p = 0; p < P; ++p) So[p * Kp + k] = SD[k * PV + lane[p] / L][lane[p] % L];
       }
     }
   });

@@ -51,12 +51,14 @@ def _check(got, want, dtype, N, what=("sum_log_prob", "sum_r_log_r", "nk", "sx",
 
 
 # B, N, K, D: one point; empty data; K not a multiple of the lanes; several chunks (N > 64 * 256 / 64 rows); a larger
-# mixture; a row of x that fills one or two vectors exactly (D = 8, 16); K a whole number of vectors (8, 32). The CPU
-# kernel takes its rows-in-lanes path for K <= 32 (float32) / K <= 8 (float64), its component-lanes path above, and
-# computes the rows-in-lanes path's logits two ways (K a multiple of the lanes or not): all are covered in both dtypes
+# mixture; a row of x that fills one or two vectors exactly (D = 4, 8, 16; where D equals the lanes, the rows-in-lanes
+# path builds the full features by rotations: float64 D = 4 and float32 D = 8 with AVX2); K a whole number of vectors
+# (8, 32). The CPU kernel takes its rows-in-lanes path for K <= 32 (float32) / K <= 8 (float64), its component-lanes
+# path above, and computes the rows-in-lanes path's logits two ways (K a multiple of the lanes or not): all are covered
+# in both dtypes
 SHAPES = [(1, 1, 1, 1), (2, 0, 3, 2), (2, 37, 5, 3), (1, 70, 17, 4), (3, 130, 33, 9), (1, 5000, 16, 8),
           (2, 20000, 3, 2), (1, 300, 40, 1), (1, 200, 130, 16), (2, 150, 7, 16), (1, 90, 6, 8),
-          (1, 333, 8, 5), (1, 100, 32, 3)]
+          (1, 333, 8, 5), (1, 100, 32, 3), (2, 257, 7, 4)]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -338,6 +338,17 @@ inline V hmax_all(V v) {
   return butterfly<V, kLanes<V> / 2>(v, [](V a, V b) { return vmax(a, b); });
 }
 
+// v rotated by S lanes: lane j holds v[(j + S) mod L] (one permute with a constant mask).
+template <typename U, std::size_t S, std::size_t... E>
+constexpr U rotate_mask(std::index_sequence<E...>) {
+  return U{static_cast<LaneOf<U>>((E + S) % sizeof...(E))...};
+}
+template <std::size_t S, typename V>
+inline V rotate_lanes(const V& v) {
+  constexpr MaskOf<V> m = rotate_mask<MaskOf<V>, S>(std::make_index_sequence<kLanes<V>>{});
+  return __builtin_shuffle(v, m);
+}
+
 // In-place transpose of an L x L block held as L vectors (a[i][j] -> a[j][i]): log2 L stages that swap the
 // off-diagonal B x B blocks of each pair of rows (i, i + B), each a two-source shuffle with a constant mask (L log2 L
 // shuffles in all).
