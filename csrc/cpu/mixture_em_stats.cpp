@@ -421,12 +421,19 @@ void tile_logits_down(const T* Xt, int64_t D, const T* Ws, const T* Wmus, const 
 }
 
 // Running per-lane sums of a chunk (double): sum log p, sum r log r, the product of the row sums s (renormalised
-// with its binary exponent every 16 vectors of rows: s lies in [1, K]).
+// with its binary exponent every 16 vectors of rows: s lies in [1, K]). The L lanes are held as kDoubleParts double
+// vectors of the register width (widen_parts): lane j is lane j % Ld of part j / Ld.
 template <typename T>
 struct RowScalars {
-  typedef typename VecOf<T>::W Wd;
-  Wd lp{}, rl{}, prod = splat<Wd>(1.0);
+  typedef VecOf<double>::V Vd;
+  static constexpr int P = kDoubleParts<typename VecOf<T>::V>;
+  static constexpr int64_t Ld = kLanes<Vd>;
+  Vd lp[P]{}, rl[P]{}, prod[P];
   int64_t expo = 0, groups = 0;
+  RowScalars() {
+    for (int p = 0; p < P; ++p) prod[p] = splat<Vd>(1.0);
+  }
+  double lane(const Vd (&a)[P], int64_t j) const { return a[j / Ld][j % Ld]; }
 };
 
 // Softmax down the K components of the RV row vectors v0 .. v0 + RV - 1 of a tile (not the padding components past
@@ -438,7 +445,6 @@ template <typename T, int RV>
 inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v0, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
   typedef typename VecOf<T>::V V;
-  typedef typename VecOf<T>::W Wd;
   constexpr int64_t L = Shape<T>::L, NV = kTileRows / L;
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   const V lowest = splat<V>(std::numeric_limits<T>::lowest());
@@ -480,17 +486,26 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
       sv[i] = ok ? sv[i] : splat<V>(T(1));
     }
   }
+  typedef typename RowScalars<T>::Vd Vd;
+  constexpr int P = RowScalars<T>::P;
   for (int i = 0; i < RV; ++i) {
-    const Wd sd = __builtin_convertvector(sv[i], Wd);
-    sc.lp += __builtin_convertvector(m[i], Wd);
-    sc.rl += __builtin_convertvector(tv[i], Wd) * __builtin_convertvector(inv[i], Wd);  // t / s, the same division
-    sc.prod *= sd;
+    Vd md[P], sd[P], td[P], id[P];
+    widen_parts(m[i], md);
+    widen_parts(sv[i], sd);
+    widen_parts(tv[i], td);
+    widen_parts(inv[i], id);
+    for (int p = 0; p < P; ++p) {
+      sc.lp[p] += md[p];
+      sc.rl[p] += td[p] * id[p];  // t / s, the same division
+      sc.prod[p] *= sd[p];
+    }
     if ((++sc.groups & 15) == 0)
-      for (int64_t j = 0; j < L; ++j) {
-        int e;
-        sc.prod[j] = std::frexp(sc.prod[j], &e);
-        sc.expo += e;
-      }
+      for (int p = 0; p < P; ++p)
+        for (int64_t j = 0; j < RowScalars<T>::Ld; ++j) {
+          int e;
+          sc.prod[p][j] = std::frexp(sc.prod[p][j], &e);
+          sc.expo += e;
+        }
   }
 }
 
@@ -665,8 +680,10 @@ template <typename T, bool FULL>
 void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const T* means, const T* prec,
                         const T* logc, T* resp, double* partial) {
   typedef typename VecOf<T>::V V;
-  typedef typename VecOf<T>::W Wd;
+  typedef VecOf<double>::V Vd;
   constexpr int64_t L = Shape<T>::L, TS = kTileRows, NV = TS / L;
+  constexpr int WP = kDoubleParts<V>;  // double vectors per vector of T (widen_parts)
+  constexpr int64_t Ld = kLanes<Vd>;
   static_assert(NV % kSoftVecs == 0, "a tile holds whole groups of row vectors for softmax_down");
   const int64_t N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Kp = KV * L;
   const int64_t PV = (P + L - 1) / L, RS = PV * L + L;  // feature vectors; row stride of Fr (with the slack)
@@ -688,14 +705,18 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
     std::vector<V> Frv(TS * RS / L, V{});  // vectors: vector-aligned rows (RS is a multiple of L)
     std::vector<T> tmp(PV * L + L, T(0));
     T* const Fr = reinterpret_cast<T*>(Frv.data());
-    std::vector<Wd> SD(Kp * PV), NKD(Kp);
+    std::vector<Vd> SD(Kp * PV * WP), NKD(Kp * WP);  // the chunk sums in double, WP parts per vector of T
     auto flush = [&]() {
       for (int64_t i = 0; i < Kp * PV; ++i) {
-        SD[i] += __builtin_convertvector(ST[i], Wd);
+        Vd w[WP];
+        widen_parts(ST[i], w);
+        for (int q = 0; q < WP; ++q) SD[i * WP + q] += w[q];
         ST[i] = V{};
       }
       for (int64_t k = 0; k < Kp; ++k) {
-        NKD[k] += __builtin_convertvector(NK[k], Wd);
+        Vd w[WP];
+        widen_parts(NK[k], w);
+        for (int q = 0; q < WP; ++q) NKD[k * WP + q] += w[q];
         NK[k] = V{};
       }
     };
@@ -708,8 +729,8 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
       const V* lc = Wmu + D * KV;
       std::fill(ST.begin(), ST.end(), V{});
       std::fill(NK.begin(), NK.end(), V{});
-      std::fill(SD.begin(), SD.end(), Wd{});
-      std::fill(NKD.begin(), NKD.end(), Wd{});
+      std::fill(SD.begin(), SD.end(), Vd{});
+      std::fill(NKD.begin(), NKD.end(), Vd{});
       RowScalars<T> sc;
       int tiles = 0;
       for (int64_t n0 = c0; n0 < c1; n0 += TS) {
@@ -744,9 +765,9 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
       flush();
       double logs = static_cast<double>(sc.expo) * 0.69314718055994530942, lp = 0, rl = 0;
       for (int64_t j = 0; j < L; ++j) {
-        logs += std::log(sc.prod[j]);
-        lp += sc.lp[j];
-        rl += sc.rl[j];
+        logs += std::log(sc.lane(sc.prod, j));
+        lp += sc.lane(sc.lp, j);
+        rl += sc.lane(sc.rl, j);
       }
       double* out = partial + task * psize;
       out[0] = lp + logs;
@@ -755,9 +776,12 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
       double* So = nko + Kp;
       for (int64_t k = 0; k < Kp; ++k) {
         double a = 0;
-        for (int64_t j = 0; j < L; ++j) a += NKD[k][j];
+        for (int64_t j = 0; j < L; ++j) a += NKD[k * WP + j / Ld][j % Ld];
         nko[k] = a;
-        for (int64_t p = 0; p < P; ++p) So[p * Kp + k] = SD[k * PV + lane[p] / L][lane[p] % L];
+        for (int64_t p = 0; p < P; ++p) {
+          const int64_t v = k * PV + lane[p] / L, j = lane[p] % L;
+          So[p * Kp + k] = SD[v * WP + j / Ld][j % Ld];
+        }
       }
     }
   });

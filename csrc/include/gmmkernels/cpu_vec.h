@@ -338,6 +338,30 @@ inline V hmax_all(V v) {
   return butterfly<V, kLanes<V> / 2>(v, [](V a, V b) { return vmax(a, b); });
 }
 
+// The lanes of a float or double vector v as double vectors of the target's width (VecOf<double>::V), in lane
+// order: for double v itself; for float its lower and upper halves, each widened. VecOf<float>::W holds the same
+// lanes in one vector of twice the register width, which gcc keeps in memory and moves in pieces (an AVX2 build's
+// 64-byte W); the parts are two registers.
+template <typename V>
+constexpr int kDoubleParts = sizeof(LaneOf<V>) == sizeof(double) ? 1 : 2;
+template <typename V, std::size_t... E>
+inline void widen_parts(const V& v, VecOf<double>::V (&out)[kDoubleParts<V>], std::index_sequence<E...>) {
+  if constexpr (kDoubleParts<V> == 1) {
+    out[0] = v;
+  } else {
+    constexpr std::size_t H = sizeof...(E);  // half the lanes of v
+    typedef LaneOf<V> Half __attribute__((vector_size(sizeof(V) / 2)));
+    const Half lo = __builtin_shufflevector(v, v, E...);
+    const Half hi = __builtin_shufflevector(v, v, (E + H)...);
+    out[0] = __builtin_convertvector(lo, VecOf<double>::V);
+    out[1] = __builtin_convertvector(hi, VecOf<double>::V);
+  }
+}
+template <typename V>
+inline void widen_parts(const V& v, VecOf<double>::V (&out)[kDoubleParts<V>]) {
+  widen_parts(v, out, std::make_index_sequence<kDoubleParts<V> == 1 ? 1 : kLanes<V> / 2>{});
+}
+
 // v rotated by S lanes: lane j holds v[(j + S) mod L] (one permute with a constant mask).
 template <typename U, std::size_t S, std::size_t... E>
 constexpr U rotate_mask(std::index_sequence<E...>) {

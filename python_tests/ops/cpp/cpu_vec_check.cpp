@@ -1,6 +1,7 @@
 // Checks of csrc/include/gmmkernels/cpu_vec.h at the vector width of the flags it is compiled with (run by
-// python_tests/ops/test_cpu_vec.py): the horizontal sum and maximum, the L x L transpose and the vector exp against
-// std::exp. Prints one FAIL line per failed check and exits non-zero if any failed.
+// python_tests/ops/test_cpu_vec.py): the horizontal sum and maximum, the L x L transpose, the lane rotation, the
+// widening to double and the vector exp against std::exp. Prints one FAIL line per failed check and exits non-zero if
+// any failed.
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -64,6 +65,22 @@ void check_dtype(const char* name) {
   transpose_block<T>(a);
   for (int i = 0; i < L; ++i)
     for (int j = 0; j < L; ++j) CHECK(a[i][j] == T(j * L + i), "%s transpose [%d][%d]", name, i, j);
+  // rotation by S lanes (lane j takes lane (j + S) mod L), S = 0, 1, L/2
+  for (int j = 0; j < L; ++j) v[j] = T(j + 1);
+  const V r0 = rotate_lanes<0>(v), r1 = rotate_lanes<1>(v), rh = rotate_lanes<L / 2>(v);
+  for (int j = 0; j < L; ++j) {
+    CHECK(r0[j] == T(j + 1), "%s rotate 0 lane %d", name, j);
+    CHECK(r1[j] == T((j + 1) % L + 1), "%s rotate 1 lane %d", name, j);
+    CHECK(rh[j] == T((j + L / 2) % L + 1), "%s rotate L/2 lane %d", name, j);
+  }
+  // widened to double vectors of the register width, lanes in order, each the exact value
+  typedef VecOf<double>::V Vd;
+  constexpr int Ld = sizeof(Vd) / sizeof(double), P = kDoubleParts<V>;
+  static_assert(P * Ld == L, "the parts hold the L lanes");
+  for (int j = 0; j < L; ++j) v[j] = T(u(gen));
+  Vd parts[P];
+  widen_parts(v, parts);
+  for (int j = 0; j < L; ++j) CHECK(parts[j / Ld][j % Ld] == double(v[j]), "%s widen_parts lane %d", name, j);
   // exp: within 4 ulp of std::exp over its range, 0 below the lower clamp and at -inf, finite above, NaN kept
   const double lo = sizeof(T) == 4 ? -87.0 : -708.0, hi = sizeof(T) == 4 ? 88.0 : 709.0;
   double worst = 0;
