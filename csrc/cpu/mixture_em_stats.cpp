@@ -510,11 +510,11 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
 }
 
 // Lane selectors of the full features when a row of x fits one vector with lanes to spare (D < L; D = L takes
-// rotation_products): feature vector pv is pick(A) * pick(B), where pick permutes x by an index vector (lanes i < L pick x_i) and then sets the lanes flagged "one" to 1
-// (features p < D: x_p * 1; then x_i x_c of vech; lanes past P: 1 * 1): pick(A) = (perm(x, A_idx) & A_keep) | A_one,
-// with A_keep all-ones bits where x is kept and A_one the bits of 1.0 where it is not. A permute and two bit
-// operations, against the two permutes, compare and blend that a two-source shuffle of [x, 1] compiles to. Returns
-// [A_idx, B_idx, A_keep, B_keep, A_one, B_one], PV vectors each.
+// rotation_products): feature vector pv is pick(A) * pick(B), where pick permutes x by an index vector (lanes i < L
+// pick x_i) and then sets the lanes flagged "one" to 1 (features p < D: x_p * 1; then x_i x_c of vech; lanes past P:
+// 1 * 1): pick(A) = (perm(x, A_idx) & A_keep) | A_one, with A_keep all-ones bits where x is kept and A_one the bits
+// of 1.0 where it is not. A permute and two bit operations, against the two permutes, compare and blend that a
+// two-source shuffle of [x, 1] compiles to. Returns [A_idx, B_idx, A_keep, B_keep, A_one, B_one], PV vectors each.
 template <typename T>
 std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, int64_t PV) {
   typedef typename VecOf<T>::U U;
@@ -545,8 +545,8 @@ std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, i
 // with rot_S(x) lane j = x_{(j + S) mod L} (rotate_lanes), L / 2 + 2 vectors, the same count as vech order packed
 // ([x, vech(x x^T)] has L + L (L + 1) / 2 features, and the last product's lanes L/2 .. L - 1 repeat its first half).
 // Each second moment x_i x_j (j <= i) is one product, the same value as in vech order; feature_lane gives its lane.
-// Against the selections: L/2 permutes with constant masks and no mask loads per row (full float32 D = 8: 3 permutes
-// and a 128-bit lane swap per row against 12 permutes, 12 bit operations and 36 loads).
+// Against the selections: L/2 permutes with constant masks per row (full float32 D = 8: 3 permutes and a 128-bit
+// lane swap, against 12 permutes, 12 bit operations and 36 mask loads).
 template <typename V, typename T, std::size_t... S>
 inline void rotation_products(const V& xv, T* __restrict f, std::index_sequence<S...>) {
   (vstore(f + S * kLanes<V>, xv * rotate_lanes<S>(xv)), ...);
@@ -568,9 +568,8 @@ inline int64_t feature_lane(int64_t p, int64_t D, int64_t L, bool rotations) {
 // tmp [DV L]) and stored as whole vectors only (no load of what was just stored: a load spanning several smaller
 // stores stalls). Full with D = L: [x, rotation products] (in the lanes of feature_lane, not vech order); with D < L:
 // each feature vector is a product of two lane selections of [x, 1] (sel, from full_feature_selectors), stored
-// aligned; otherwise each store may run past its segment into the next one, written
-// after it, or into the row's slack of L lanes. Lanes [P, PV L) hold finite leftovers that only reach unused
-// statistics.
+// aligned; otherwise each store may run past its segment into the next one, written after it, or into the row's slack
+// of L lanes. Lanes [P, PV L) hold finite leftovers that only reach unused statistics.
 template <typename T, bool FULL>
 void tile_features_rows(const T* __restrict x, const T* xend, int64_t nr, int64_t D, int64_t RS, T* __restrict tmp,
                         const typename VecOf<T>::U* __restrict sel, T* __restrict Fr) {
