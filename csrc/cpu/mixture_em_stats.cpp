@@ -422,7 +422,7 @@ void tile_logits_down(const T* Xt, int64_t D, const T* Ws, const T* Wmus, const 
 
 // Running per-lane sums of a chunk (double): sum log p, sum r log r, the product of the row sums s (renormalised
 // with its binary exponent every 16 vectors of rows: s lies in [1, K]). The L lanes are held as kDoubleParts double
-// vectors of the register width (widen_parts): lane j is lane j % Ld of part j / Ld.
+// vectors of the register width (widen_parts; widened_lane reads lane j).
 template <typename T>
 struct RowScalars {
   typedef VecOf<double>::V Vd;
@@ -433,7 +433,6 @@ struct RowScalars {
   RowScalars() {
     for (int p = 0; p < P; ++p) prod[p] = splat<Vd>(1.0);
   }
-  double lane(const Vd (&a)[P], int64_t j) const { return a[j / Ld][j % Ld]; }
 };
 
 // Softmax down the K components of the RV row vectors v0 .. v0 + RV - 1 of a tile (not the padding components past
@@ -489,13 +488,12 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
   typedef typename RowScalars<T>::Vd Vd;
   constexpr int P = RowScalars<T>::P;
   for (int i = 0; i < RV; ++i) {
-    Vd md[P], sd[P], td[P], id[P];
-    widen_parts(m[i], md);
+    Vd sd[P], td[P], id[P];
+    add_widened(sc.lp, m[i]);
     widen_parts(sv[i], sd);
     widen_parts(tv[i], td);
     widen_parts(inv[i], id);
     for (int p = 0; p < P; ++p) {
-      sc.lp[p] += md[p];
       sc.rl[p] += td[p] * id[p];  // t / s, the same division
       sc.prod[p] *= sd[p];
     }
@@ -681,8 +679,7 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   typedef typename VecOf<T>::V V;
   typedef VecOf<double>::V Vd;
   constexpr int64_t L = Shape<T>::L, TS = kTileRows, NV = TS / L;
-  constexpr int WP = kDoubleParts<V>;  // double vectors per vector of T (widen_parts)
-  constexpr int64_t Ld = kLanes<Vd>;
+  constexpr int WP = kDoubleParts<V>;  // double vectors per vector of T (add_widened)
   static_assert(NV % kSoftVecs == 0, "a tile holds whole groups of row vectors for softmax_down");
   const int64_t N = s.N, K = s.K, D = s.D, KV = s.KV, P = s.P, Kp = KV * L;
   const int64_t PV = (P + L - 1) / L, RS = PV * L + L;  // feature vectors; row stride of Fr (with the slack)
@@ -707,15 +704,11 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
     std::vector<Vd> SD(Kp * PV * WP), NKD(Kp * WP);  // the chunk sums in double, WP parts per vector of T
     auto flush = [&]() {
       for (int64_t i = 0; i < Kp * PV; ++i) {
-        Vd w[WP];
-        widen_parts(ST[i], w);
-        for (int q = 0; q < WP; ++q) SD[i * WP + q] += w[q];
+        add_widened(SD.data() + i * WP, ST[i]);
         ST[i] = V{};
       }
       for (int64_t k = 0; k < Kp; ++k) {
-        Vd w[WP];
-        widen_parts(NK[k], w);
-        for (int q = 0; q < WP; ++q) NKD[k * WP + q] += w[q];
+        add_widened(NKD.data() + k * WP, NK[k]);
         NK[k] = V{};
       }
     };
@@ -764,9 +757,9 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
       flush();
       double logs = static_cast<double>(sc.expo) * 0.69314718055994530942, lp = 0, rl = 0;
       for (int64_t j = 0; j < L; ++j) {
-        logs += std::log(sc.lane(sc.prod, j));
-        lp += sc.lane(sc.lp, j);
-        rl += sc.lane(sc.rl, j);
+        logs += std::log(widened_lane(sc.prod, j));
+        lp += widened_lane(sc.lp, j);
+        rl += widened_lane(sc.rl, j);
       }
       double* out = partial + task * psize;
       out[0] = lp + logs;
@@ -775,11 +768,11 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
       double* So = nko + Kp;
       for (int64_t k = 0; k < Kp; ++k) {
         double a = 0;
-        for (int64_t j = 0; j < L; ++j) a += NKD[k * WP + j / Ld][j % Ld];
+        for (int64_t j = 0; j < L; ++j) a += widened_lane(NKD.data() + k * WP, j);
         nko[k] = a;
         for (int64_t p = 0; p < P; ++p) {
           const int64_t v = k * PV + lane[p] / L, j = lane[p] % L;
-          So[p * Kp + k] = SD[v * WP + j / Ld][j % Ld];
+          So[p * Kp + k] = widened_lane(SD.data() + v * WP, j);
         }
       }
     }

@@ -341,7 +341,9 @@ inline V hmax_all(V v) {
 // The lanes of a float or double vector v as double vectors of the target's width (VecOf<double>::V), in lane
 // order: for double v itself; for float its lower and upper halves, each widened. VecOf<float>::W holds the same
 // lanes in one vector of twice the register width, which gcc keeps in memory and moves in pieces (an AVX2 build's
-// 64-byte W); the parts are two registers.
+// 64-byte W); the parts are registers. The rows-in-lanes path of mixture_em_stats holds its sums in double this way
+// (add_widened, widened_lane: kDoubleParts<V> double vectors per vector of T); the component-lanes path keeps W for
+// its chunk sums (with the parts, its float32 pass at K = 64, D = 16 measured no faster in a short unpaired run).
 template <typename V>
 constexpr int kDoubleParts = sizeof(LaneOf<V>) == sizeof(double) ? 1 : 2;
 template <typename V, std::size_t... E>
@@ -360,6 +362,19 @@ inline void widen_parts(const V& v, VecOf<double>::V (&out)[kDoubleParts<V>], st
 template <typename V>
 inline void widen_parts(const V& v, VecOf<double>::V (&out)[kDoubleParts<V>]) {
   widen_parts(v, out, std::make_index_sequence<kDoubleParts<V> == 1 ? 1 : kLanes<V> / 2>{});
+}
+
+// dst[0 .. kDoubleParts<V>) += the lanes of v widened.
+template <typename V>
+inline void add_widened(VecOf<double>::V* dst, const V& v) {
+  VecOf<double>::V w[kDoubleParts<V>];
+  widen_parts(v, w);
+  for (int q = 0; q < kDoubleParts<V>; ++q) dst[q] += w[q];
+}
+// Lane j of the widened parts of one vector of T, starting at a.
+inline double widened_lane(const VecOf<double>::V* a, int64_t j) {
+  constexpr int64_t Ld = kLanes<VecOf<double>::V>;
+  return a[j / Ld][j % Ld];
 }
 
 // v rotated by S lanes: lane j holds v[(j + S) mod L] (one permute with a constant mask).
