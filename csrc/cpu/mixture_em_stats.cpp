@@ -530,10 +530,10 @@ std::vector<typename VecOf<T>::U> full_feature_selectors(int64_t D, int64_t P, i
       untri(p - D, &ab[0], &ab[1]);
     }
     for (int s = 0; s < 2; ++s) {
-      const bool one = ab[s] == L;
-      sel[s * PV + p / L][p % L] = static_cast<I>(one ? 0 : ab[s]);
-      sel[(2 + s) * PV + p / L][p % L] = one ? I(0) : static_cast<I>(~I(0));
-      sel[(4 + s) * PV + p / L][p % L] = one ? one_bits : I(0);
+      const bool takes_one = ab[s] == L;
+      sel[s * PV + p / L][p % L] = static_cast<I>(takes_one ? 0 : ab[s]);
+      sel[(2 + s) * PV + p / L][p % L] = takes_one ? I(0) : static_cast<I>(~I(0));
+      sel[(4 + s) * PV + p / L][p % L] = takes_one ? one_bits : I(0);
     }
   }
   return sel;
