@@ -2,7 +2,8 @@
 is smaller than the drift of the machine.
 
     python benchmarks/ab_checkouts.py DIR_A DIR_B [--cases diag:float64:100000,full:float32:50000] [--rounds 40]
-        [--threads 1] [--clock process|wall] [--mixture start|true] [--passes 1] [--out benchmarks/results] [--no-write]
+        [--threads 1] [--clock process|wall] [--mixture start|true] [--passes 1] [--iterate 0] [--out benchmarks/results]
+        [--no-write]
 
 Each checkout must be built in place (``python setup.py build_ext --inplace``). One worker process per checkout
 imports that checkout's ``gmmkernels`` (PYTHONPATH = the checkout), builds the same data from the same seed and waits;
@@ -15,7 +16,9 @@ therefore hits both arms of a round. A case is ``cov:dtype:N`` with K = 32, D = 
 (full), the shapes of bench_fit_em.py's headline cases, unit scales and zero logits; its means are K points of the
 data (``--mixture start``, the state a fit starts from) or the centres the data were drawn around (``--mixture
 true``: the generating mixture, the state a fit converges to, where most responsibilities of a row are near 0 and
-tiny values below the smallest normal number arise: the case for changes to how those are handled).
+tiny values below the smallest normal number arise: the case for changes to how those are handled). With ``--iterate
+M`` the timed unit is instead M iterations of the native EM loop (``mixture_em_iterate``, tol 0) from that state,
+reported per iteration: the pass together with what an iteration does around it (the M-step, the bookkeeping).
 
 Reported per case: each arm's best and median ns per row, and the per-round ratio B / A (median and quartiles).
 Writes mixture_em_stats_ab__<device>__<UTC>.json with both checkouts' commits.
@@ -48,7 +51,7 @@ def parse_case(case: str) -> tuple:
     return cov, dtype, N
 
 
-def worker(cases: list, threads: int, clock: str = "process", mixture: str = "start") -> int:
+def worker(cases: list, threads: int, clock: str = "process", mixture: str = "start", iterate: int = 0) -> int:
     """Runs in a checkout (the working directory): builds every case's data, prints 'ready' and the gmmkernels it
     imported, then times one pass per line of stdin."""
     here = os.getcwd()
@@ -76,10 +79,21 @@ def worker(cases: list, threads: int, clock: str = "process", mixture: str = "st
         logits = torch.zeros(K, dtype=dt)
         scale = {"diag": torch.ones(K, D, dtype=dt), "spherical": torch.ones(K, dtype=dt),
                  "full": torch.eye(D, dtype=dt).expand(K, D, D).contiguous()}[cov]
-        fn = (lambda x=x, logits=logits, means=means, scale=scale, cov=cov:
-              mixture_em_stats(x, logits, means, scale, cov))
+        if iterate:
+            from gmmkernels.fit._data import kernel_params
+
+            lg3, mu3, sc3 = logits[None], means[None], scale[None]
+            prec, logc = kernel_params(lg3, mu3, sc3, cov)
+            lower = torch.full((1,), float("-inf"), dtype=dt)
+            kind = {"diag": 0, "spherical": 1, "full": 2}[cov]
+            fn = (lambda x3=x[None], lg3=lg3, mu3=mu3, sc3=sc3, prec=prec, logc=logc, lower=lower, kind=kind, N=N:
+                  torch.ops.gmmkernels.mixture_em_iterate(x3, lg3, mu3, sc3, prec, logc, lower, kind, 1e-6, 0.0,
+                                                          iterate, float(N)))
+        else:
+            fn = (lambda x=x, logits=logits, means=means, scale=scale, cov=cov:
+                  mixture_em_stats(x, logits, means, scale, cov))
         fn()
-        fns[case] = (fn, N)
+        fns[case] = (fn, N * max(1, iterate))
     print("ready", Path(gmmkernels.__file__).resolve().parent.parent, flush=True)
     now = time.process_time if clock == "process" else time.perf_counter
     for line in sys.stdin:
@@ -121,6 +135,9 @@ def main(argv=None) -> int:
                     help="passes per worker per round: 1 times one pass right after the other worker's (cold caches); "
                          "P > 1 runs one untimed pass, then P timed ones, and takes their median (the warm state of "
                          "the passes of a fit)")
+    ap.add_argument("--iterate", type=int, default=0,
+                    help="M > 0: time M iterations of the native EM loop (mixture_em_iterate) per unit instead of one "
+                         "pass; ns per row and iteration")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -129,11 +146,11 @@ def main(argv=None) -> int:
     for c in cases:
         parse_case(c)
     if args.worker:
-        return worker(cases, args.threads, args.clock, args.mixture)
+        return worker(cases, args.threads, args.clock, args.mixture, args.iterate)
     if args.a is None or args.b is None:
         ap.error("two checkouts are needed: DIR_A DIR_B")
-    if args.rounds < 2 or args.threads < 1 or args.passes < 1:
-        ap.error("--rounds must be >= 2, --threads and --passes >= 1")
+    if args.rounds < 2 or args.threads < 1 or args.passes < 1 or args.iterate < 0:
+        ap.error("--rounds must be >= 2, --threads and --passes >= 1, --iterate >= 0")
     dirs = [Path(args.a).resolve(), Path(args.b).resolve()]
     for d in dirs:
         if not (d / "gmmkernels" / "__init__.py").is_file():
@@ -143,7 +160,8 @@ def main(argv=None) -> int:
         for d in dirs:
             env = dict(os.environ, PYTHONPATH=str(d), OMP_NUM_THREADS=str(args.threads))
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", "--cases", args.cases,
-                                  "--threads", str(args.threads), "--clock", args.clock, "--mixture", args.mixture],
+                                  "--threads", str(args.threads), "--clock", args.clock, "--mixture", args.mixture,
+                                  "--iterate", str(args.iterate)],
                                  cwd=d, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             procs.append(p)
             hello = p.stdout.readline().rstrip("\n").split(" ", 1)  # "ready <path>"; the path may hold spaces
@@ -170,7 +188,7 @@ def main(argv=None) -> int:
             rows.append({"op": OP, "case": case, "provider": "B/A", "mode": "ab", "dtype": dts, "device": "cpu",
                          "params": {"N": N, "K": K, "D": D, "cov": cov, "rounds": args.rounds,
                                     "threads": args.threads, "clock": args.clock, "mixture": args.mixture,
-                                    "passes": args.passes},
+                                    "passes": args.passes, "iterate": args.iterate},
                          "error": None, "ns_per_row": {"A": t[0], "B": t[1]},
                          "ratio_b_over_a": {"median": statistics.median(ratio), "q1": q1, "q3": q3,
                                             "min": min(ratio), "max": max(ratio)}})

@@ -21,10 +21,12 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -779,6 +781,23 @@ void em_stats_rows_impl(const Shape<T>& s, const T* x, int64_t x_bstride, const 
   });
 }
 
+// One pass into raw outputs: lp, rl [B] (either may be null), nk [B, K], sx [B, K, D], sxx [B, K, D] or [B, K, D, D];
+// resp [B, N, K] or null; partial holds B nch partial_size() doubles.
+template <typename T>
+void em_stats_into(const Shape<T>& s, const T* x, int64_t x_bstride, const T* means, const T* prec, const T* logc,
+                   T* resp, double* partial, T* lp, T* rl, T* nk, T* sx, T* sxx) {
+  auto* impl = rows_path(s) ? (s.full ? &em_stats_rows_impl<T, true> : &em_stats_rows_impl<T, false>)
+                            : (s.full ? &em_stats_impl<T, true> : &em_stats_impl<T, false>);
+  impl(s, x, x_bstride, means, prec, logc, resp, partial);
+  reduce_partials<T>(s, partial, lp, rl, nk, sx, sxx);
+}
+
+// every chunk writes all of its partial sums: no zero fill (it cost tens of microseconds per call)
+template <typename T>
+std::unique_ptr<double[]> partial_buffer(const Shape<T>& s) {
+  return std::unique_ptr<double[]>(new double[std::max<int64_t>(1, s.B * s.nch * s.partial_size())]);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_stats_cpu(
     const at::Tensor& x, const at::Tensor& means, const at::Tensor& prec, const at::Tensor& logc, bool full,
     bool with_resp) {
@@ -791,15 +810,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto resp = optional_output(with_resp, {z.B, z.N, z.K}, opt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_em_stats_cpu", [&] {
     const Shape<scalar_t> s(z.B, z.N, z.K, z.D, full);
-    // every chunk writes all of its partial sums: no zero fill (it cost tens of microseconds per call)
-    std::unique_ptr<double[]> partial(new double[std::max<int64_t>(1, z.B * s.nch * s.partial_size())]);
-    scalar_t* rp = with_resp ? resp.data_ptr<scalar_t>() : nullptr;
-    auto* impl = rows_path(s) ? (full ? &em_stats_rows_impl<scalar_t, true> : &em_stats_rows_impl<scalar_t, false>)
-                              : (full ? &em_stats_impl<scalar_t, true> : &em_stats_impl<scalar_t, false>);
-    impl(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
-         pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(), rp, partial.get());
-    reduce_partials<scalar_t>(s, partial.get(), lp.data_ptr<scalar_t>(), rl.data_ptr<scalar_t>(),
-                              nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(), sxx.data_ptr<scalar_t>());
+    const auto partial = partial_buffer(s);
+    em_stats_into<scalar_t>(s, xc.const_data_ptr<scalar_t>(), batch_stride(xc), mc.const_data_ptr<scalar_t>(),
+                            pc.const_data_ptr<scalar_t>(), cc.const_data_ptr<scalar_t>(),
+                            with_resp ? resp.data_ptr<scalar_t>() : nullptr, partial.get(), lp.data_ptr<scalar_t>(),
+                            rl.data_ptr<scalar_t>(), nk.data_ptr<scalar_t>(), sx.data_ptr<scalar_t>(),
+                            sxx.data_ptr<scalar_t>());
   });
   return {lp, rl, nk, sx, sxx, resp};
 }
@@ -810,50 +826,109 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 namespace gmmkernels {
 namespace {
 
-// mixture_em_mstep on CPU: the weights' normaliser of each mixture, then the components in parallel (each the
-// shared header's mstep_component: O(D^3) for full covariances, with row-wise inner loops the compiler vectorises).
+// The M-step of every component into raw outputs (the shapes of mstep_outputs; ok [B, K]): the weights' normaliser
+// of each mixture, then the components in parallel (each the shared header's mstep_component: O(D^3) for full
+// covariances, with row-wise inner loops the compiler vectorises). Returns whether every component is ok.
+template <typename T>
+bool mstep_into(int64_t B, int64_t K, int64_t D, int64_t cov_kind, double reg_covar, const T* n, const T* s1,
+                const T* s2p, T* lg, T* mu, T* scl, T* W, T* lc, bool* okp) {
+  namespace M = mixture_em_stats;
+  const bool full = cov_kind == M::kFull;
+  const int64_t s2 = full ? D * D : D, sc = full ? D * D : cov_kind == M::kSpherical ? 1 : D;
+  const T eps = T(10) * std::numeric_limits<T>::epsilon();
+  const bool low = !std::is_same<T, double>::value;
+  std::vector<T> total(B);
+  for (int64_t b = 0; b < B; ++b) total[b] = M::mstep_total(n + b * K, K, eps);
+  const int64_t grain = std::max<int64_t>(1, 4096 / (full ? D * D * D + 1 : 4 * D + 1));
+  at::parallel_for(0, B * K, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t q = lo; q < hi; ++q) {
+      const int64_t b = q / K;
+      okp[q] = M::mstep_component<T>(n[q], s1 + q * D, s2p + q * s2, D, static_cast<int>(cov_kind), low,
+                                     static_cast<T>(reg_covar), eps, total[b], lg + q, mu + q * D, scl + q * sc,
+                                     W + q * s2, lc + q);
+    }
+  });
+  return std::all_of(okp, okp + B * K, [](bool v) { return v; });
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mixture_em_mstep_cpu(
     const at::Tensor& nk, const at::Tensor& sx, const at::Tensor& sxx, int64_t cov_kind, double reg_covar) {
   namespace M = mixture_em_stats;
   const auto z = M::check_mstep_inputs(nk, sx, sxx, cov_kind, reg_covar, c10::DeviceType::CPU);
-  const int64_t B = z.B, K = z.K, D = z.D;
   auto out = M::mstep_outputs(z, cov_kind, nk.options());
   auto& [logits, means, scale, prec, logc, ok] = out;
   auto nkc = nk.contiguous(), sxc = sx.contiguous(), sxxc = sxx.contiguous();
-  const bool full = cov_kind == M::kFull;
-  const int64_t s2 = full ? D * D : D, sc = full ? D * D : cov_kind == M::kSpherical ? 1 : D;
   AT_DISPATCH_FLOATING_TYPES(nk.scalar_type(), "mixture_em_mstep_cpu", [&] {
-    using T = scalar_t;
-    const T eps = T(10) * std::numeric_limits<T>::epsilon();
-    const bool low = !std::is_same<T, double>::value;
-    const T* n = nkc.const_data_ptr<T>();
-    std::vector<T> total(B);
-    for (int64_t b = 0; b < B; ++b) total[b] = M::mstep_total(n + b * K, K, eps);
-    const T* s1 = sxc.const_data_ptr<T>();
-    const T* s2p = sxxc.const_data_ptr<T>();
-    T *lg = logits.data_ptr<T>(), *mu = means.data_ptr<T>(), *scl = scale.data_ptr<T>(), *W = prec.data_ptr<T>();
-    T* lc = logc.data_ptr<T>();
-    bool* okp = ok.data_ptr<bool>();
-    const int64_t grain = std::max<int64_t>(1, 4096 / (full ? D * D * D + 1 : 4 * D + 1));
-    at::parallel_for(0, B * K, grain, [&](int64_t lo, int64_t hi) {
-      for (int64_t q = lo; q < hi; ++q) {
-        const int64_t b = q / K;
-        okp[q] = M::mstep_component<T>(n[q], s1 + q * D, s2p + q * s2, D, static_cast<int>(cov_kind), low,
-                                       static_cast<T>(reg_covar), eps, total[b], lg + q, mu + q * D,
-                                       scl + q * sc, W + q * s2, lc + q);
-      }
-    });
+    mstep_into<scalar_t>(z.B, z.K, z.D, cov_kind, reg_covar, nkc.const_data_ptr<scalar_t>(),
+                         sxc.const_data_ptr<scalar_t>(), sxxc.const_data_ptr<scalar_t>(), logits.data_ptr<scalar_t>(),
+                         means.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(), prec.data_ptr<scalar_t>(),
+                         logc.data_ptr<scalar_t>(), ok.data_ptr<bool>());
   });
   return out;
 }
 
+// The loop of mixture_em_stats::em_iterate (mixture_em_stats_iterate.h) on raw buffers allocated once: the pass and
+// the M-step write into them and the lower bound and the convergence flags are plain loops, so an iteration calls
+// no ATen operator. After a pass of a large data set, the few small ATen operators of the generic loop ran from
+// evicted caches and took 40-140 us per iteration. The same operations in the same dtype as the generic loop: lb =
+// lp / T(n), converged where |lb - lower| < T(tol). Two sets of parameters: the M-step writes the next one, which
+// becomes the current one when the iteration is kept.
 mixture_em_stats::Tensors8 mixture_em_iterate_cpu(const at::Tensor& x, const at::Tensor& logits,
                                                    const at::Tensor& means, const at::Tensor& scale,
                                                    const at::Tensor& prec, const at::Tensor& logc,
                                                    const at::Tensor& lower, int64_t cov_kind, double reg_covar,
                                                    double tol, int64_t max_iter, double n) {
-  return mixture_em_stats::em_iterate(mixture_em_stats_cpu, mixture_em_mstep_cpu, x, logits, means, scale, prec, logc,
-                                      lower, cov_kind, reg_covar, tol, max_iter, n, c10::DeviceType::CPU);
+  namespace M = mixture_em_stats;
+  const Sizes z = M::check_iterate_inputs(x, logits, means, scale, prec, logc, lower, cov_kind, reg_covar, tol,
+                                          max_iter, n, c10::DeviceType::CPU);
+  const int64_t B = z.B, K = z.K, D = z.D;
+  const bool full = cov_kind == M::kFull;
+  const auto fresh = [](const at::Tensor& t) { return t.clone(at::MemoryFormat::Contiguous); };
+  // the current parameters (logits, means, scale, prec, logc) and the M-step's outputs
+  std::array<at::Tensor, 5> cur = {fresh(logits), fresh(means), fresh(scale), fresh(prec), fresh(logc)}, next;
+  at::Tensor ok;
+  std::tie(next[0], next[1], next[2], next[3], next[4], ok) = M::mstep_outputs({B, K, D}, cov_kind, x.options());
+  at::Tensor lo = fresh(lower), conv = at::zeros({B}, lower.options().dtype(at::kBool));
+  const at::Tensor xc = x.contiguous();
+  int64_t kept = 0, why = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mixture_em_iterate_cpu", [&] {
+    using T = scalar_t;
+    const Shape<T> s(B, z.N, K, D, full);
+    const auto partial = partial_buffer(s);
+    std::vector<T> lp(B), lb(B), nk(B * K), sx(B * K * D), sxx(B * K * (full ? D * D : D));
+    std::vector<char> c(B);
+    T* const lop = lo.data_ptr<T>();
+    bool* const cv = conv.data_ptr<bool>();
+    const auto ptr = [](at::Tensor& t) { return t.data_ptr<T>(); };
+    for (int64_t it = 1; it <= max_iter; ++it) {
+      em_stats_into<T>(s, xc.const_data_ptr<T>(), batch_stride(xc), ptr(cur[1]), ptr(cur[3]), ptr(cur[4]), nullptr,
+                       partial.get(), lp.data(), nullptr, nk.data(), sx.data(), sxx.data());
+      const bool all_ok = mstep_into<T>(B, K, D, cov_kind, reg_covar, nk.data(), sx.data(), sxx.data(), ptr(next[0]),
+                                        ptr(next[1]), ptr(next[2]), ptr(next[3]), ptr(next[4]), ok.data_ptr<bool>());
+      bool any = false;
+      for (int64_t b = 0; b < B; ++b) {
+        lb[b] = lp[b] / static_cast<T>(n);
+        c[b] = std::abs(lb[b] - lop[b]) < static_cast<T>(tol);
+        any = any || c[b];
+      }
+      if (!all_ok) {
+        why = 2;
+        break;
+      }
+      std::swap(cur, next);
+      for (int64_t b = 0; b < B; ++b) {
+        lop[b] = lb[b];
+        cv[b] = c[b];
+      }
+      kept = it;
+      if (any) {
+        why = 1;
+        break;
+      }
+    }
+  });
+  at::Tensor counts = at::tensor({kept, why}, at::TensorOptions().dtype(at::kLong));
+  return {cur[0], cur[1], cur[2], cur[3], cur[4], lo, conv, counts};
 }
 
 }  // namespace

@@ -668,6 +668,9 @@ def test_iterate_bad_inputs():
         call(max_iter=-1)
     with pytest.raises(RuntimeError, match="mixture_em_iterate: 'tol' must be >= 0 and 'n' > 0"):
         call(n=0.0)
+    for bad in (-1e-6, float("nan"), float("inf")):  # checked before the first iteration, even with max_iter = 0
+        with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'reg_covar' must be a finite number"):
+            call(reg_covar=bad, max_iter=0)
     with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'lower' must be"):
         call(lower=torch.zeros(2, dtype=x.dtype))
     with pytest.raises(RuntimeError, match="mixture_em_iterate: argument 'scale' must be"):

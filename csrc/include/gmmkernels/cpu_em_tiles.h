@@ -259,22 +259,31 @@ void run_tiles(const Shape<T>& s, const T* x, int64_t x_bstride, double* partial
 }
 
 // Sum of the chunk partials of each data set in chunk order, into the outputs (lp and rl may be null: the
-// statistics only).
+// statistics only). The sums are cut into ranges of the partial vector across the threads, so that the sums of a
+// single data set run in parallel too; every sum adds the same chunks in the same order whatever the cut.
 template <typename T>
 void reduce_partials(const Shape<T>& s, const double* partial, T* lp, T* rl, T* nk, T* sx, T* sxx) {
   constexpr int64_t L = Shape<T>::L;
-  const int64_t K = s.K, D = s.D, Kp = s.KV * L, psize = s.partial_size();
-  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<double> acc(psize);
-    for (int64_t b = b0; b < b1; ++b) {
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t c = 0; c < s.nch; ++c) {
-        const double* p = partial + (b * s.nch + c) * psize;
-        for (int64_t i = 0; i < psize; ++i) acc[i] += p[i];
+  const int64_t K = s.K, D = s.D, Kp = s.KV * L, psize = s.partial_size(), nch = s.nch;
+  std::vector<double> sums(s.B * psize);
+  at::parallel_for(0, s.B * psize, 128, [&](int64_t lo, int64_t hi) {
+    for (int64_t q = lo; q < hi;) {  // the part [i0, i1) of data set b's sums
+      const int64_t b = q / psize, i0 = q % psize, i1 = std::min(psize, i0 + (hi - q));
+      double* acc = sums.data() + b * psize;
+      std::fill(acc + i0, acc + i1, 0.0);
+      for (int64_t c = 0; c < nch; ++c) {
+        const double* p = partial + (b * nch + c) * psize;
+        for (int64_t i = i0; i < i1; ++i) acc[i] += p[i];
       }
+      q += i1 - i0;
+    }
+  });
+  at::parallel_for(0, s.B, 1, [&](int64_t b0, int64_t b1) {  // one data set runs inline
+    for (int64_t b = b0; b < b1; ++b) {
+      const double* acc = sums.data() + b * psize;
       if (lp != nullptr) lp[b] = static_cast<T>(acc[0]);
       if (rl != nullptr) rl[b] = static_cast<T>(acc[1]);
-      const double* nka = acc.data() + 2;
+      const double* nka = acc + 2;
       const double* Sa = nka + Kp;
       for (int64_t k = 0; k < K; ++k) {
         nk[b * K + k] = static_cast<T>(nka[k]);

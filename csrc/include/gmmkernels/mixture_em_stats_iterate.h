@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <tuple>
 
 #include "gmmkernels/mixture_em_stats_checks.h"
@@ -16,19 +17,17 @@ namespace mixture_em_stats {
 
 using Tensors8 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// pass(x, means, prec, logc, full, with_resp) and mstep(nk, sx, sxx, cov_kind, reg_covar) are the backend's kernels.
-// Returns (logits, means, scale, prec, logc, lower [B], converged [B] bool, counts [2] int64 = (iterations kept,
-// why it stopped: 0 max_iter, 1 a mixture converged, 2 the M-step flagged a component)).
-template <class Pass, class MStep>
-Tensors8 em_iterate(Pass pass, MStep mstep, const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means,
-                    const at::Tensor& scale, const at::Tensor& prec, const at::Tensor& logc, const at::Tensor& lower,
-                    int64_t cov_kind, double reg_covar, double tol, int64_t max_iter, double n,
-                    c10::DeviceType expect) {
-  const bool full = cov_kind == 2;
+// The argument checks of mixture_em_iterate (those of the pass's inputs included); returns the pass's sizes.
+inline Sizes check_iterate_inputs(const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means,
+                                  const at::Tensor& scale, const at::Tensor& prec, const at::Tensor& logc,
+                                  const at::Tensor& lower, int64_t cov_kind, double reg_covar, double tol,
+                                  int64_t max_iter, double n, c10::DeviceType expect) {
   check_cov_kind("mixture_em_iterate", cov_kind);
-  check_inputs(x, means, prec, logc, full, expect);
-  const int64_t B = means.size(0), K = means.size(1), D = means.size(2);
+  const Sizes z = check_inputs(x, means, prec, logc, cov_kind == 2, expect);
+  const int64_t B = z.B, K = z.K, D = z.D;
   TORCH_CHECK(max_iter >= 0, "mixture_em_iterate: argument 'max_iter' must be >= 0, got ", max_iter);
+  TORCH_CHECK(reg_covar >= 0.0 && std::isfinite(reg_covar), "mixture_em_iterate: argument 'reg_covar' must be a ",
+              "finite number >= 0, got ", reg_covar);
   TORCH_CHECK(tol >= 0.0 && n > 0.0, "mixture_em_iterate: 'tol' must be >= 0 and 'n' > 0, got ", tol, " and ", n);
   TORCH_CHECK(lower.dim() == 1 && lower.size(0) == B && lower.scalar_type() == x.scalar_type() &&
                   lower.device() == x.device(),
@@ -43,6 +42,21 @@ Tensors8 em_iterate(Pass pass, MStep mstep, const at::Tensor& x, const at::Tenso
                   scale.device() == x.device(),
               "mixture_em_iterate: argument 'scale' must be ", at::IntArrayRef(want), " of the dtype and device of 'x', ",
               "got ", scale.sizes());
+  return z;
+}
+
+// pass(x, means, prec, logc, full, with_resp) and mstep(nk, sx, sxx, cov_kind, reg_covar) are the backend's kernels.
+// Returns (logits, means, scale, prec, logc, lower [B], converged [B] bool, counts [2] int64 = (iterations kept,
+// why it stopped: 0 max_iter, 1 a mixture converged, 2 the M-step flagged a component)). The CPU backend runs the
+// same loop on raw buffers (csrc/cpu/mixture_em_stats.cpp: mixture_em_iterate_cpu).
+template <class Pass, class MStep>
+Tensors8 em_iterate(Pass pass, MStep mstep, const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means,
+                    const at::Tensor& scale, const at::Tensor& prec, const at::Tensor& logc, const at::Tensor& lower,
+                    int64_t cov_kind, double reg_covar, double tol, int64_t max_iter, double n,
+                    c10::DeviceType expect) {
+  const bool full = cov_kind == 2;
+  const int64_t B = check_iterate_inputs(x, logits, means, scale, prec, logc, lower, cov_kind, reg_covar, tol,
+                                         max_iter, n, expect).B;
   const auto fresh = [](const at::Tensor& t) { return t.clone(at::MemoryFormat::Contiguous); };
   at::Tensor lg = fresh(logits), mu = fresh(means), sc = fresh(scale), W = fresh(prec), lc = fresh(logc);
   at::Tensor lo = fresh(lower), conv = at::zeros({B}, lower.options().dtype(at::kBool));
