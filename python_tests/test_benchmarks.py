@@ -208,6 +208,15 @@ def test_ab_checkouts_pairs_two_workers(tmp_path):
     assert len(rows) == 2 and all(r["params"]["passes"] == 3 and len(r["ns_per_row"]["A"]) == 3 for r in rows)
     with pytest.raises(SystemExit):
         ab.main(argv[:-1] + [str(tmp_path / "none"), "--passes", "0"])
+    # the native EM loop as the timed unit (spherical too): recorded, its workers run; a negative count is refused
+    it_argv = [str(repo), str(repo), "--cases", "spherical:float64:300,full:float32:200", "--rounds", "3", "--out",
+               str(tmp_path / "iterate"), "--iterate", "2"]
+    assert ab.main(it_argv) == 0
+    (f,) = (tmp_path / "iterate").glob("mixture_em_stats_ab__cpu-1t__*.json")
+    rows = json.loads(f.read_text())["results"]
+    assert len(rows) == 2 and all(r["params"]["iterate"] == 2 and min(r["ns_per_row"]["B"]) > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        ab.main(it_argv[:-1] + ["-1"])
     with pytest.raises(SystemExit, match="cov:dtype:N"):
         ab.main([str(repo), str(repo), "--cases", "diag:float64"])
     with pytest.raises(SystemExit, match="bad case"):
