@@ -191,8 +191,6 @@ void tile_logits(const T* x, int64_t nr, int64_t D, const typename VecOf<T>::V* 
 // where l - m = -inf, and NaN stays NaN), in the order of the vectors. The G exponentials run interleaved (vexp_n);
 // l - m is taken again after them rather than held in G more registers. lowest: the dtype's lowest value in every
 // lane.
-constexpr int kExpGroup = 4;  // vectors per interleaved exponential
-
 template <int G, typename V>
 inline void exp_and_sums(V* __restrict l, int64_t stride, const V& m, V& s, V& t, const V& lowest) {
   V e[G];
@@ -206,11 +204,30 @@ inline void exp_and_sums(V* __restrict l, int64_t stride, const V& m, V& s, V& t
   }
 }
 
+// exp_and_sums over the n vectors l[0], l[stride], .., l[(n - 1) stride]: kExpGroup<T> at a time, then 4, then one by
+// one (the same values and the same order of the sums whatever the grouping). A group's exponentials are one chain of
+// about 15 dependent steps each; with 4 of them the core waits on that chain (the next group's operations do not fit
+// beside it in its scheduler), so double, whose chain is the longer, takes 8 at a time (the values spilled to the
+// stack are loads and stores, off the arithmetic pipes): paired 0.96-0.98 of the diag float64 time, 1.015 for float32,
+// which keeps 4 (docs/kernels.md).
+template <typename T>
+constexpr int kExpGroup = sizeof(T) == 8 ? 8 : 4;
+
+template <typename T, typename V>
+inline void exp_and_sums_all(V* __restrict l, int64_t stride, int64_t n, const V& m, V& s, V& t, const V& lowest) {
+  int64_t i = 0;
+  constexpr int G = kExpGroup<T>;
+  if constexpr (G > 4)
+    for (; i + G <= n; i += G) exp_and_sums<G>(l + i * stride, stride, m, s, t, lowest);
+  for (; i + 4 <= n; i += 4) exp_and_sums<4>(l + i * stride, stride, m, s, t, lowest);
+  for (; i < n; ++i) exp_and_sums<1>(l + i * stride, stride, m, s, t, lowest);
+}
+
 // Softmax of the rows [0, nr) of a tile, l [nr][KV], in place (r = e / s), their responsibilities added to nkv, and
 // the row sums of log p and sum_k r log r: log p = m + log s and sum_k r log r = t / s - log s, where the logs of s
 // are taken once per 16 rows from their product (s lies in [1, K]), with the binary exponent kept apart. In passes
 // over the rows of the tile, each with independent rows: the row maxima m; e = exp(l - m) with the row sums s and t
-// (exp_and_sums, kExpGroup vectors at a time); 1 / s of every row as vectors; r = e (1 / s) added to nkv (kNkBlock
+// (exp_and_sums_all, kExpGroup vectors at a time); 1 / s of every row as vectors; r = e (1 / s) added to nkv (kNkBlock
 // component vectors held in registers down the rows); the scalar sums, row after row. Row by row with the stages in
 // sequence, each row is one chain of dependent steps (maximum, horizontal reductions, exponentials, a division),
 // which the core overlaps with the next row's only as far as its out-of-order window reaches (0.93-0.96 of the
@@ -259,9 +276,7 @@ void softmax_tile(typename VecOf<T>::V* __restrict l, int64_t nr, int64_t KV, ty
     V* ln = l + n * KV;
     const V mv = splat<V>(m[n]);
     V sv = V{}, tv = V{};
-    int64_t kv = 0;
-    for (; kv + kExpGroup <= KV; kv += kExpGroup) exp_and_sums<kExpGroup>(ln + kv, 1, mv, sv, tv, lowest);
-    for (; kv < KV; ++kv) exp_and_sums<1>(ln + kv, 1, mv, sv, tv, lowest);
+    exp_and_sums_all<T>(ln, 1, KV, mv, sv, tv, lowest);
     s[n] = hsum_all(sv)[0];
     t[n] = hsum_all(tv)[0];
   }
@@ -441,7 +456,7 @@ struct RowScalars {
 // them, whose r is 0), in place (Lg becomes r, as softmax_tile computes it); lanes of rows >= nr give r = 0 and add
 // nothing to the sums. r is added to NK [K] (per lane). The RV row vectors go through each stage together: each has
 // chains of K dependent maxima and sums, which one row vector alone leaves latency-bound; the exponentials of a row
-// vector run kExpGroup components at a time, interleaved.
+// vector run kExpGroup<T> components at a time, interleaved.
 template <typename T, int RV>
 inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t v0, int64_t nr,
                          typename VecOf<T>::V* __restrict NK, RowScalars<T>& sc) {
@@ -459,11 +474,8 @@ inline void softmax_down(typename VecOf<T>::V* __restrict Lg, int64_t K, int64_t
     sv[i] = V{};
     tv[i] = V{};
   }
-  for (int i = 0; i < RV; ++i) {  // down the components of row vector i, kExpGroup at a time
-    int64_t k = 0;
-    for (; k + kExpGroup <= K; k += kExpGroup) exp_and_sums<kExpGroup>(l + k * NV + i, NV, m[i], sv[i], tv[i], lowest);
-    for (; k < K; ++k) exp_and_sums<1>(l + k * NV + i, NV, m[i], sv[i], tv[i], lowest);
-  }
+  for (int i = 0; i < RV; ++i)  // down the components of row vector i
+    exp_and_sums_all<T>(l + i, NV, K, m[i], sv[i], tv[i], lowest);
   for (int i = 0; i < RV; ++i) inv[i] = T(1) / sv[i];
   if ((v0 + RV) * L <= nr) {
     for (int64_t k = 0; k < K; ++k)
