@@ -81,11 +81,12 @@ def worker(cases: list, threads: int, clock: str = "process", mixture: str = "st
                  "full": torch.eye(D, dtype=dt).expand(K, D, D).contiguous()}[cov]
         if iterate:
             from gmmkernels.fit._data import kernel_params
+            from gmmkernels.ops.mixture_em_stats import COV_KINDS
 
             lg3, mu3, sc3 = logits[None], means[None], scale[None]
             prec, logc = kernel_params(lg3, mu3, sc3, cov)
             lower = torch.full((1,), float("-inf"), dtype=dt)
-            kind = {"diag": 0, "spherical": 1, "full": 2}[cov]
+            kind = COV_KINDS[cov]
             fn = (lambda x3=x[None], lg3=lg3, mu3=mu3, sc3=sc3, prec=prec, logc=logc, lower=lower, kind=kind, N=N:
                   torch.ops.gmmkernels.mixture_em_iterate(x3, lg3, mu3, sc3, prec, logc, lower, kind, 1e-6, 0.0,
                                                           iterate, float(N)))

@@ -302,11 +302,11 @@ inline void vexp_n_table(VecOf<float>::V (&x)[M]) {
   for (int i = 0; i < M; ++i) {
     V xc = vmax(x[i], lo);  // NaN stays NaN
     if (!NonPositive) xc = xc > hi ? hi : xc;
-    t[i] = xc * 11.541560327111707f + shifter;  // 8 / ln2
+    t[i] = xc * (A::log2e * 8) + shifter;  // 8 / ln2 (scaling by 8 is exact)
     const V n = t[i] - shifter;
-    // ln2 / 8 in two parts: hi8 = ln2_hi / 8 (9 significant bits, |n| < 2^11: n hi8 exact), lo8 = ln2_lo / 8
-    r[i] = xc - n * 0.086669921875f;
-    r[i] = r[i] - n * -2.6524305e-5f;
+    // ln2 / 8 in the two parts of ln2, each divided by 8 (exactly): n ln2_hi / 8 is exact for |n| < 2^11
+    r[i] = xc - n * (A::ln2_hi / 8);
+    r[i] = r[i] - n * (A::ln2_lo / 8);
   }
   for (int i = 0; i < M; ++i) q[i] = splat<V>(1.0f / 24.0f);
   horner_step(q, r, 1.0f / 6.0f);

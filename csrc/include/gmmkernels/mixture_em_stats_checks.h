@@ -45,6 +45,12 @@ inline void check_cov_kind(const char* op, int64_t cov_kind) {
               "got ", cov_kind);
 }
 
+// reg_covar of mixture_em_mstep / mixture_em_iterate: a finite number >= 0.
+inline void check_reg_covar(const char* op, double reg_covar) {
+  TORCH_CHECK(reg_covar >= 0.0 && std::isfinite(reg_covar), op, ": argument 'reg_covar' must be a finite number >= 0, ",
+              "got ", reg_covar);
+}
+
 // The shape of a mixture's scale: [B, K, D] (diag), [B, K] (spherical), [B, K, D, D] (full, the Cholesky factor).
 inline std::vector<int64_t> scale_sizes(int64_t B, int64_t K, int64_t D, int64_t cov_kind) {
   return cov_kind == 2 ? std::vector<int64_t>{B, K, D, D}
@@ -127,8 +133,7 @@ inline MStepSizes check_mstep_inputs(const at::Tensor& nk, const at::Tensor& sx,
   TORCH_CHECK(nk.scalar_type() == at::kFloat || nk.scalar_type() == at::kDouble,
               "mixture_em_mstep: argument 'nk' must be float32 or float64, got ", nk.scalar_type());
   check_cov_kind("mixture_em_mstep", cov_kind);
-  TORCH_CHECK(reg_covar >= 0.0 && std::isfinite(reg_covar), "mixture_em_mstep: argument 'reg_covar' must be a finite ",
-              "number >= 0, got ", reg_covar);
+  check_reg_covar("mixture_em_mstep", reg_covar);
   TORCH_CHECK(nk.dim() == 2 && nk.size(1) >= 1, "mixture_em_mstep: argument 'nk' must have shape [B, K] with K >= 1, got ",
               nk.sizes());
   const int64_t B = nk.size(0), K = nk.size(1);

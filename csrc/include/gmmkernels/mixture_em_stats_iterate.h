@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
-#include <cmath>
 #include <tuple>
 
 #include "gmmkernels/mixture_em_stats_checks.h"
@@ -26,8 +25,7 @@ inline Sizes check_iterate_inputs(const at::Tensor& x, const at::Tensor& logits,
   const Sizes z = check_inputs(x, means, prec, logc, cov_kind == 2, expect);
   const int64_t B = z.B, K = z.K, D = z.D;
   TORCH_CHECK(max_iter >= 0, "mixture_em_iterate: argument 'max_iter' must be >= 0, got ", max_iter);
-  TORCH_CHECK(reg_covar >= 0.0 && std::isfinite(reg_covar), "mixture_em_iterate: argument 'reg_covar' must be a ",
-              "finite number >= 0, got ", reg_covar);
+  check_reg_covar("mixture_em_iterate", reg_covar);
   TORCH_CHECK(tol >= 0.0 && n > 0.0, "mixture_em_iterate: 'tol' must be >= 0 and 'n' > 0, got ", tol, " and ", n);
   TORCH_CHECK(lower.dim() == 1 && lower.size(0) == B && lower.scalar_type() == x.scalar_type() &&
                   lower.device() == x.device(),
